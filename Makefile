@@ -1,0 +1,31 @@
+# Two commands to start: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lab bench clean
+
+setup: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes; the package itself is editable.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m whisperkit demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup
+	$(BIN)/python benchmarks/transcribe_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,81 @@
+"""What machine a run happened on: CPU, memory, GPUs and driver, and library versions."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+PACKAGES = ("whisperkit", "faster-whisper", "ctranslate2", "nvidia-ml-py", "onnxruntime", "numpy", "av")
+
+
+def collect_environment() -> dict:
+    """A JSON-ready description of this machine, so runs from different machines can be told apart.
+
+    Keys: ``python``, ``platform``, ``cpu_model``, ``cpu_logical_cores``, ``cpu_physical_cores``,
+    ``memory_total_mb`` (MiB), ``gpus`` (per NVIDIA GPU: index, name, uuid, memory_total_mb,
+    memory_free_mb, driver_version, cuda_driver_version), ``gpu_unavailable_reason`` (why
+    ``gpus`` is empty, else None), ``ctranslate2_cuda_devices`` and ``versions``.
+    """
+    import psutil
+
+    from whisperkit.models import cuda_device_count
+    from whisperkit.nvml import gpu_inventory
+
+    gpus, gpu_reason = gpu_inventory()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_logical_cores": psutil.cpu_count(logical=True),
+        "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+        "gpus": gpus,
+        "gpu_unavailable_reason": gpu_reason,
+        "ctranslate2_cuda_devices": cuda_device_count(),
+        "versions": package_versions(),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, from /proc/cpuinfo on Linux, else what platform reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict:
+    """Installed versions of the packages that decide a run's speed (None where missing)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def format_environment(env: dict) -> str:
+    """The environment as the lines ``whisperkit env`` prints."""
+    lines = [
+        f"CPU: {env['cpu_model']} ({env['cpu_physical_cores']} cores, {env['cpu_logical_cores']} threads)",
+        f"Memory: {env['memory_total_mb']} MiB",
+    ]
+    if env["gpus"]:
+        for gpu in env["gpus"]:
+            lines.append(
+                f"GPU {gpu['index']}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
+                f"({gpu['memory_free_mb']:.0f} MiB free), driver {gpu['driver_version']}, "
+                f"CUDA {gpu['cuda_driver_version']}"
+            )
+    else:
+        lines.append(f"GPU: none visible ({env['gpu_unavailable_reason']})")
+    lines.append(f"CUDA devices ctranslate2 sees: {env['ctranslate2_cuda_devices']}")
+    lines.append(f"Python {env['python']} on {env['platform']}")
+    lines.extend(f"{name}: {version or 'not installed'}" for name, version in env["versions"].items())
+    return "\n".join(lines)
+

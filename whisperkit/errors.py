@@ -1,0 +1,29 @@
+"""Errors whisperkit raises for bad input: one line each, naming the thing and what to do.
+
+Every class derives from :class:`WhisperkitError`, so ``except wk.WhisperkitError`` catches
+all of them; the command line turns them into ``whisperkit: error: <message>`` and exit status 2.
+"""
+
+
+class WhisperkitError(Exception):
+    """Base class: every error caused by the user's input or environment."""
+
+
+class AudioError(WhisperkitError):
+    """An audio file is missing, is a directory, is not audio, or is damaged beyond decoding."""
+
+
+class ModelError(WhisperkitError):
+    """A model name is unknown, or a named model is neither local nor downloadable."""
+
+
+class DeviceError(WhisperkitError):
+    """A device or compute type was asked for that this machine cannot provide."""
+
+
+class ConfigError(WhisperkitError):
+    """A setting is out of range (batch size below 1, unknown mode, ...)."""
+
+
+class RunError(WhisperkitError):
+    """A saved run folder is missing, damaged, or not a whisperkit run."""
