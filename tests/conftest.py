@@ -1,0 +1,105 @@
+"""Shared fixtures: the bundled model, the bundled speech, and the CLI run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import whisperkit as wk
+from whisperkit.samples import reference_text, short_clips
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The bundled tiny.en on the CPU, loaded once."""
+    return wk.load_model()
+
+
+@pytest.fixture(scope="session")
+def long_sample() -> str:
+    return wk.sample_path("gettysburg")
+
+
+@pytest.fixture(scope="session")
+def long_reference(long_sample) -> str:
+    return reference_text(long_sample)
+
+
+@pytest.fixture(scope="session")
+def clips() -> list[str]:
+    return short_clips()
+
+
+@pytest.fixture(scope="session")
+def batched(model, long_sample):
+    """The long sample transcribed in batched mode (batch size 8)."""
+    return wk.transcribe(long_sample, model=model, mode="batched", batch_size=8, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sequential(model, long_sample):
+    """The long sample transcribed in sequential mode."""
+    return wk.transcribe(long_sample, model=model, mode="sequential", progress=False)
+
+
+def run_cli(*args: str, timeout: float = 300, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m whisperkit ARGS`` in a subprocess, as a user would from a terminal."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "whisperkit", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def bad_audio(tmp_path_factory, long_sample):
+    """Files a user might pass by mistake, made on the spot from the bundled sample."""
+    import random
+
+    folder = tmp_path_factory.mktemp("bad_audio")
+    data = open(long_sample, "rb").read()
+    files = {
+        "missing": folder / "missing.flac",
+        "directory": folder / "a_folder",
+        "empty_bytes": folder / "empty.flac",
+        "text": folder / "notes.txt",
+        "noise": folder / "noise.flac",
+        "truncated": folder / "truncated.flac",
+    }
+    files["directory"].mkdir()
+    files["empty_bytes"].write_bytes(b"")
+    files["text"].write_text("this is not audio\n")
+    rng = random.Random(7)
+    files["noise"].write_bytes(bytes(rng.randrange(256) for _ in range(30_000)))
+    files["truncated"].write_bytes(data[: len(data) // 3])
+    return {name: str(path) for name, path in files.items()}
+
+
+@pytest.fixture(scope="session")
+def quiet_audio(tmp_path_factory):
+    """A valid WAV with no samples and one of 3 s of digital silence."""
+    import wave
+
+    folder = tmp_path_factory.mktemp("quiet_audio")
+    paths = {}
+    for name, seconds in (("empty", 0), ("silence", 3)):
+        path = folder / f"{name}.wav"
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(16000)
+            handle.writeframes(b"\x00\x00" * 16000 * seconds)
+        paths[name] = str(path)
+    return paths

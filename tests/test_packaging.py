@@ -1,0 +1,42 @@
+"""The package as installed: quick to import, dependencies declared once for pip and conda."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+import whisperkit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_lists_the_pyproject_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    conda = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
+    pinned = [line.replace(" ", "") for line in pip_section if not line.startswith("-e")]
+    assert sorted(pinned) == sorted(dep.replace(" ", "") for dep in project["dependencies"])
+    assert "-e ." in pip_section
+
+
+def test_import_is_light():
+    code = "import sys, whisperkit; print(' '.join(sorted(m for m in ('faster_whisper', 'ctranslate2', 'pandas', 'plotly', 'ipywidgets', 'pynvml', 'numpy') if m in sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
+
+
+def test_public_names_resolve():
+    for name in whisperkit.__all__:
+        assert getattr(whisperkit, name) is not None, name
+
+
+def test_bundled_samples_ship_with_references():
+    names = whisperkit.list_samples()
+    assert "gettysburg" in names and sum(n.startswith("aesop_") for n in names) == 10
+    data = ROOT / "whisperkit" / "data"
+    assert all((data / f"{name}.txt").read_text().strip() for name in names)
+    assert sum(p.stat().st_size for p in data.iterdir()) < 3 * 2**20

@@ -1,0 +1,169 @@
+"""Transcription of real speech with the real bundled tiny.en, in both modes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import whisperkit as wk
+from whisperkit.samples import reference_text
+
+# Measured on the bundled samples (flite voices, tiny.en int8, beam 5): the long sample
+# scores 7.4 % batched and 7.7 % sequential; the ten clips 5-6 % on average. The bounds
+# leave room for other CPUs' rounding, not for a broken pipeline.
+LONG_WER_BOUND = 0.12
+CLIPS_WER_BOUND = 0.12
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_long_sample_words_match_reference(mode, batched, sequential, long_reference):
+    transcript = batched if mode == "batched" else sequential
+    assert transcript.text.startswith("Four score and seven years ago")
+    assert "shall not perish from the earth" in transcript.text
+    assert wk.word_error_rate(long_reference, transcript.text) < LONG_WER_BOUND
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_short_clips_words_match_references(mode, model, clips):
+    rates = []
+    for clip in clips:
+        transcript = wk.transcribe(clip, model=model, mode=mode, progress=False)
+        rates.append(wk.word_error_rate(reference_text(clip), transcript.text))
+    assert len(rates) == 10
+    assert np.mean(rates) < CLIPS_WER_BOUND, rates
+
+
+def test_batched_and_sequential_agree(batched, sequential):
+    assert wk.word_error_rate(sequential.text, batched.text) < 0.08
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_segments_in_order_and_inside_audio(mode, batched, sequential):
+    transcript = batched if mode == "batched" else sequential
+    assert transcript.audio_seconds == pytest.approx(79.45, abs=0.01)
+    assert len(transcript.segments) >= 3
+    previous_start = -1.0
+    for segment in transcript.segments:
+        assert 0.0 <= segment.start <= segment.end <= transcript.audio_seconds
+        assert segment.start >= previous_start
+        assert segment.text == segment.text.strip() and segment.text
+        previous_start = segment.start
+    assert transcript.segments[-1].end > 0.8 * transcript.audio_seconds
+
+
+def test_timings_add_up(batched):
+    assert batched.language == "en"
+    assert batched.wall_seconds > 0
+    assert batched.prepare_seconds + batched.decode_seconds == pytest.approx(batched.wall_seconds, rel=1e-6)
+    assert batched.rtfx == pytest.approx(batched.audio_seconds / batched.wall_seconds)
+
+
+def test_config_records_what_was_used(batched, sequential):
+    assert batched.config["mode"] == "batched" and batched.config["batch_size"] == 8
+    assert sequential.config["mode"] == "sequential" and sequential.config["batch_size"] is None
+    for key, value in {"model": "tiny.en", "device": "cpu", "compute_type": "int8", "beam_size": 5,
+                       "num_workers": 1, "cpu_threads": 0}.items():
+        assert batched.config[key] == value
+
+
+def test_srt_is_well_formed(batched):
+    blocks = batched.to_srt().strip().split("\n\n")
+    assert len(blocks) == len(batched.segments)
+    for number, (block, segment) in enumerate(zip(blocks, batched.segments), start=1):
+        index, times, text = block.split("\n")
+        assert index == str(number)
+        match = re.fullmatch(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)", times)
+        assert match
+        h, m, s, ms = map(int, match.groups()[:4])
+        assert h * 3600 + m * 60 + s + ms / 1000 == pytest.approx(segment.start, abs=0.001)
+        assert text == segment.text
+
+
+def test_vtt_is_well_formed(sequential):
+    text = sequential.to_vtt()
+    assert text.startswith("WEBVTT\n\n")
+    cues = text[len("WEBVTT\n\n"):].strip().split("\n\n")
+    assert len(cues) == len(sequential.segments)
+    for cue in cues:
+        times, _ = cue.split("\n", 1)
+        assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d", times)
+
+
+def test_json_holds_text_segments_and_config(batched):
+    data = json.loads(batched.to_json())
+    assert data["text"] == batched.text
+    assert data["segments"][0] == {"start": batched.segments[0].start, "end": batched.segments[0].end,
+                                   "text": batched.segments[0].text}
+    assert data["rtfx"] == pytest.approx(batched.rtfx)
+    assert data["config"]["batch_size"] == 8
+
+
+def test_array_input_gives_same_words(model, long_sample, sequential):
+    samples = wk.load_audio(long_sample).samples
+    transcript = wk.transcribe(samples, model=model, mode="sequential", progress=False)
+    assert transcript.text == sequential.text
+    assert transcript.audio_path is None
+
+
+def test_user_loaded_whisper_model_is_accepted(model, clips):
+    transcript = wk.transcribe(clips[1], model=model.whisper, mode="sequential", progress=False)
+    assert "steady wins the race" in transcript.text.lower()
+    assert transcript.config["device"] == "cpu"
+
+
+@pytest.mark.parametrize("mode", ["batched", "sequential"])
+def test_silence_and_empty_audio_give_empty_transcript(mode, model, quiet_audio):
+    for path in quiet_audio.values():
+        transcript = wk.transcribe(path, model=model, mode=mode, progress=False)
+        assert transcript.segments == [] and transcript.text == ""
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_batch_size_below_one_or_not_whole_is_an_error(bad, model, clips):
+    with pytest.raises(wk.ConfigError, match="batch size"):
+        wk.transcribe(clips[0], model=model, batch_size=bad)
+
+
+def test_unknown_mode_is_an_error(model, clips):
+    with pytest.raises(wk.ConfigError, match="unknown mode 'fast'.*batched, sequential"):
+        wk.transcribe(clips[0], model=model, mode="fast")
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(model, long_sample, monkeypatch, batched):
+    """Inject CTranslate2's out-of-memory error at the encoder call for batches above 2 chunks."""
+    real_encode = model.whisper.encode
+    batch_sizes_seen = []
+
+    def encode(features):
+        batch_sizes_seen.append(len(features))
+        if len(features) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return real_encode(features)
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    transcript = wk.transcribe(long_sample, model=model, mode="batched", batch_size=8, progress=False)
+    assert [retry["batch_size"] for retry in transcript.batch_retries] == [8, 4]
+    assert "out of memory" in transcript.batch_retries[0]["error"]
+    assert transcript.config["batch_size"] == 2
+    assert max(batch_sizes_seen[-2:]) <= 2
+    assert transcript.text == batched.text
+
+
+def test_out_of_memory_at_batch_size_one_is_a_device_error(model, clips, monkeypatch):
+    def encode(features):
+        raise RuntimeError("CUDA failed with error out of memory")
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    with pytest.raises(wk.DeviceError, match="even at batch size 1"):
+        wk.transcribe(clips[0], model=model, mode="batched", batch_size=2, progress=False)
+
+
+def test_progress_bar_counts_audio_seconds(model, clips, capsys):
+    wk.transcribe(clips[0], model=model, progress=True)
+    shown = capsys.readouterr().err
+    assert "aesop_01.flac" in shown and "/4.3" in shown and "s/s" in shown
+    wk.transcribe(clips[0], model=model, progress=False)
+    assert capsys.readouterr().err == ""
