@@ -71,3 +71,63 @@ class Config:
 
 def _whole_at_least(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+# Decoding settings a comparison shows, in this order.
+DECODING_SETTINGS = (
+    "vad_filter",
+    "without_timestamps",
+    "condition_on_previous_text",
+    "temperature",
+    "compression_ratio_threshold",
+    "log_prob_threshold",
+    "no_speech_threshold",
+)
+IGNORED_IN_BATCHED = ("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold")
+
+
+def decoding_settings(config: Config) -> dict:
+    """The decoding settings as they take effect in faster-whisper 1.2 for ``config``.
+
+    Batched mode defaults to ``vad_filter=True`` and ``without_timestamps=True`` (sequential:
+    both False), always decodes without the previous text as prompt, uses only the first
+    temperature (no fallback) and ignores the three thresholds; this says so.
+    """
+    import inspect
+
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    function = BatchedInferencePipeline.transcribe if config.mode == "batched" else WhisperModel.transcribe
+    parameters = inspect.signature(function).parameters
+    settings = {name: parameters[name].default for name in DECODING_SETTINGS}
+    settings.update({k: v for k, v in config.options.items() if k in settings})
+    temperatures = settings["temperature"]
+    if not isinstance(temperatures, (list, tuple)):
+        temperatures = [temperatures]
+    if config.mode == "batched":
+        settings["condition_on_previous_text"] = False
+        settings["temperature"] = f"{temperatures[0]} (no fallback)"
+        for name in IGNORED_IN_BATCHED:
+            settings[name] = "ignored"
+    else:
+        settings["temperature"] = (
+            f"{temperatures[0]} (no fallback)" if len(temperatures) == 1
+            else f"{', '.join(str(t) for t in temperatures)} (fallback)"
+        )
+    return {"beam_size": config.beam_size, "language": config.language or "detect", **settings}
+
+
+def matched_options(batched: Config) -> dict:
+    """Options that make a sequential run decode as ``batched`` does, to isolate batching itself."""
+    effective = decoding_settings(batched.replace(mode="batched"))
+    temperature = batched.options.get("temperature", 0.0)
+    first = temperature[0] if isinstance(temperature, (list, tuple)) else temperature
+    return {
+        "vad_filter": effective["vad_filter"],
+        "without_timestamps": effective["without_timestamps"],
+        "condition_on_previous_text": False,
+        "temperature": first,
+        "compression_ratio_threshold": None,
+        "log_prob_threshold": None,
+        "no_speech_threshold": None,
+    }

@@ -86,6 +86,12 @@ class Transcript:
             "batch_retries": self.batch_retries,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Transcript":
+        """The inverse of :meth:`to_dict` (text and rtfx are derived, so they are not read)."""
+        values = {k: v for k, v in data.items() if k not in ("text", "rtfx", "segments")}
+        return cls(segments=[Segment(**segment) for segment in data["segments"]], **values)
+
     def to_json(self, indent: int | None = 2) -> str:
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)

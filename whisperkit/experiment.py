@@ -1,0 +1,484 @@
+"""Experiments: a monitored run, the seed's before/after comparison, batch-size sweeps.
+
+The seed note's two configurations, exactly as it set them:
+
+- :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``. Those
+  are 24 model replicas for 24 concurrent callers; one call uses one, so they only cost memory.
+- :data:`SEED_AFTER`: ``BatchedInferencePipeline`` with a batch size chosen from device memory
+  and ``num_workers=6``.
+
+Every run records its machine, a utilization timeline with the phases ``load``, ``prepare``
+and ``decode``, and metrics over the transcription itself (``prepare`` and ``decode``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from whisperkit.config import Config, decoding_settings, matched_options
+from whisperkit.errors import DeviceError, WhisperkitError
+from whisperkit.transcribe import Transcript, transcribe_config
+
+SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
+SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
+
+DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
+DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass
+class Run:
+    """One monitored transcription: what was asked, on what machine, what happened.
+
+    ``metrics`` (units in the names) are computed over the transcription phases, not the
+    model load: ``rtfx``, ``wall_seconds``, ``load_seconds``, ``audio_seconds``,
+    ``mean_cpu_percent`` (system, 0-100), ``mean_process_cpu_percent`` (this process, share of
+    all cores, 0-100), ``mean_gpu_util_percent`` (busiest GPU, None without GPU),
+    ``peak_rss_mb``, ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
+    """
+
+    config: Config
+    transcript: Transcript
+    environment: dict
+    timeline: object  # pandas.DataFrame, one row per sample
+    marks: object  # pandas.DataFrame: time_s, label
+    metrics: dict
+    started_at: str = ""
+    reference: str | None = None
+    gpu_unavailable_reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.config.label or f"{self.config.mode}, batch {self.transcript.config.get('batch_size')}"
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write ``run.json`` and ``timeline.parquet`` into ``folder`` (atomically); returns it."""
+        from whisperkit.store import save_run
+
+        return save_run(self, folder)
+
+
+@dataclass
+class Comparison:
+    """Two configurations on the same audio: ``before`` and ``after`` (median-wall runs).
+
+    ``speedup`` is the median before wall time over the median after wall time;
+    ``wer_between`` the word error rate of the after text against the before text;
+    ``wer_vs_reference`` per side against the reference, or None without one;
+    ``differences`` every setting, decoding included, that differs between the sides.
+    """
+
+    before: Run
+    after: Run
+    before_runs: list[Run]
+    after_runs: list[Run]
+    speedup: float
+    wer_between: float
+    wer_vs_reference: dict | None
+    differences: list[dict]
+    matched: bool = False
+
+    def to_dict(self) -> dict:
+        """The content of ``comparison.json``."""
+        return {
+            "audio": self.before.transcript.audio_path,
+            "audio_seconds": self.before.transcript.audio_seconds,
+            "matched": self.matched,
+            "before": side_summary(self.before, [r.transcript.wall_seconds for r in self.before_runs]),
+            "after": side_summary(self.after, [r.transcript.wall_seconds for r in self.after_runs]),
+            "speedup": self.speedup,
+            "wer_between": self.wer_between,
+            "wer_vs_reference": self.wer_vs_reference,
+            "differences": self.differences,
+            "environment": self.after.environment,
+        }
+
+    def table(self):
+        """Before and after side by side (pandas DataFrame), for notebooks and the CLI."""
+        import pandas as pd
+
+        rows = {}
+        for name, run in (("before", self.before), ("after", self.after)):
+            rows[name] = {**_display_metrics(run), "text": run.transcript.text[:60] + "..."}
+        frame = pd.DataFrame(rows)
+        return frame
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write ``comparison.json``, ``runs/before``, ``runs/after`` and ``report.html``."""
+        from whisperkit.store import save_comparison
+
+        return save_comparison(self, folder)
+
+
+@dataclass
+class SweepPoint:
+    """One batch size of a sweep; ``oom`` is True where it ran out of memory (then retried smaller)."""
+
+    batch_size: int
+    rtfx: float
+    wall_seconds: float
+    peak_rss_mb: float
+    peak_gpu_mem_mb: float | None
+    mean_cpu_percent: float
+    mean_gpu_util_percent: float | None
+    oom: bool = False
+
+
+@dataclass
+class Sweep:
+    """Throughput and memory against batch size; ``best`` is the fastest batch size that fit."""
+
+    points: list[SweepPoint]
+    runs: list[Run] = field(default_factory=list)
+    stopped_because: str = ""
+
+    @property
+    def best(self) -> int | None:
+        fitting = [p for p in self.points if not p.oom and p.rtfx == p.rtfx]
+        return max(fitting, key=lambda p: p.rtfx).batch_size if fitting else None
+
+    def to_dict(self) -> dict:
+        """The content of ``sweep.json``."""
+        from dataclasses import asdict
+
+        first = self.runs[0] if self.runs else None
+        return {
+            "audio": first.transcript.audio_path if first else None,
+            "audio_seconds": first.transcript.audio_seconds if first else None,
+            "config": first.config.to_dict() if first else None,
+            "points": [asdict(point) for point in self.points],
+            "best": self.best,
+            "stopped_because": self.stopped_because,
+            "environment": first.environment if first else None,
+        }
+
+    def table(self):
+        """One row per batch size (pandas DataFrame)."""
+        import pandas as pd
+        from dataclasses import asdict
+
+        return pd.DataFrame([asdict(point) for point in self.points]).set_index("batch_size")
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write ``sweep.json``, every run under ``runs/`` and ``report.html``."""
+        from whisperkit.store import save_sweep
+
+        return save_sweep(self, folder)
+
+
+def run(
+    audio,
+    config: Config | None = None,
+    *,
+    reference: str | os.PathLike | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    progress: bool = True,
+    on_start=None,
+) -> Run:
+    """Transcribe ``audio`` with ``config`` while sampling CPU and GPU utilization.
+
+    ``reference`` is the expected text, or a ``.txt`` file holding it; None looks for a
+    ``.txt`` beside the audio. ``on_start``, when given, is called with the running
+    :class:`~whisperkit.monitor.Sampler` as soon as it starts, so a live chart can read
+    ``sampler.samples(start)`` while the run goes on.
+    """
+    from whisperkit.environment import collect_environment
+    from whisperkit.monitor import Sampler
+
+    config = config or Config()
+    reference_text = _reference_for(audio, reference)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with Sampler(interval=interval) as sampler:
+        if on_start is not None:
+            on_start(sampler)
+        transcript = transcribe_config(audio, config, progress=progress, sampler=sampler)
+    environment = collect_environment()
+    result = Run(
+        config=config,
+        transcript=transcript,
+        environment=environment,
+        timeline=sampler.timeline,
+        marks=sampler.marks,
+        metrics={},
+        started_at=started_at,
+        reference=reference_text,
+        gpu_unavailable_reason=None if sampler.gpu_available else sampler.gpu_unavailable_reason,
+    )
+    result.metrics = compute_metrics(result)
+    return result
+
+
+def compare(
+    audio,
+    before: Config = SEED_BEFORE,
+    after: Config = SEED_AFTER,
+    *,
+    reference: str | os.PathLike | None = None,
+    repeats: int = 1,
+    matched: bool = False,
+    interval: float = DEFAULT_INTERVAL,
+    progress: bool = True,
+) -> Comparison:
+    """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
+
+    ``matched=True`` gives the sequential side the batched side's decoding options (VAD, no
+    timestamps, no previous-text prompt, one temperature, no thresholds), so that what remains
+    different is batching itself.
+
+    >>> cmp = compare(whisperkit.sample_path())          # doctest: +SKIP
+    >>> round(cmp.speedup, 1), cmp.wer_between < 0.1     # doctest: +SKIP
+    (2.1, True)
+    """
+    from whisperkit.accuracy import word_error_rate
+
+    if not isinstance(repeats, int) or repeats < 1:
+        raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
+    if matched:
+        sequential, batched = (before, after) if before.mode == "sequential" else (after, before)
+        if sequential.mode != "sequential" or batched.mode != "batched":
+            raise WhisperkitError("matched=True needs one sequential and one batched side")
+        matched_sequential = sequential.replace(
+            options={**sequential.options, **matched_options(batched)},
+            label=(sequential.label or "sequential") + " (matched decoding)",
+        )
+        before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
+    before_runs, after_runs = [], []
+    for _ in range(repeats):
+        before_runs.append(run(audio, before, reference=reference, interval=interval, progress=progress))
+        after_runs.append(run(audio, after, reference=reference, interval=interval, progress=progress))
+    before_run, after_run = _median_run(before_runs), _median_run(after_runs)
+    before_wall = statistics.median(r.transcript.wall_seconds for r in before_runs)
+    after_wall = statistics.median(r.transcript.wall_seconds for r in after_runs)
+    reference_text = before_run.reference
+    return Comparison(
+        before=before_run,
+        after=after_run,
+        before_runs=before_runs,
+        after_runs=after_runs,
+        speedup=before_wall / after_wall if after_wall > 0 else math.nan,
+        wer_between=word_error_rate(before_run.transcript.text, after_run.transcript.text),
+        wer_vs_reference=None if reference_text is None else {
+            "before": before_run.metrics["wer_vs_reference"],
+            "after": after_run.metrics["wer_vs_reference"],
+        },
+        differences=differences(before_run, after_run),
+        matched=matched,
+    )
+
+
+def sweep(
+    audio,
+    batch_sizes=DEFAULT_SWEEP,
+    config: Config | None = None,
+    *,
+    model: str | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    progress: bool = True,
+) -> Sweep:
+    """Run batched transcription at each batch size; throughput, memory and utilization per size.
+
+    ``config`` is the base configuration (batched mode is forced); ``model`` overrides its model.
+    """
+    base = _batched_base(config, model)
+    sizes = list(batch_sizes)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
+    result = Sweep(points=[])
+    for size in sizes:
+        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress)
+    result.stopped_because = "all batch sizes measured"
+    return result
+
+
+def autotune(
+    audio,
+    model: str | None = None,
+    config: Config | None = None,
+    *,
+    start: int = 1,
+    limit: int = 64,
+    min_gain: float = 0.05,
+    interval: float = DEFAULT_INTERVAL,
+    progress: bool = True,
+) -> Sweep:
+    """Measure: double the batch size from ``start`` until throughput rises less than ``min_gain``
+    (5 %), memory runs out, or ``limit`` is passed. ``result.best`` is the batch size to use."""
+    base = _batched_base(config, model)
+    result = Sweep(points=[])
+    size = start
+    while True:
+        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress)
+        if point.oom:
+            result.stopped_because = f"out of memory at batch size {size}"
+            break
+        if len(result.points) > 1:
+            previous = result.points[-2]
+            if point.rtfx < previous.rtfx * (1 + min_gain):
+                result.stopped_because = (
+                    f"throughput rose {100 * (point.rtfx / previous.rtfx - 1):.1f} % from batch size "
+                    f"{previous.batch_size} to {size}, less than {100 * min_gain:.0f} %"
+                )
+                break
+        if size * 2 > limit:
+            result.stopped_because = f"reached the limit of batch size {limit}"
+            break
+        size *= 2
+    return result
+
+
+def compute_metrics(run_: Run) -> dict:
+    """Metrics of a run over its transcription phases (``prepare`` onwards); see :class:`Run`."""
+    from whisperkit.accuracy import word_error_rate
+
+    transcript = run_.transcript
+    window = _transcription_window(run_.timeline, run_.marks)
+    gpu_util = _gpu_columns(window, "util_percent")
+    gpu_mem = _gpu_columns(window, "mem_used_mb")
+    return {
+        "rtfx": transcript.rtfx,
+        "wall_seconds": transcript.wall_seconds,
+        "load_seconds": transcript.load_seconds,
+        "prepare_seconds": transcript.prepare_seconds,
+        "decode_seconds": transcript.decode_seconds,
+        "audio_seconds": transcript.audio_seconds,
+        "mean_cpu_percent": _mean(window, "cpu_percent"),
+        "mean_process_cpu_percent": _mean(window, "process_cpu_percent"),
+        "mean_gpu_util_percent": max((_mean(window, c) for c in gpu_util), default=None),
+        "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
+        "peak_gpu_mem_mb": max((_max(run_.timeline, c) for c in gpu_mem), default=None),
+        "batch_size": transcript.config.get("batch_size"),
+        "oom_retries": len(transcript.batch_retries),
+        "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
+    }
+
+
+def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
+    """One side of ``comparison.json``: config, metrics and text."""
+    metrics = run_.metrics
+    summary = {
+        "config": run_.transcript.config,
+        "label": run_.label,
+        "decoding": decoding_settings(run_.config),
+        **{key: metrics[key] for key in (
+            "rtfx", "wall_seconds", "load_seconds", "mean_cpu_percent", "mean_process_cpu_percent",
+            "mean_gpu_util_percent", "peak_rss_mb", "peak_gpu_mem_mb", "oom_retries")},
+        "text": run_.transcript.text,
+    }
+    if walls is not None:
+        summary["repeat_wall_seconds"] = walls
+    return summary
+
+
+def differences(before: Run, after: Run) -> list[dict]:
+    """Every setting, decoding included, whose value differs between two runs."""
+    left = {**before.transcript.config, **decoding_settings(before.config)}
+    right = {**after.transcript.config, **decoding_settings(after.config)}
+    skip = {"options", "label"}
+    return [
+        {"setting": key, "before": left.get(key), "after": right.get(key)}
+        for key in dict.fromkeys([*left, *right])
+        if key not in skip and left.get(key) != right.get(key)
+    ]
+
+
+def _display_metrics(run_: Run) -> dict:
+    metrics = run_.metrics
+    return {
+        "configuration": run_.label,
+        "RTFx": round(metrics["rtfx"], 2),
+        "wall s": round(metrics["wall_seconds"], 2),
+        "load s": round(metrics["load_seconds"], 2),
+        "CPU % (system)": _round(metrics["mean_cpu_percent"]),
+        "CPU % (process)": _round(metrics["mean_process_cpu_percent"]),
+        "GPU util %": _round(metrics["mean_gpu_util_percent"]),
+        "peak RSS MiB": _round(metrics["peak_rss_mb"]),
+        "peak GPU MiB": _round(metrics["peak_gpu_mem_mb"]),
+        "WER vs reference": _round(metrics["wer_vs_reference"], 3),
+    }
+
+
+def _sweep_step(result: Sweep, audio, config: Config, interval: float, progress: bool) -> SweepPoint:
+    try:
+        measured = run(audio, config, interval=interval, progress=progress)
+    except DeviceError:  # out of memory even at batch size 1
+        point = SweepPoint(config.batch_size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
+        result.points.append(point)
+        return point
+    metrics = measured.metrics
+    point = SweepPoint(
+        batch_size=config.batch_size,
+        rtfx=metrics["rtfx"],
+        wall_seconds=metrics["wall_seconds"],
+        peak_rss_mb=metrics["peak_rss_mb"],
+        peak_gpu_mem_mb=metrics["peak_gpu_mem_mb"],
+        mean_cpu_percent=metrics["mean_cpu_percent"],
+        mean_gpu_util_percent=metrics["mean_gpu_util_percent"],
+        oom=metrics["oom_retries"] > 0,
+    )
+    result.points.append(point)
+    result.runs.append(measured)
+    return point
+
+
+def _batched_base(config: Config | None, model: str | None) -> Config:
+    base = (config or SEED_AFTER).replace(mode="batched")
+    if model is not None:
+        base = base.replace(model=model)
+    return base.replace(label="")
+
+
+def _median_run(runs: list[Run]) -> Run:
+    ordered = sorted(runs, key=lambda r: r.transcript.wall_seconds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _reference_for(audio, reference) -> str | None:
+    from whisperkit.samples import reference_text
+
+    if reference is None:
+        return reference_text(audio) if isinstance(audio, (str, os.PathLike)) else None
+    if isinstance(reference, os.PathLike) or (isinstance(reference, str) and reference.endswith(".txt")):
+        try:
+            with open(reference, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as error:
+            raise WhisperkitError(f"cannot read reference {reference}: {error.strerror or error}") from None
+    return str(reference)
+
+
+def _transcription_window(timeline, marks):
+    """Timeline rows from the ``prepare`` mark on (the whole timeline when unmarked)."""
+    if timeline is None or len(timeline) == 0:
+        return timeline
+    starts = marks.loc[marks["label"] == "prepare", "time_s"] if marks is not None and len(marks) else []
+    if len(starts) == 0:
+        return timeline
+    window = timeline[timeline["time_s"] >= float(starts.iloc[0])]
+    return window if len(window) else timeline.tail(1)
+
+
+def _gpu_columns(frame, suffix: str) -> list[str]:
+    if frame is None:
+        return []
+    return [c for c in frame.columns if c.startswith("gpu") and c.endswith(f"_{suffix}")
+            and c[3:-len(suffix) - 1].isdigit()]
+
+
+def _mean(frame, column: str) -> float | None:
+    if frame is None or column not in frame or frame[column].isna().all():
+        return None
+    return float(frame[column].mean())
+
+
+def _max(frame, column: str) -> float | None:
+    if frame is None or column not in frame or frame[column].isna().all():
+        return None
+    return float(frame[column].max())
+
+
+def _round(value, digits: int = 1):
+    return None if value is None or value != value else round(value, digits)
