@@ -167,3 +167,17 @@ def test_progress_bar_counts_audio_seconds(model, clips, capsys):
     assert "aesop_01.flac" in shown and "/4.3" in shown and "s/s" in shown
     wk.transcribe(clips[0], model=model, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_monitored_transcription_has_a_timeline_with_phases(long_sample):
+    transcript = wk.transcribe(long_sample, mode="batched", monitor=True, monitor_interval=0.1, progress=False)
+    marks = transcript.marks
+    assert list(marks["label"]) == ["load", "prepare", "decode"]
+    assert list(marks["time_s"]) == sorted(marks["time_s"])
+    # the decode mark comes when the pipeline has done VAD and features, before decoding ends
+    assert marks["time_s"].iloc[2] - marks["time_s"].iloc[1] == pytest.approx(transcript.prepare_seconds, abs=0.05)
+    timeline = transcript.timeline
+    assert timeline["time_s"].iloc[-1] >= marks["time_s"].iloc[-1] + 0.9 * transcript.decode_seconds
+    assert len(timeline) >= 10 * transcript.wall_seconds * 0.8
+    decoding = timeline[timeline["time_s"] > marks["time_s"].iloc[2]]
+    assert decoding["process_cpu_percent"].mean() > 20  # the model keeps this process busy

@@ -30,7 +30,23 @@ _EXPORTS = {
     "word_error_rate": "accuracy",
     "collect_environment": "environment",
     "Sampler": "monitor",
+    "Run": "experiment",
+    "Comparison": "experiment",
+    "Sweep": "experiment",
+    "SEED_BEFORE": "experiment",
+    "SEED_AFTER": "experiment",
+    "run": "experiment",
+    "compare": "experiment",
+    "sweep": "experiment",
+    "autotune": "experiment",
+    "recommend_batch_size": "batching",
+    "load_run": "store",
+    "load_runs": "store",
+    "report": "report",
+    "app": "widgets",
 }
+# submodules reachable as attributes, e.g. wk.plots.timeline(...)
+_SUBMODULES = ("plots", "experiment", "batching", "monitor", "samples", "store", "widgets")
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -40,6 +56,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f"whisperkit.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"whisperkit.{name}")
     raise AttributeError(f"module 'whisperkit' has no attribute {name!r}")
 
 

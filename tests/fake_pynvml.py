@@ -1,0 +1,210 @@
+"""A fake ``pynvml`` with exactly the functions whisperkit calls, for machines without a GPU.
+
+It reuses nvidia-ml-py's real error classes, constants and ctypes result structures, returns
+values in NVML's units (bytes, milliwatts, MHz, °C, microsecond timestamps) and raises errors
+the way the real module does (``NVMLError(code)`` becomes the matching subclass).
+
+>>> fake = make_fake([a100(), rtx3090(power_supported=False)])      # doctest: +SKIP
+>>> monkeypatch.setitem(sys.modules, "pynvml", fake)      # doctest: +SKIP
+>>> fake.state.calls[("nvmlDeviceGetPowerUsage", 1)]      # doctest: +SKIP   how often it was asked
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pynvml as real
+
+GIB = 2**30
+
+
+@dataclass
+class FakeGpu:
+    """One device's readings, in NVML's units, and the failures it should show."""
+
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    util_gpu_percent: int
+    util_memory_percent: int
+    power_mw: int
+    sm_clock_mhz: int
+    temperature_c: int
+    power_supported: bool = True
+    #: after this many NVML calls on this device, every call raises NVMLError_GpuIsLost
+    lost_after_calls: int | None = None
+    #: pid -> smUtil reported by nvmlDeviceGetProcessUtilization (empty: NotFound)
+    process_sm_util: dict[int, int] = field(default_factory=dict)
+    calls_made: int = 0
+
+
+def a100(**changes) -> FakeGpu:
+    """An idle-ish NVIDIA A100-SXM4-40GB."""
+    values = dict(
+        name="NVIDIA A100-SXM4-40GB", uuid="GPU-5f2d7c1e-8a4b-4b1e-9c55-0d6a2e7f3a10",
+        memory_total_bytes=40 * GIB, memory_used_bytes=4 * GIB + 512 * 2**20,
+        util_gpu_percent=87, util_memory_percent=41, power_mw=251_500, sm_clock_mhz=1410,
+        temperature_c=54,
+    )
+    return FakeGpu(**{**values, **changes})
+
+
+def rtx3090(**changes) -> FakeGpu:
+    """A busy NVIDIA GeForce RTX 3090."""
+    values = dict(
+        name="NVIDIA GeForce RTX 3090", uuid="GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
+        memory_total_bytes=24 * GIB, memory_used_bytes=10 * GIB,
+        util_gpu_percent=99, util_memory_percent=63, power_mw=348_250, sm_clock_mhz=1695,
+        temperature_c=71,
+    )
+    return FakeGpu(**{**values, **changes})
+
+
+@dataclass
+class FakeState:
+    """What the fake saw: init/shutdown counts and calls per (function, device index or None)."""
+
+    gpus: list[FakeGpu]
+    init_error: int | None
+    driver_version: str
+    cuda_version: int
+    #: driver sample period for per-process utilization, seconds
+    sample_period_s: float
+    initialized: int = 0
+    init_calls: int = 0
+    shutdown_calls: int = 0
+    calls: Counter = field(default_factory=Counter)
+
+
+class _Handle:
+    """Stands in for the opaque ``c_nvmlDevice_t`` pointer."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<fake nvmlDevice {self.index}>"
+
+
+def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None,
+              driver_version: str = "550.54.15", cuda_version: int = 12040,
+              sample_period_s: float = 1 / 6) -> types.ModuleType:
+    """A fresh fake module; ``init_error`` is an ``NVML_ERROR_*`` code nvmlInit raises."""
+    state = FakeState(list(gpus or []), init_error, driver_version, cuda_version, sample_period_s)
+    fake = types.ModuleType("pynvml", "fake pynvml for whisperkit tests")
+    for name in dir(real):  # the real error classes and constants
+        if name.startswith(("NVMLError", "NVML_")):
+            setattr(fake, name, getattr(real, name))
+    fake.state = state
+
+    def system(name):
+        def wrap(func):
+            def call(*args):
+                state.calls[(name, None)] += 1
+                if name != "nvmlInit" and not state.initialized:
+                    raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+                return func(*args)
+            call.__name__ = name
+            setattr(fake, name, call)
+            return call
+        return wrap
+
+    def device(name):
+        def wrap(func):
+            def call(handle, *args):
+                if not state.initialized:
+                    raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+                gpu = state.gpus[handle.index]
+                state.calls[(name, handle.index)] += 1
+                gpu.calls_made += 1
+                if gpu.lost_after_calls is not None and gpu.calls_made > gpu.lost_after_calls:
+                    raise real.NVMLError(real.NVML_ERROR_GPU_IS_LOST)
+                return func(gpu, *args)
+            call.__name__ = name
+            setattr(fake, name, call)
+            return call
+        return wrap
+
+    @system("nvmlInit")
+    def _init():
+        state.init_calls += 1
+        if state.init_error is not None:
+            raise real.NVMLError(state.init_error)
+        state.initialized += 1
+
+    @system("nvmlShutdown")
+    def _shutdown():
+        state.shutdown_calls += 1
+        state.initialized -= 1
+
+    @system("nvmlDeviceGetCount")
+    def _count():
+        return len(state.gpus)
+
+    @system("nvmlDeviceGetHandleByIndex")
+    def _handle(index):
+        if not 0 <= index < len(state.gpus):
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        return _Handle(index)
+
+    @system("nvmlSystemGetDriverVersion")
+    def _driver():
+        return state.driver_version
+
+    @system("nvmlSystemGetCudaDriverVersion")
+    def _cuda():
+        return state.cuda_version
+
+    @device("nvmlDeviceGetName")
+    def _name(gpu):
+        return gpu.name
+
+    @device("nvmlDeviceGetUUID")
+    def _uuid(gpu):
+        return gpu.uuid
+
+    @device("nvmlDeviceGetMemoryInfo")
+    def _memory(gpu, version=None):
+        free = gpu.memory_total_bytes - gpu.memory_used_bytes
+        return real.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes)
+
+    @device("nvmlDeviceGetUtilizationRates")
+    def _util(gpu):
+        return real.c_nvmlUtilization_t(gpu=gpu.util_gpu_percent, memory=gpu.util_memory_percent)
+
+    @device("nvmlDeviceGetPowerUsage")
+    def _power(gpu):
+        if not gpu.power_supported:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.power_mw
+
+    @device("nvmlDeviceGetClockInfo")
+    def _clock(gpu, clock_type):
+        if clock_type != real.NVML_CLOCK_SM:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.sm_clock_mhz
+
+    @device("nvmlDeviceGetTemperature")
+    def _temperature(gpu, sensor):
+        if sensor != real.NVML_TEMPERATURE_GPU:
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.temperature_c
+
+    @device("nvmlDeviceGetProcessUtilization")
+    def _process_util(gpu, last_seen_us):
+        # the driver closes a sample period every sample_period_s; only newer samples are returned
+        period_us = int(state.sample_period_s * 1e6)
+        stamp = time.time_ns() // 1000 // period_us * period_us
+        if not gpu.process_sm_util or stamp <= last_seen_us:
+            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
+        return [
+            real.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=stamp, smUtil=sm, memUtil=sm // 2,
+                                                  encUtil=0, decUtil=0)
+            for pid, sm in gpu.process_sm_util.items()
+        ]
+
+    return fake

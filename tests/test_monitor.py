@@ -1,0 +1,416 @@
+"""Tests of the utilization sampler: the CPU side for real, the GPU side against a fake pynvml."""
+
+from __future__ import annotations
+
+import ctypes.util
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pynvml
+
+from whisperkit import nvml
+from whisperkit.errors import ConfigError, WhisperkitError
+from whisperkit.monitor import Sampler
+
+try:
+    from tests import fake_pynvml
+except ImportError:
+    import fake_pynvml
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_SUFFIXES = ["util_percent", "mem_util_percent", "mem_used_mb", "mem_total_mb", "power_w",
+                "sm_clock_mhz", "temperature_c", "process_util_percent"]
+CPU_COLUMNS = ["time_s", "cpu_percent", *(f"cpu{i}_percent" for i in range(os.cpu_count())),
+               "process_cpu_percent", "process_rss_mb", "mem_used_percent"]
+HAS_REAL_NVML = ctypes.util.find_library("nvidia-ml") is not None
+
+
+@pytest.fixture(autouse=True)
+def nvml_released():
+    """Every test must leave NVML shut down (the reference count back at zero)."""
+    yield
+    assert nvml.active_users() == 0
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    """A100 with a watched-process sample; RTX 3090 without power readings."""
+    fake = fake_pynvml.make_fake([fake_pynvml.a100(), fake_pynvml.rtx3090(power_supported=False)])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
+
+
+def busy(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(range(1000))
+
+
+# -- CPU side, for real ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cpu_run():
+    """One real run: idle 1 s, then a pure-Python busy loop 1 s, at 10 Hz."""
+    before = time.monotonic()
+    with Sampler(interval=0.1) as sampler:
+        after = time.monotonic()
+        idle_at = time.monotonic()
+        sampler.mark("idle")
+        time.sleep(1.0)
+        busy_at = time.monotonic()
+        sampler.mark("busy")
+        busy(1.0)
+    end = time.monotonic()
+    return sampler, {"before": before, "after": after, "idle": idle_at, "busy": busy_at, "end": end}
+
+
+def test_busy_phase_shows_in_process_cpu_and_idle_stays_low(cpu_run):
+    sampler, _ = cpu_run
+    summary = sampler.summary()
+    one_core = 100 / os.cpu_count()
+    busy_mean = summary.loc[("busy", "process_cpu_percent"), "mean"]
+    idle_mean = summary.loc[("idle", "process_cpu_percent"), "mean"]
+    assert busy_mean > 0.7 * one_core, summary.loc["busy"]
+    assert busy_mean < 1.3 * one_core  # one thread cannot use more than one core of all of them
+    assert idle_mean < 0.15 * one_core, summary.loc["idle"]
+    # the machine-wide number sees the busy core too
+    assert summary.loc[("busy", "cpu_percent"), "mean"] > 0.6 * one_core
+
+
+def test_marks_land_at_the_recorded_times(cpu_run):
+    sampler, at = cpu_run
+    marks = sampler.marks
+    assert list(marks.columns) == ["time_s", "label"]
+    assert list(marks["label"]) == ["idle", "busy"]
+    start_uncertainty = at["after"] - at["before"]
+    for label, t in zip(["idle", "busy"], marks["time_s"]):
+        expected = at[label] - at["before"]
+        assert expected - start_uncertainty - 0.005 <= t <= expected + 0.005, (label, t, expected)
+    gap = marks["time_s"].iloc[1] - marks["time_s"].iloc[0]
+    assert gap == pytest.approx(at["busy"] - at["idle"], abs=0.005)
+
+
+def test_sample_count_and_cadence_follow_the_interval(cpu_run):
+    sampler, at = cpu_run
+    timeline = sampler.timeline
+    assert list(timeline.columns) == CPU_COLUMNS
+    duration = at["end"] - at["after"]
+    expected = duration / 0.1 + 2  # first sample at start, one per slot, last at stop
+    assert abs(len(timeline) - expected) <= 3, (len(timeline), expected)
+    times = timeline["time_s"].to_numpy()
+    assert times[0] == pytest.approx(0, abs=0.01) and (times[1:] > times[:-1]).all()
+    # scheduled at k * 0.1 s from start: no drift, even at the end
+    offsets = (times[1:-1] + 0.05) % 0.1 - 0.05
+    assert (abs(offsets) < 0.03).mean() >= 0.9, offsets
+    assert timeline["time_s"].iloc[-2] == pytest.approx(round(timeline["time_s"].iloc[-2], 1), abs=0.03)
+    # the first sample only primes the CPU counters
+    assert math.isnan(timeline["cpu_percent"].iloc[0]) and math.isnan(timeline["process_cpu_percent"].iloc[0])
+    assert timeline["process_rss_mb"].iloc[0] > 5
+    assert timeline["cpu_percent"].iloc[1:-1].between(0, 100).all()
+
+
+def test_summary_has_all_and_each_phase(cpu_run):
+    sampler, _ = cpu_run
+    summary = sampler.summary()
+    assert list(summary.columns) == ["samples", "mean", "p50", "p95", "max", "errors"]
+    assert list(summary.index.get_level_values("phase").unique()) == ["all", "start", "idle", "busy"]
+    rss = summary.loc[("all", "process_rss_mb")]
+    assert rss["samples"] == len(sampler.timeline) and rss["max"] >= rss["p95"] >= rss["p50"] > 0
+    assert summary["errors"].sum() == 0
+    assert "time_s" not in summary.index.get_level_values("metric")  # the clock, not a metric
+    assert summary.loc[("idle", "process_rss_mb"), "samples"] >= 9
+
+
+def test_exception_inside_with_stops_thread_and_keeps_partial_timeline():
+    with pytest.raises(ZeroDivisionError):
+        with Sampler(interval=0.05) as sampler:
+            time.sleep(0.3)
+            1 / 0
+    assert not sampler.running and not sampler._thread.is_alive()
+    assert len(sampler.timeline) >= 5
+    with pytest.raises(KeyboardInterrupt):
+        with Sampler(interval=0.05) as interrupted:
+            raise KeyboardInterrupt
+    assert not interrupted._thread.is_alive() and len(interrupted.timeline) == 2
+    assert not [t for t in threading.enumerate() if t.name == "whisperkit-sampler"]
+
+
+def test_start_twice_raises_and_stop_is_idempotent():
+    sampler = Sampler(interval=0.05)
+    sampler.stop()  # before start: nothing to do
+    with sampler:
+        with pytest.raises(RuntimeError, match="already been started"):
+            sampler.start()
+    sampler.stop()
+    with pytest.raises(RuntimeError):
+        sampler.start()
+
+
+@pytest.mark.parametrize("interval", [0, -0.5, math.nan, math.inf, "0.1", True])
+def test_interval_must_be_positive_seconds(interval):
+    with pytest.raises(ConfigError, match="interval"):
+        Sampler(interval=interval)
+    assert issubclass(ConfigError, WhisperkitError)
+
+
+def test_watching_a_missing_process_is_a_clear_error():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(ConfigError, match=str(child.pid)):
+        Sampler(interval=0.1, pid=child.pid).start()
+
+
+def test_process_tree_includes_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 1.2\n"
+                              "while time.monotonic() < end: pass"])
+    try:
+        with Sampler(interval=0.1, gpus=False) as sampler:  # this process only sleeps
+            time.sleep(0.8)
+    finally:
+        child.wait()
+    one_core = 100 / os.cpu_count()
+    assert sampler.timeline["process_cpu_percent"].iloc[2:-1].mean() > 0.6 * one_core
+    assert "gpu0_util_percent" not in sampler.timeline and "gpus=False" in sampler.gpu_unavailable_reason
+
+
+def test_import_is_cheap():
+    code = "import sys, whisperkit.monitor, whisperkit.nvml; print(sorted({'pandas', 'psutil', 'pynvml'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+# -- real NVML: absent on this machine ---------------------------------------------------------
+
+@pytest.mark.skipif(HAS_REAL_NVML, reason="this machine has an NVIDIA driver")
+def test_real_pynvml_without_driver_records_cpu_only():
+    assert sys.modules.get("pynvml") is pynvml  # the real nvidia-ml-py module, no fake
+    with Sampler(interval=0.05) as sampler:
+        time.sleep(0.15)
+    assert sampler.gpu_available is False
+    assert "NVMLError_LibraryNotFound" in sampler.gpu_unavailable_reason
+    assert "driver" in sampler.gpu_unavailable_reason and "CPU only" in sampler.gpu_unavailable_reason
+    assert list(sampler.timeline.columns) == CPU_COLUMNS
+    gpus, reason = nvml.gpu_inventory()
+    assert gpus == [] and "driver library not found" in reason
+
+
+# -- GPU side, against the fake ----------------------------------------------------------------
+
+def test_two_gpus_fill_every_column_in_the_right_units(two_gpus):
+    with Sampler(interval=0.05) as sampler:
+        time.sleep(0.3)
+    timeline = sampler.timeline
+    assert sampler.gpu_available and sampler.gpu_unavailable_reason is None
+    gpu_columns = [f"gpu{i}_{suffix}" for i in (0, 1) for suffix in GPU_SUFFIXES]
+    assert list(timeline.columns) == CPU_COLUMNS + gpu_columns
+    first = timeline.iloc[0]
+    assert first["gpu0_mem_total_mb"] == 40960 and first["gpu0_mem_used_mb"] == 4608  # MiB from bytes
+    assert first["gpu1_mem_total_mb"] == 24576 and first["gpu1_mem_used_mb"] == 10240
+    assert first["gpu0_power_w"] == 251.5  # W from 251500 mW
+    assert (first["gpu0_util_percent"], first["gpu0_mem_util_percent"]) == (87, 41)
+    assert (first["gpu1_util_percent"], first["gpu1_mem_util_percent"]) == (99, 63)
+    assert (first["gpu0_sm_clock_mhz"], first["gpu1_temperature_c"]) == (1410, 71)
+    assert timeline["gpu0_power_w"].notna().all()
+    # RTX 3090 power is NotSupported: NaN throughout, asked once, not an error
+    assert timeline["gpu1_power_w"].isna().all()
+    assert len(timeline) >= 6
+    assert two_gpus.state.calls[("nvmlDeviceGetPowerUsage", 1)] == 1
+    assert two_gpus.state.calls[("nvmlDeviceGetPowerUsage", 0)] == len(timeline)
+    assert sampler.summary()["errors"].sum() == 0
+    # NVML started once and was shut down at stop
+    assert two_gpus.state.init_calls == 1 and two_gpus.state.shutdown_calls == 1
+    assert two_gpus.state.initialized == 0
+
+
+def test_gpu_lost_mid_run_leaves_nan_and_the_rest_goes_on(monkeypatch):
+    calls_per_sample = 6  # utilization, memory, power, clock, temperature, process utilization
+    lost = fake_pynvml.rtx3090(lost_after_calls=3 * calls_per_sample + 1)  # dies in sample 4
+    fake = fake_pynvml.make_fake([fake_pynvml.a100(), lost])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with Sampler(interval=0.05) as sampler:
+        time.sleep(0.5)
+    timeline = sampler.timeline
+    assert len(timeline) >= 8
+    gpu1 = timeline[[f"gpu1_{s}" for s in GPU_SUFFIXES if s != "process_util_percent"]]
+    assert gpu1.iloc[:3].notna().all().all()
+    assert gpu1.iloc[4:].isna().all().all()
+    assert timeline["gpu1_mem_used_mb"].iloc[3] != timeline["gpu1_mem_used_mb"].iloc[3]  # the failing call
+    # the lost GPU is not asked again; the other GPU and the CPU go on
+    assert lost.calls_made == 3 * calls_per_sample + 2
+    assert timeline[[f"gpu0_{s}" for s in GPU_SUFFIXES if s != "process_util_percent"]].notna().all().all()
+    assert timeline["process_rss_mb"].notna().all()
+    summary = sampler.summary()
+    assert summary.loc[("all", "gpu1_mem_used_mb"), "errors"] == 1
+    assert summary.loc[("all", "gpu0_util_percent"), "errors"] == 0
+    assert sampler.errors == {"gpu1_mem_used_mb": 1, "gpu1_mem_total_mb": 1}
+
+
+@pytest.mark.parametrize("code, words", [
+    (pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, ["NVMLError_LibraryNotFound", "driver library not found"]),
+    (pynvml.NVML_ERROR_DRIVER_NOT_LOADED, ["NVMLError_DriverNotLoaded", "driver is not loaded"]),
+])
+def test_no_driver_means_cpu_only_with_a_reason(monkeypatch, code, words):
+    fake = fake_pynvml.make_fake([fake_pynvml.a100()], init_error=code)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with Sampler(interval=0.05) as sampler:
+        time.sleep(0.15)
+    assert sampler.gpu_available is False
+    assert all(word in sampler.gpu_unavailable_reason for word in words), sampler.gpu_unavailable_reason
+    assert list(sampler.timeline.columns) == CPU_COLUMNS and len(sampler.timeline) >= 3
+    assert fake.state.init_calls == 1 and fake.state.shutdown_calls == 0
+    assert sum(n for (name, _), n in fake.state.calls.items() if name != "nvmlInit") == 0
+    gpus, reason = nvml.gpu_inventory()
+    assert gpus == [] and words[0] in reason
+
+
+def test_missing_pynvml_module_means_cpu_only(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    with Sampler(interval=0.05) as sampler:
+        pass
+    assert sampler.gpu_available is False and "nvidia-ml-py" in sampler.gpu_unavailable_reason
+
+
+def test_process_util_sums_sm_util_of_the_watched_tree_only(monkeypatch):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    try:
+        a100 = fake_pynvml.a100(process_sm_util={os.getpid(): 30, child.pid: 12, 1: 50})
+        fake = fake_pynvml.make_fake([a100, fake_pynvml.rtx3090()])  # nothing runs on gpu1
+        monkeypatch.setitem(sys.modules, "pynvml", fake)
+        with Sampler(interval=0.05) as tree:
+            time.sleep(0.3)
+        with Sampler(interval=0.05, pid=child.pid) as only_child:
+            time.sleep(0.2)
+    finally:
+        child.kill()
+        child.wait()
+    assert (tree.timeline["gpu0_process_util_percent"] == 42).all()
+    assert (only_child.timeline["gpu0_process_util_percent"] == 12).all()
+    # gpu1 never reported per-process samples: unknown, not 0
+    assert tree.timeline["gpu1_process_util_percent"].isna().all()
+
+
+def test_process_util_holds_for_a_driver_period_then_reads_zero(monkeypatch):
+    gpu = fake_pynvml.a100(process_sm_util={os.getpid(): 64})
+    fake = fake_pynvml.make_fake([gpu], sample_period_s=0.01)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(nvml, "DRIVER_PERIOD_MAX_S", 0.2)
+    pids = {os.getpid()}
+    with nvml.NvmlSession() as session:
+        assert session.read(pids)["gpu0_process_util_percent"] == 64
+        gpu.process_sm_util.clear()  # the process stops launching kernels: NotFound from now on
+        time.sleep(0.02)
+        assert session.read(pids)["gpu0_process_util_percent"] == 64  # within a driver period
+        time.sleep(0.25)
+        assert session.read(pids)["gpu0_process_util_percent"] == 0
+        gpu.process_sm_util[12345] = 90  # someone else's process: ours still 0
+        time.sleep(0.02)
+        assert session.read(pids)["gpu0_process_util_percent"] == 0
+        assert session.drain_errors() == []
+
+
+def test_samplers_share_one_nvml_init(two_gpus):
+    with Sampler(interval=0.05) as first:
+        with Sampler(interval=0.05) as second:
+            assert nvml.active_users() == 2
+        assert nvml.active_users() == 1 and two_gpus.state.shutdown_calls == 0
+    assert two_gpus.state.init_calls == 1 and two_gpus.state.shutdown_calls == 1
+    assert first.gpu_available and second.gpu_available
+
+
+def test_gpu_inventory_from_the_fake(two_gpus):
+    gpus, reason = nvml.gpu_inventory()
+    assert reason is None
+    assert gpus == [
+        {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "uuid": "GPU-5f2d7c1e-8a4b-4b1e-9c55-0d6a2e7f3a10",
+         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "driver_version": "550.54.15",
+         "cuda_driver_version": "12.4"},
+        {"index": 1, "name": "NVIDIA GeForce RTX 3090", "uuid": "GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
+         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "driver_version": "550.54.15",
+         "cuda_driver_version": "12.4"},
+    ]
+    assert two_gpus.state.initialized == 0
+
+
+def test_fake_raises_the_real_error_classes(two_gpus):
+    error = pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+    assert type(error) is pynvml.NVMLError_GpuIsLost
+    with pytest.raises(pynvml.NVMLError_Uninitialized):
+        two_gpus.nvmlDeviceGetCount()
+    two_gpus.nvmlInit()
+    handle = two_gpus.nvmlDeviceGetHandleByIndex(1)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        two_gpus.nvmlDeviceGetPowerUsage(handle)
+    two_gpus.nvmlShutdown()
+
+
+# -- the monitor command, end to end -----------------------------------------------------------
+
+HARNESS = """
+import argparse, sys
+from whisperkit import monitor_cli
+from whisperkit.errors import WhisperkitError
+parser = argparse.ArgumentParser(prog="whisperkit")
+monitor_cli.register(parser.add_subparsers(required=True))
+args = parser.parse_args()
+try:
+    sys.exit(args.func(args))
+except WhisperkitError as error:
+    print(f"whisperkit: error: {error}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def whisperkit_command() -> list[str]:
+    """``python -m whisperkit``; until whisperkit/cli.py exists, a stand-in with the same contract."""
+    if (ROOT / "whisperkit" / "cli.py").exists():
+        return [sys.executable, "-m", "whisperkit"]
+    return [sys.executable, "-c", HARNESS]
+
+
+def run_monitor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([*whisperkit_command(), "monitor", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=30)
+
+
+def test_monitor_command_writes_csv_and_exits_with_the_command(tmp_path):
+    out = run_monitor("--interval", "0.1", "--output", "run.csv", "--",
+                      sys.executable, "-c", "import time; time.sleep(1)", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    timeline = pd.read_csv(tmp_path / "run.csv")
+    assert list(timeline.columns) == CPU_COLUMNS
+    assert 8 <= len(timeline) <= 16, len(timeline)
+    assert timeline["process_rss_mb"].iloc[0] > 1  # the child's tree, not this test process
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("GPU: NVML unavailable") or HAS_REAL_NVML
+    header = next(i for i, line in enumerate(lines) if line.startswith("#"))
+    assert "cpu%" in lines[header] and "proc_cpu%" in lines[header]
+    assert len(lines) - header - 1 == len(timeline)  # one live line per sample
+    assert "Traceback" not in out.stderr
+
+
+def test_monitor_command_passes_on_the_exit_status_and_writes_parquet(tmp_path):
+    out = run_monitor("--interval", "0.1", "-o", "run.parquet", "--",
+                      sys.executable, "-c", "raise SystemExit(3)", cwd=tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert list(pd.read_parquet(tmp_path / "run.parquet").columns) == CPU_COLUMNS
+
+
+def test_monitor_command_that_cannot_start(tmp_path):
+    out = run_monitor("--", "no-such-command-whisperkit", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "no-such-command-whisperkit" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_monitor_unknown_output_suffix_fails_before_starting(tmp_path):
+    out = run_monitor("-o", "run.txt", "--", sys.executable, "-c", "open('started', 'w')", cwd=tmp_path)
+    assert out.returncode == 2 and ".csv or .parquet" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "started").exists()

@@ -1,0 +1,152 @@
+"""``whisperkit monitor``: live utilization lines, optionally around a command, saved as a timeline.
+
+    whisperkit monitor [--interval 0.5] [--output FILE.csv|FILE.parquet] [-- COMMAND ARGS...]
+
+One line per sample on stdout, like ``nvidia-smi dmon``: seconds, machine CPU %, per GPU its
+utilization % and memory used (MiB), and with a command, that process tree's CPU % (of all cores)
+and RSS (MiB). It runs until the command ends, or until Ctrl-C without one, then writes the
+timeline (CSV or Parquet, by the file's suffix) and exits with the command's exit status
+(0 without a command; 128 + N when the command was killed by signal N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+def register(subparsers) -> None:
+    """Add the ``monitor`` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "monitor",
+        help="print CPU/GPU utilization live, optionally while running a command",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
+                        help="seconds between samples (default 0.5)")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write the timeline to FILE.csv or FILE.parquet at the end")
+    parser.add_argument("command", nargs=argparse.REMAINDER,
+                        help="command to run and watch, after '--'")
+    parser.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def run(args) -> int:
+    """Run the monitor for parsed ``args``; return the exit status."""
+    from whisperkit.errors import ConfigError, WhisperkitError
+    from whisperkit.monitor import Sampler
+
+    command = list(args.command or [])
+    if command and command[0] == "--":
+        command = command[1:]
+    output = getattr(args, "output", None)
+    if output is not None and not str(output).lower().endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"--output must end in .csv or .parquet, got {output!r}")
+    if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        raise ConfigError(f"--output {output!r}: the folder {os.path.dirname(os.path.abspath(output))!r} does not exist")
+    process = None
+    if command:
+        try:
+            process = subprocess.Popen(command)
+        except OSError as error:  # not found, not executable, ...
+            raise WhisperkitError(f"cannot start {command[0]!r}: {error.strerror or error}") from None
+    try:
+        sampler = Sampler(interval=args.interval, pid=process.pid if process else None)
+    except BaseException:
+        if process is not None:
+            process.kill()
+            process.wait()
+        raise
+    status = _watch(sampler, process)
+    if output is not None:
+        _write(sampler.timeline, str(output))
+        print(f"wrote {len(sampler.samples())} samples to {output}", file=sys.stderr)
+    return status
+
+
+def _watch(sampler, process) -> int:
+    """Print samples until the command ends or Ctrl-C; return the command's status."""
+    printed = 0
+    sampler.start()
+    line = _Line(sampler.columns, with_process=process is not None)
+    try:
+        if not sampler.gpu_available:
+            print(f"GPU: {sampler.gpu_unavailable_reason}", flush=True)
+        print(line.header(), flush=True)
+        while process is None or process.poll() is None:
+            time.sleep(sampler.interval / 2)
+            printed = _print_new(sampler, line, printed)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sampler.stop()
+    _print_new(sampler, line, printed)
+    return _exit_status(process)
+
+
+def _exit_status(process) -> int:
+    if process is None:
+        return 0
+    try:
+        code = process.wait(timeout=5)  # on Ctrl-C the command got SIGINT too
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        process.terminate()
+        code = process.wait()
+    return 128 - code if code < 0 else code
+
+
+def _print_new(sampler, line, printed: int) -> int:
+    for sample in sampler.samples(printed):
+        print(line.format(sample), flush=True)
+        printed += 1
+    return printed
+
+
+class _Line:
+    """Formats one live line per sample (fixed-width, like ``nvidia-smi dmon``)."""
+
+    def __init__(self, columns: list[str], with_process: bool) -> None:
+        gpus = [m.group(1) for m in map(re.compile(r"(gpu\d+)_util_percent").fullmatch, columns) if m]
+        self.fields = [("time_s", "time_s", "{:8.1f}"), ("cpu_percent", "cpu%", "{:6.0f}")]
+        for gpu in gpus:
+            self.fields += [(f"{gpu}_util_percent", f"{gpu}%", "{:6.0f}"),
+                            (f"{gpu}_mem_used_mb", f"{gpu}_MiB", "{:9.0f}")]
+        if with_process:
+            self.fields += [("process_cpu_percent", "proc_cpu%", "{:10.1f}"),
+                            ("process_rss_mb", "proc_MiB", "{:9.0f}")]
+
+    def header(self) -> str:
+        widths = [len(fmt.format(0)) for _, _, fmt in self.fields]
+        return "#" + " ".join(f"{title:>{w}}" for (_, title, _), w in zip(self.fields, widths))[1:]
+
+    def format(self, sample: dict) -> str:
+        cells = []
+        for key, _, fmt in self.fields:
+            value = sample.get(key, math.nan)
+            width = len(fmt.format(0))
+            cells.append(f"{'-':>{width}}" if value != value else fmt.format(value))
+        return " ".join(cells)
+
+
+def _write(timeline, path: str) -> None:
+    if path.lower().endswith(".parquet"):
+        timeline.to_parquet(path, index=False)
+    else:
+        timeline.to_csv(path, index=False)
