@@ -29,9 +29,17 @@ def test_import_is_light():
     assert loaded == ""
 
 
-def test_public_names_resolve():
+def test_public_names_resolve_and_no_submodule_shadows_them():
+    import importlib
+    import pkgutil
+    import types
+
+    for module in pkgutil.iter_modules(whisperkit.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"whisperkit.{module.name}")  # importing sets package attributes
     for name in whisperkit.__all__:
-        assert getattr(whisperkit, name) is not None, name
+        value = getattr(whisperkit, name)
+        assert value is not None and not isinstance(value, types.ModuleType), name
 
 
 def test_bundled_samples_ship_with_references():

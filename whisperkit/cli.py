@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
     env.set_defaults(func=run_env)
-    from whisperkit import monitor_cli
+    from whisperkit import experiment_cli, monitor_cli
 
     monitor_cli.register(commands)
+    experiment_cli.register(commands)
     return parser
 
 
@@ -54,7 +55,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="size (tiny.en, small, large-v3, ...) or CTranslate2 folder; default: the bundled tiny.en")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
-    parser.add_argument("--num-workers", type=int, default=1, help="model replicas for concurrent calls (default: 1)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
     parser.add_argument("--language", default=None, help="language code such as en; default: detect")
@@ -90,7 +92,7 @@ def config_from_args(args, **changes):
         model=args.model,
         device=args.device,
         compute_type=args.compute_type,
-        num_workers=args.num_workers,
+        num_workers=1 if args.num_workers is None else args.num_workers,
         cpu_threads=args.cpu_threads,
         beam_size=args.beam_size,
         language=args.language,
@@ -101,7 +103,7 @@ def config_from_args(args, **changes):
 
 def run_transcribe(args) -> int:
     from whisperkit.models import load_model
-    from whisperkit.transcribe import transcribe_config
+    from whisperkit.transcription import transcribe_config
 
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
     model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)

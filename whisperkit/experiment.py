@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from whisperkit.config import Config, decoding_settings, matched_options
 from whisperkit.errors import DeviceError, WhisperkitError
-from whisperkit.transcribe import Transcript, transcribe_config
+from whisperkit.transcription import Transcript, transcribe_config
 
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
@@ -38,7 +38,9 @@ class Run:
     model load: ``rtfx``, ``wall_seconds``, ``load_seconds``, ``audio_seconds``,
     ``mean_cpu_percent`` (system, 0-100), ``mean_process_cpu_percent`` (this process, share of
     all cores, 0-100), ``mean_gpu_util_percent`` (busiest GPU, None without GPU),
-    ``peak_rss_mb``, ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
+    ``peak_rss_mb`` (the whole process, so it includes whatever was loaded before the run),
+    ``rss_growth_mb`` (peak minus the first sample: what the run itself added, model load
+    included), ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
     """
 
     config: Config
@@ -222,12 +224,14 @@ def compare(
     matched: bool = False,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_run=None,
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
     ``matched=True`` gives the sequential side the batched side's decoding options (VAD, no
     timestamps, no previous-text prompt, one temperature, no thresholds), so that what remains
-    different is batching itself.
+    different is batching itself. ``on_run(side, run)``, when given, is called after each run
+    (side is ``"before"`` or ``"after"``), so a caller can keep finished runs if a later one fails.
 
     >>> cmp = compare(whisperkit.sample_path())          # doctest: +SKIP
     >>> round(cmp.speedup, 1), cmp.wer_between < 0.1     # doctest: +SKIP
@@ -248,8 +252,11 @@ def compare(
         before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
     before_runs, after_runs = [], []
     for _ in range(repeats):
-        before_runs.append(run(audio, before, reference=reference, interval=interval, progress=progress))
-        after_runs.append(run(audio, after, reference=reference, interval=interval, progress=progress))
+        for side, config, runs in (("before", before, before_runs), ("after", after, after_runs)):
+            _release_models()  # each side loads its own model: fair load times, no other side's memory
+            runs.append(run(audio, config, reference=reference, interval=interval, progress=progress))
+            if on_run is not None:
+                on_run(side, runs[-1])
     before_run, after_run = _median_run(before_runs), _median_run(after_runs)
     before_wall = statistics.median(r.transcript.wall_seconds for r in before_runs)
     after_wall = statistics.median(r.transcript.wall_seconds for r in after_runs)
@@ -278,10 +285,12 @@ def sweep(
     model: str | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_run=None,
 ) -> Sweep:
     """Run batched transcription at each batch size; throughput, memory and utilization per size.
 
     ``config`` is the base configuration (batched mode is forced); ``model`` overrides its model.
+    ``on_run(batch_size, run)``, when given, is called after each measured batch size.
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
@@ -289,7 +298,7 @@ def sweep(
         raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress)
+        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_run)
     result.stopped_because = "all batch sizes measured"
     return result
 
@@ -304,16 +313,22 @@ def autotune(
     min_gain: float = 0.05,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_run=None,
 ) -> Sweep:
     """Measure: double the batch size from ``start`` until throughput rises less than ``min_gain``
-    (5 %), memory runs out, or ``limit`` is passed. ``result.best`` is the batch size to use."""
+    (5 %), memory runs out, the batch already holds every speech chunk of the audio (a larger
+    one would change nothing), or ``limit`` is passed. ``result.best`` is the batch size to use."""
     base = _batched_base(config, model)
     result = Sweep(points=[])
     size = start
     while True:
-        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress)
+        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_run)
         if point.oom:
             result.stopped_because = f"out of memory at batch size {size}"
+            break
+        chunks = result.runs[-1].transcript.chunks
+        if chunks is not None and size >= chunks:
+            result.stopped_because = f"batch size {size} already holds all {chunks} speech chunk(s)"
             break
         if len(result.points) > 1:
             previous = result.points[-2]
@@ -349,6 +364,7 @@ def compute_metrics(run_: Run) -> dict:
         "mean_process_cpu_percent": _mean(window, "process_cpu_percent"),
         "mean_gpu_util_percent": max((_mean(window, c) for c in gpu_util), default=None),
         "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
+        "rss_growth_mb": _growth(run_.timeline, "process_rss_mb"),
         "peak_gpu_mem_mb": max((_max(run_.timeline, c) for c in gpu_mem), default=None),
         "batch_size": transcript.config.get("batch_size"),
         "oom_retries": len(transcript.batch_retries),
@@ -365,7 +381,7 @@ def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
         "decoding": decoding_settings(run_.config),
         **{key: metrics[key] for key in (
             "rtfx", "wall_seconds", "load_seconds", "mean_cpu_percent", "mean_process_cpu_percent",
-            "mean_gpu_util_percent", "peak_rss_mb", "peak_gpu_mem_mb", "oom_retries")},
+            "mean_gpu_util_percent", "peak_rss_mb", "rss_growth_mb", "peak_gpu_mem_mb", "oom_retries")},
         "text": run_.transcript.text,
     }
     if walls is not None:
@@ -396,12 +412,13 @@ def _display_metrics(run_: Run) -> dict:
         "CPU % (process)": _round(metrics["mean_process_cpu_percent"]),
         "GPU util %": _round(metrics["mean_gpu_util_percent"]),
         "peak RSS MiB": _round(metrics["peak_rss_mb"]),
+        "RSS growth MiB": _round(metrics["rss_growth_mb"]),
         "peak GPU MiB": _round(metrics["peak_gpu_mem_mb"]),
         "WER vs reference": _round(metrics["wer_vs_reference"], 3),
     }
 
 
-def _sweep_step(result: Sweep, audio, config: Config, interval: float, progress: bool) -> SweepPoint:
+def _sweep_step(result: Sweep, audio, config: Config, interval: float, progress: bool, on_run) -> SweepPoint:
     try:
         measured = run(audio, config, interval=interval, progress=progress)
     except DeviceError:  # out of memory even at batch size 1
@@ -421,6 +438,8 @@ def _sweep_step(result: Sweep, audio, config: Config, interval: float, progress:
     )
     result.points.append(point)
     result.runs.append(measured)
+    if on_run is not None:
+        on_run(config.batch_size, measured)
     return point
 
 
@@ -429,6 +448,15 @@ def _batched_base(config: Config | None, model: str | None) -> Config:
     if model is not None:
         base = base.replace(model=model)
     return base.replace(label="")
+
+
+def _release_models() -> None:
+    import gc
+
+    from whisperkit.models import clear_model_cache
+
+    clear_model_cache()
+    gc.collect()
 
 
 def _median_run(runs: list[Run]) -> Run:
@@ -478,6 +506,15 @@ def _max(frame, column: str) -> float | None:
     if frame is None or column not in frame or frame[column].isna().all():
         return None
     return float(frame[column].max())
+
+
+def _growth(frame, column: str) -> float | None:
+    """Peak minus the first reading: what the run added (model load included)."""
+    peak = _max(frame, column)
+    if peak is None:
+        return None
+    first = frame[column].dropna().iloc[0]
+    return peak - float(first)
 
 
 def _round(value, digits: int = 1):

@@ -54,7 +54,7 @@ def load_run(folder: str | os.PathLike):
 
     from whisperkit.config import Config
     from whisperkit.experiment import Run
-    from whisperkit.transcribe import Transcript
+    from whisperkit.transcription import Transcript
 
     folder = Path(folder)
     document = _read_run_json(folder)
@@ -100,8 +100,7 @@ def save_comparison(comparison, folder: str | os.PathLike) -> str:
     folder = Path(folder)
     for side, runs in (("before", comparison.before_runs), ("after", comparison.after_runs)):
         for number, run in enumerate(runs, start=1):
-            name = side if len(runs) == 1 else f"{side}-{number}"
-            save_run(run, folder / "runs" / name)
+            save_run(run, folder / "runs" / comparison_run_name(side, number, len(runs)))
     write_text_atomic(folder / "comparison.json", to_json(comparison.to_dict()))
     report(comparison, folder / "report.html")
     return str(folder)
@@ -113,10 +112,20 @@ def save_sweep(sweep, folder: str | os.PathLike) -> str:
 
     folder = Path(folder)
     for run in sweep.runs:
-        save_run(run, folder / "runs" / f"batch-{run.config.batch_size:03d}")
+        save_run(run, folder / "runs" / sweep_run_name(run.config.batch_size))
     write_text_atomic(folder / "sweep.json", to_json(sweep.to_dict()))
     report(sweep, folder / "report.html")
     return str(folder)
+
+
+def comparison_run_name(side: str, number: int, repeats: int) -> str:
+    """``before``/``after`` for a single repeat, else ``before-1``, ``after-1``, ..."""
+    return side if repeats == 1 else f"{side}-{number}"
+
+
+def sweep_run_name(batch_size: int) -> str:
+    """``batch-008``: sorts in batch-size order."""
+    return f"batch-{batch_size:03d}"
 
 
 def to_json(document: dict) -> str:

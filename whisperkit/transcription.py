@@ -41,7 +41,9 @@ class Transcript:
     loaded), so ``rtfx = audio_seconds / wall_seconds`` is the speed of transcription itself.
     ``batch_retries`` lists each out-of-memory retry of a batched run (the batch size that
     failed and the error), ``warnings`` what was wrong with the input but did not stop the run.
-    ``timeline`` and ``marks`` are the utilization samples when run with ``monitor=True``.
+    ``chunks`` is the number of speech chunks a batched run decoded (known when it runs
+    without timestamps, its default: one segment per chunk; else None); a batch size above it
+    changes nothing. ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
     """
 
     segments: list[Segment]
@@ -55,6 +57,7 @@ class Transcript:
     audio_path: str | None = None
     warnings: list[str] = field(default_factory=list)
     batch_retries: list[dict] = field(default_factory=list)
+    chunks: int | None = None
     timeline: object = None  # pandas.DataFrame when monitored
     marks: object = None  # pandas.DataFrame when monitored
 
@@ -84,6 +87,7 @@ class Transcript:
             "audio_path": self.audio_path,
             "warnings": self.warnings,
             "batch_retries": self.batch_retries,
+            "chunks": self.chunks,
         }
 
     @classmethod
@@ -253,29 +257,33 @@ def _run(model, audio, config, batch_size, transcript, progress, started, mark) 
     prepared = time.perf_counter()
     mark("decode")
     transcript.language = info.language
-    transcript.segments = _read_segments(segments, audio, progress)
+    transcript.segments, raw_count = _read_segments(segments, audio, progress)
+    if config.mode == "batched" and config.options.get("without_timestamps", True):
+        transcript.chunks = raw_count
     finished = time.perf_counter()
     transcript.prepare_seconds = prepared - started
     transcript.decode_seconds = finished - prepared
     transcript.wall_seconds = finished - started
 
 
-def _read_segments(segments, audio: Audio, progress: bool) -> list[Segment]:
-    """Collect segments, advancing a progress bar in seconds of audio."""
+def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment], int]:
+    """Collect non-empty segments, advancing a progress bar in seconds of audio; also count all."""
     from tqdm.auto import tqdm
 
     name = os.path.basename(audio.path) if audio.path else "audio"
     total = round(audio.seconds, 1)
     collected = []
+    count = 0
     with tqdm(total=total, unit="s", desc=name, disable=not progress, leave=False) as bar:
         for segment in segments:
+            count += 1
             text = segment.text.strip()
             end = min(segment.end, audio.seconds)
             if text:
                 collected.append(Segment(start=min(segment.start, end), end=end, text=text))
             bar.update(max(0.0, round(end, 1) - bar.n))
         bar.update(total - bar.n)
-    return collected
+    return collected, count
 
 
 def _resolve_batch_size(config: Config, model: Model) -> int:

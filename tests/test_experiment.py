@@ -1,0 +1,234 @@
+"""Experiments on the real bundled model and speech: compare, sweep, autotune, runs on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import whisperkit as wk
+from whisperkit import batching, experiment
+from whisperkit.config import Config
+from whisperkit.samples import sample_path
+
+CLIP = "aesop_03"  # 5.8 s, one chunk
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    """The seed's comparison on the 79 s sample: the demo's own job."""
+    return wk.compare(sample_path(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def small_sweep():
+    return wk.sweep(sample_path(), batch_sizes=[1, 4], progress=False)
+
+
+def test_seed_configurations_are_the_notes_own():
+    assert (wk.SEED_BEFORE.mode, wk.SEED_BEFORE.num_workers) == ("sequential", 24)
+    assert (wk.SEED_AFTER.mode, wk.SEED_AFTER.num_workers, wk.SEED_AFTER.batch_size) == ("batched", 6, "auto")
+
+
+def test_comparison_measures_both_sides(comparison):
+    before, after = comparison.before, comparison.after
+    assert before.transcript.config["mode"] == "sequential" and before.transcript.config["num_workers"] == 24
+    assert after.transcript.config["mode"] == "batched" and after.transcript.config["batch_size"] == 8  # auto on CPU
+    assert comparison.speedup == pytest.approx(before.transcript.wall_seconds / after.transcript.wall_seconds)
+    assert comparison.wer_between < 0.08
+    assert comparison.wer_vs_reference["before"] < 0.12 and comparison.wer_vs_reference["after"] < 0.12
+    for run in (before, after):
+        assert run.metrics["peak_rss_mb"] > 100 and 0 < run.metrics["rss_growth_mb"] < run.metrics["peak_rss_mb"]
+        assert 0 < run.metrics["mean_process_cpu_percent"] <= 100
+        assert run.metrics["mean_gpu_util_percent"] is None and run.metrics["peak_gpu_mem_mb"] is None
+        assert "NVML unavailable" in run.gpu_unavailable_reason
+        assert list(run.marks["label"]) == ["load", "prepare", "decode"]
+    # each side loaded its own model (the cache is cleared between sides)
+    assert before.metrics["load_seconds"] > 0 and after.metrics["load_seconds"] > 0
+
+
+def test_comparison_shows_every_setting_that_differs(comparison):
+    differing = {d["setting"]: (d["before"], d["after"]) for d in comparison.differences}
+    assert differing["mode"] == ("sequential", "batched")
+    assert differing["num_workers"] == (24, 6)
+    assert differing["vad_filter"] == (False, True)
+    assert differing["without_timestamps"] == (False, True)
+    assert differing["condition_on_previous_text"] == (True, False)
+    assert "fallback" in differing["temperature"][0] and "no fallback" in differing["temperature"][1]
+    assert differing["no_speech_threshold"] == (0.6, "ignored")
+    assert "beam_size" not in differing and "model" not in differing
+
+
+def test_matched_comparison_leaves_batching_as_the_difference():
+    matched = wk.compare(sample_path(CLIP), matched=True, progress=False)
+    differing = {d["setting"] for d in matched.differences}
+    assert {"vad_filter", "without_timestamps", "condition_on_previous_text", "temperature"}.isdisjoint(differing)
+    assert {"mode", "batch_size", "num_workers"} <= differing
+    assert matched.wer_between == 0.0  # one chunk, same decoding: the same words
+    assert matched.before.config.options["vad_filter"] is True
+    assert matched.to_dict()["matched"] is True
+
+
+def test_repeats_alternate_and_use_medians():
+    result = wk.compare(sample_path(CLIP), repeats=3, progress=False)
+    assert len(result.before_runs) == len(result.after_runs) == 3
+    walls = sorted(r.transcript.wall_seconds for r in result.before_runs)
+    assert result.before.transcript.wall_seconds == walls[1]
+    assert result.to_dict()["before"]["repeat_wall_seconds"] == [r.transcript.wall_seconds for r in result.before_runs]
+
+
+def test_run_records_environment(comparison):
+    env = comparison.after.environment
+    assert env["cpu_logical_cores"] >= 1 and env["memory_total_mb"] > 1000 and env["cpu_model"]
+    assert env["gpus"] == [] and env["gpu_unavailable_reason"]
+    assert env["versions"]["whisperkit"] == wk.__version__
+    assert env["versions"]["ctranslate2"] and env["versions"]["faster-whisper"]
+
+
+def test_reference_from_text_file_or_string(tmp_path):
+    reference = tmp_path / "ref.txt"
+    reference.write_text("Slow and steady wins the race.")
+    by_file = wk.run(sample_path("aesop_02"), Config(), reference=reference, progress=False)
+    by_text = wk.run(sample_path("aesop_02"), Config(), reference="completely different words", progress=False)
+    assert by_file.metrics["wer_vs_reference"] == 0.0
+    assert by_text.metrics["wer_vs_reference"] >= 0.9
+    with pytest.raises(wk.WhisperkitError, match="cannot read reference"):
+        wk.run(sample_path("aesop_02"), Config(), reference=tmp_path / "missing.txt", progress=False)
+
+
+def test_sweep_points(small_sweep):
+    points = small_sweep.points
+    assert [p.batch_size for p in points] == [1, 4]
+    assert all(p.rtfx > 1 and not p.oom for p in points)
+    assert small_sweep.best == max(points, key=lambda p: p.rtfx).batch_size
+    assert [r.transcript.config["batch_size"] for r in small_sweep.runs] == [1, 4]
+    assert all(p.rtfx == pytest.approx(r.metrics["rtfx"]) for p, r in zip(points, small_sweep.runs))
+    data = small_sweep.to_dict()
+    assert data["best"] == small_sweep.best and len(data["points"]) == 2 and set(data["points"][0]) == {
+        "batch_size", "rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean_cpu_percent",
+        "mean_gpu_util_percent", "oom"}
+
+
+def test_sweep_rejects_bad_batch_sizes():
+    with pytest.raises(wk.WhisperkitError, match="batch sizes"):
+        wk.sweep(sample_path(CLIP), batch_sizes=[4, 0])
+
+
+def test_autotune_stops_when_the_batch_holds_every_chunk():
+    result = wk.autotune(sample_path(), progress=False)
+    chunks = result.runs[0].transcript.chunks
+    assert chunks == 4  # VAD cuts the 79 s sample into four chunks of up to 30 s
+    sizes = [p.batch_size for p in result.points]
+    assert sizes == [1, 2, 4][: len(sizes)] and sizes[-1] <= chunks
+    assert "speech chunk" in result.stopped_because or "less than 5 %" in result.stopped_because
+    assert result.best in sizes
+
+
+def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
+    """Throughput that stops rising ends the search (timings injected: real ones are noisy)."""
+    measured = {1: 10.0, 2: 18.0, 4: 18.5}
+
+    def step(result, audio, config, interval, progress, on_run):
+        point = experiment.SweepPoint(config.batch_size, measured[config.batch_size], 1.0, 300.0, None, 50.0, None)
+        result.points.append(point)
+        result.runs.append(experiment.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, None, None, {}))
+        return point
+
+    monkeypatch.setattr(experiment, "_sweep_step", step)
+    result = wk.autotune(sample_path(CLIP))
+    assert [p.batch_size for p in result.points] == [1, 2, 4]
+    assert result.stopped_because.startswith("throughput rose 2.8 % from batch size 2 to 4, less than 5 %")
+    assert result.best == 4
+
+
+def test_sweep_records_out_of_memory(model, monkeypatch):
+    real_encode = model.whisper.encode
+
+    def encode(features):
+        if len(features) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return real_encode(features)
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    result = wk.sweep(sample_path(), batch_sizes=[2, 4], config=Config(), progress=False)
+    assert [p.oom for p in result.points] == [False, True]
+    assert result.runs[1].transcript.batch_retries[0]["batch_size"] == 4
+    assert result.best == 2  # a batch size that ran out of memory is never the best
+
+
+def test_run_round_trips_through_disk(comparison, tmp_path):
+    folder = comparison.after.save(tmp_path / "after")
+    loaded = wk.load_run(folder)
+    assert loaded.transcript.text == comparison.after.transcript.text
+    assert loaded.transcript.segments == comparison.after.transcript.segments
+    assert loaded.config == comparison.after.config
+    assert loaded.metrics == comparison.after.metrics
+    assert list(loaded.marks["label"]) == ["load", "prepare", "decode"]
+    assert loaded.timeline.equals(comparison.after.timeline)
+    assert not list(tmp_path.rglob("*.tmp*"))
+    assert [r.label for r in wk.load_runs(tmp_path)] == [comparison.after.label]
+
+
+def test_damaged_and_foreign_run_folders(comparison, tmp_path):
+    folder = tmp_path / "run"
+    comparison.before.save(folder)
+    (folder / "run.json").write_text("{ not json")
+    with pytest.raises(wk.RunError, match="damaged, not valid JSON"):
+        wk.load_run(folder)
+    (folder / "run.json").write_text(json.dumps({"kind": "something else"}))
+    with pytest.raises(wk.RunError, match="not a whisperkit run"):
+        wk.load_run(folder)
+    comparison.before.save(folder)
+    (folder / "timeline.parquet").write_bytes(b"garbage")
+    with pytest.raises(wk.RunError, match="timeline.parquet: damaged"):
+        wk.load_run(folder)
+    with pytest.raises(wk.RunError, match="no run.json"):
+        wk.load_run(tmp_path)
+    with pytest.raises(wk.RunError, match="no such folder"):
+        wk.load_runs(tmp_path / "nowhere")
+
+
+def test_recommend_batch_size_memory_model():
+    sizes = ["tiny", "base", "small", "medium", "large-v3"]
+    memories = [2, 4, 6, 8, 12, 16, 24, 40, 80]
+    for model in sizes:
+        picks = [wk.recommend_batch_size(model, "float16", memory_gb=m) for m in memories]
+        assert picks == sorted(picks), (model, picks)  # more memory never a smaller batch
+        assert all(1 <= p <= batching.MAX_BATCH_SIZE and p & (p - 1) == 0 for p in picks)
+    for memory in memories:
+        picks = [wk.recommend_batch_size(model, "float16", memory_gb=memory) for model in sizes]
+        assert picks == sorted(picks, reverse=True), (memory, picks)  # larger model never a larger batch
+    assert wk.recommend_batch_size("large-v3", "float16", memory_gb=8.0) == 8
+    assert wk.recommend_batch_size("large-v3", "int8_float16", memory_gb=8.0) >= 8
+    assert wk.recommend_batch_size("large-v3", "float16", memory_gb=4.0) == 1
+    assert wk.recommend_batch_size("tiny", "float16", device="cpu") == batching.CPU_BATCH_SIZE
+    # the calibration point: faster-whisper's measured 225 MB per item for large-v2 float16 beam 5
+    assert batching.per_item_mb("large-v2", "float16") == pytest.approx(225, rel=0.02)
+    with pytest.raises(wk.ConfigError):
+        wk.recommend_batch_size("small", "float16", memory_gb=0)
+
+
+def test_recommend_asks_nvml_for_free_memory(monkeypatch):
+    import sys
+
+    from fake_pynvml import a100, make_fake
+
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake([a100()]))
+    free_gb = batching.free_gpu_memory_gb()
+    assert free_gb == pytest.approx(40 - 4.5)  # the fake A100 has 4.5 of 40 GiB in use
+    assert wk.recommend_batch_size("large-v3", "float16") == wk.recommend_batch_size(
+        "large-v3", "float16", memory_gb=free_gb)
+
+
+def test_recommend_without_nvml_falls_back_to_the_cpu_choice():
+    assert batching.free_gpu_memory_gb() is None
+    assert wk.recommend_batch_size("large-v3", "float16") == batching.CPU_BATCH_SIZE
+
+
+def test_architecture_from_names_and_folders():
+    assert batching.architecture("large-v3-turbo").decoder_layers == 4
+    assert batching.architecture("/models/faster-whisper-small.en").d_model == 768
+    assert batching.architecture("distil-large-v3").decoder_layers == 2
+    assert batching.architecture("/some/unknown/folder") == batching.ARCHITECTURES["large"]
+    assert not math.isnan(batching.weights_mb("tiny.en", "int8"))

@@ -1,0 +1,147 @@
+"""``whisperkit compare``, ``sweep``, ``report`` and ``demo``: experiments from a terminal.
+
+Each finished run is saved as soon as it ends, so a failure or Ctrl-C later on keeps it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(commands) -> None:
+    """Add the experiment commands to the ``whisperkit`` argument parser."""
+    from whisperkit.cli import add_model_arguments
+
+    compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
+    compare.add_argument("file", metavar="FILE")
+    add_model_arguments(compare)
+    compare.add_argument("--reference", default=None, help="text file with the expected transcript (default: FILE's .txt)")
+    compare.add_argument("--repeats", type=int, default=1, help="alternating repeats per side (default: 1)")
+    compare.add_argument("--matched", action="store_true", help="give the sequential side the batched side's decoding options")
+    compare.add_argument("--interval", type=float, default=0.1, help="seconds between utilization samples")
+    compare.add_argument("--output-dir", required=True)
+    compare.set_defaults(func=run_compare)
+
+    sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
+    sweep.add_argument("file", metavar="FILE")
+    add_model_arguments(sweep)
+    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=(1, 2, 4, 8, 16))
+    sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
+    sweep.add_argument("--interval", type=float, default=0.1)
+    sweep.add_argument("--output-dir", required=True)
+    sweep.set_defaults(func=run_sweep)
+
+    report = commands.add_parser("report", help="an offline HTML report of saved runs")
+    report.add_argument("folders", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--output", required=True, metavar="FILE.html")
+    report.set_defaults(func=run_report)
+
+    demo = commands.add_parser("demo", help="compare before/after on the bundled sample, offline")
+    demo.add_argument("--output-dir", default="demo-output")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=run_demo)
+
+
+def batch_sizes_argument(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected at least one batch size")
+    return sizes
+
+
+def run_compare(args) -> int:
+    from whisperkit.experiment import SEED_AFTER, SEED_BEFORE
+
+    before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
+    return _compare_and_save(args.file, before, after, args.output_dir, reference=args.reference,
+                             repeats=args.repeats, matched=args.matched, interval=args.interval,
+                             quiet=args.quiet)
+
+
+def run_sweep(args) -> int:
+    from whisperkit import experiment
+    from whisperkit.config import Config
+    from whisperkit.store import save_run, save_sweep, sweep_run_name
+
+    base = _with_model_args(Config(mode="batched"), args)
+    folder = Path(args.output_dir)
+
+    def keep(batch_size, run):
+        save_run(run, folder / "runs" / sweep_run_name(batch_size))
+
+    common = dict(interval=args.interval, progress=not args.quiet, on_run=keep)
+    if args.autotune:
+        result = experiment.autotune(args.file, config=base, **common)
+    else:
+        result = experiment.sweep(args.file, args.batch_sizes, config=base, **common)
+    save_sweep(result, folder)
+    print(result.table().to_string())
+    print(f"best batch size: {result.best} ({result.stopped_because})")
+    print(f"report: {folder / 'report.html'}")
+    return 0
+
+
+def run_report(args) -> int:
+    from whisperkit.report import report
+    from whisperkit.store import load_runs
+
+    runs = [run for folder in args.folders for run in load_runs(folder)]
+    print(f"report of {len(runs)} run(s): {report(runs, args.output)}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from whisperkit.experiment import SEED_AFTER, SEED_BEFORE
+    from whisperkit.samples import sample_path
+
+    print("whisperkit demo: the seed's before/after comparison on the bundled 79 s sample, offline.")
+    print("before: sequential WhisperModel.transcribe, num_workers=24; after: BatchedInferencePipeline, "
+          "batch size from device memory, num_workers=6\n")
+    return _compare_and_save(sample_path(), SEED_BEFORE, SEED_AFTER, args.output_dir, quiet=args.quiet)
+
+
+def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
+    from whisperkit.experiment import compare
+    from whisperkit.store import comparison_run_name, save_comparison, save_run
+
+    folder = Path(output_dir)
+    counts = {"before": 0, "after": 0}
+    repeats = options.get("repeats", 1)
+
+    def keep(side, run):
+        counts[side] += 1
+        save_run(run, folder / "runs" / comparison_run_name(side, counts[side], repeats))
+
+    result = compare(audio, before, after, progress=not quiet, on_run=keep, **options)
+    save_comparison(result, folder)
+    print(result.table().drop(index="text").to_string())
+    print()
+    if result.differences:
+        print("settings that differ: " + "; ".join(
+            f"{d['setting']} {d['before']} -> {d['after']}" for d in result.differences))
+    reference = result.wer_vs_reference
+    accuracy = f", WER vs reference {reference['before']:.1%} -> {reference['after']:.1%}" if reference else ""
+    print(f"speedup {result.speedup:.2f}x, WER between the two {result.wer_between:.1%}{accuracy}")
+    if result.after.gpu_unavailable_reason:
+        print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
+              "report's timelines show the accelerator idle before and busy after")
+    print(f"report: {folder / 'report.html'}  (runs and comparison.json beside it)")
+    return 0
+
+
+def _with_model_args(config, args):
+    """``config`` with the command line's model, device and decoding settings on top."""
+    return config.replace(
+        model=args.model,
+        device=args.device,
+        compute_type=args.compute_type,
+        cpu_threads=args.cpu_threads,
+        beam_size=args.beam_size,
+        language=args.language,
+        **({} if args.num_workers is None else {"num_workers": args.num_workers}),
+    )
