@@ -44,6 +44,7 @@ _EXPORTS = {
     "load_runs": "store",
     "report": "report",
     "app": "widgets",
+    "transcribe_clips": "clips",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
 _SUBMODULES = ("plots", "experiment", "batching", "monitor", "samples", "store", "widgets")

@@ -1,0 +1,55 @@
+"""Batching across files: the ten bundled clips decoded together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import whisperkit as wk
+from whisperkit.samples import reference_text
+
+
+@pytest.fixture(scope="module")
+def together(model, clips):
+    return wk.transcribe_clips(clips, model=model, batch_size=8, progress=False)
+
+
+def test_each_clip_gets_its_own_words(together, clips):
+    assert list(together.transcripts) == clips
+    rates = [wk.word_error_rate(reference_text(path), together.transcripts[path].text) for path in clips]
+    assert np.mean(rates) < 0.12, rates
+    assert "steady wins the race" in together.transcripts[clips[1]].text.lower()
+    assert "hanging grapes" in together.transcripts[clips[3]].text
+
+
+def test_segment_times_are_relative_to_each_clip(together):
+    for transcript in together.transcripts.values():
+        assert transcript.segments
+        for segment in transcript.segments:
+            assert 0.0 <= segment.start <= segment.end <= transcript.audio_seconds
+
+
+def test_batch_size_does_not_change_the_words(together, model, clips):
+    one_at_a_time = wk.transcribe_clips(clips, model=model, batch_size=1, progress=False)
+    assert {p: t.text for p, t in one_at_a_time.transcripts.items()} == {p: t.text for p, t in together.transcripts.items()}
+
+
+def test_timing_covers_all_clips(together, clips):
+    assert together.audio_seconds == pytest.approx(sum(wk.load_audio(p).seconds for p in clips))
+    assert together.rtfx == pytest.approx(together.audio_seconds / together.wall_seconds)
+    assert together.batch_size == 8
+
+
+def test_bad_and_long_files_are_reported_and_the_rest_transcribed(model, clips, bad_audio, long_sample, quiet_audio):
+    paths = [clips[1], bad_audio["missing"], long_sample, quiet_audio["silence"]]
+    result = wk.transcribe_clips(paths, model=model, progress=False)
+    assert set(result.failures) == {bad_audio["missing"], long_sample}
+    assert "no such file" in result.failures[bad_audio["missing"]]
+    assert "longer than a 30 s clip" in result.failures[long_sample]
+    assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
+    assert result.transcripts[quiet_audio["silence"]].text == ""
+
+
+def test_batch_size_below_one_is_an_error(model, clips):
+    with pytest.raises(wk.ConfigError, match="batch size"):
+        wk.transcribe_clips(clips, model=model, batch_size=0)
