@@ -42,7 +42,7 @@ _EXPORTS = {
     "recommend_batch_size": "batching",
     "load_run": "store",
     "load_runs": "store",
-    "report": "report",
+    "report": "html_report",
     "app": "widgets",
     "transcribe_clips": "clips",
 }

@@ -132,7 +132,11 @@ class SweepPoint:
 
 @dataclass
 class Sweep:
-    """Throughput and memory against batch size; ``best`` is the fastest batch size that fit."""
+    """Throughput and memory against batch size; ``best`` is the fastest batch size that fit.
+
+    ``runs`` holds the runs that completed: a batch size that ran out of memory even after
+    halving down to 1 has a point (``oom=True``) but no run.
+    """
 
     points: list[SweepPoint]
     runs: list[Run] = field(default_factory=list)

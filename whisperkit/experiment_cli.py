@@ -87,7 +87,7 @@ def run_sweep(args) -> int:
 
 
 def run_report(args) -> int:
-    from whisperkit.report import report
+    from whisperkit.html_report import report
     from whisperkit.store import load_runs
 
     runs = [run for folder in args.folders for run in load_runs(folder)]

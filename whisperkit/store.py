@@ -95,7 +95,7 @@ def load_runs(folder: str | os.PathLike) -> list:
 
 def save_comparison(comparison, folder: str | os.PathLike) -> str:
     """Write a comparison's JSON, its two runs (each repeat) and its HTML report."""
-    from whisperkit.report import report
+    from whisperkit.html_report import report
 
     folder = Path(folder)
     for side, runs in (("before", comparison.before_runs), ("after", comparison.after_runs)):
@@ -108,7 +108,7 @@ def save_comparison(comparison, folder: str | os.PathLike) -> str:
 
 def save_sweep(sweep, folder: str | os.PathLike) -> str:
     """Write a sweep's JSON, a run per batch size and its HTML report."""
-    from whisperkit.report import report
+    from whisperkit.html_report import report
 
     folder = Path(folder)
     for run in sweep.runs:
