@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from whisperkit.errors import AudioError
+from whisperkit.errors import AudioError, first_line
 
 SAMPLING_RATE = 16000  # Hz, what Whisper models take
 SILENCE_PEAK = 1e-3  # peak amplitude below which audio counts as silence (about -60 dBFS)
@@ -106,7 +106,4 @@ def _decode(path: str) -> tuple["object", float | None, int]:
 
 
 def _reason(error: BaseException) -> str:
-    if getattr(error, "strerror", None):
-        return error.strerror
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    return getattr(error, "strerror", None) or first_line(error)

@@ -27,3 +27,9 @@ class ConfigError(WhisperkitError):
 
 class RunError(WhisperkitError):
     """A saved run folder is missing, damaged, or not a whisperkit run."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its class name when the message is empty)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from whisperkit.errors import ConfigError, DeviceError, ModelError
+from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
 
 BUNDLED_MODEL = "tiny.en"
 DEVICES = ("auto", "cpu", "cuda")
@@ -184,9 +184,8 @@ def _download(name: str) -> str:
     try:
         return download_model(name)
     except Exception as error:  # huggingface_hub raises many kinds; all mean "not available here"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(
-            f"model {name!r} is not in the local cache and could not be downloaded ({reason}); "
+            f"model {name!r} is not in the local cache and could not be downloaded ({first_line(error)}); "
             "name a local CTranslate2 folder, or go online once to cache it"
         ) from None
 
@@ -206,7 +205,7 @@ def _load(path: str, device: str, compute_type: str, num_workers: int, cpu_threa
             cpu_threads=cpu_threads,
         )
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         if "out of memory" in reason.lower():
             raise DeviceError(
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "

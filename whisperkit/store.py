@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from whisperkit.errors import RunError
+from whisperkit.errors import RunError, first_line
 from whisperkit.files import write_bytes_atomic, write_text_atomic
 
 RUN_KIND = "whisperkit.run"
@@ -63,7 +63,7 @@ def load_run(folder: str | os.PathLike):
     except FileNotFoundError:
         raise RunError(f"{folder}: run has no timeline.parquet; the run is incomplete") from None
     except Exception as error:  # pyarrow raises several kinds for a damaged file
-        raise RunError(f"{folder}/timeline.parquet: damaged ({_first_line(error)})") from None
+        raise RunError(f"{folder}/timeline.parquet: damaged ({first_line(error)})") from None
     try:
         return Run(
             config=Config.from_dict(document["config"]),
@@ -77,7 +77,7 @@ def load_run(folder: str | os.PathLike):
             gpu_unavailable_reason=document.get("gpu_unavailable_reason"),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise RunError(f"{folder}/run.json: damaged or from another version ({_first_line(error)})") from None
+        raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None
 
 
 def load_runs(folder: str | os.PathLike) -> list:
@@ -142,7 +142,7 @@ def _read_run_json(folder: Path) -> dict:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunError(f"{path}: damaged, not valid JSON ({_first_line(error)})") from None
+        raise RunError(f"{path}: damaged, not valid JSON ({first_line(error)})") from None
     if not isinstance(document, dict) or document.get("kind") != RUN_KIND:
         raise RunError(f"{path}: not a whisperkit run (kind is not {RUN_KIND!r})")
     if document.get("schema") != SCHEMA:
@@ -164,8 +164,3 @@ def _nan_to_none(value):
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(item) for item in value]
     return value
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from whisperkit.audio import Audio, load_audio
 from whisperkit.config import Config
-from whisperkit.errors import DeviceError, WhisperkitError
+from whisperkit.errors import DeviceError, WhisperkitError, first_line
 from whisperkit.models import Model, load_model
 
 
@@ -233,10 +233,10 @@ def transcribe_config(
                 raise
             if batch_size == 1:
                 raise DeviceError(
-                    f"out of {model.device} memory even at batch size 1 ({_first_line(error)}); "
+                    f"out of {model.device} memory even at batch size 1 ({first_line(error)}); "
                     "use a smaller model or compute type"
                 ) from None
-            transcript.batch_retries.append({"batch_size": batch_size, "error": _first_line(error)})
+            transcript.batch_retries.append({"batch_size": batch_size, "error": first_line(error)})
             batch_size = max(1, batch_size // 2)
             transcript.config["batch_size"] = batch_size
             mark("retry")
@@ -331,10 +331,6 @@ def _wrap_whisper_model(whisper) -> Model:
 def _is_out_of_memory(error: BaseException) -> bool:
     return "out of memory" in str(error).lower()
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _timestamp(seconds: float, decimal_marker: str) -> str:
