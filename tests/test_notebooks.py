@@ -1,0 +1,160 @@
+"""The notebooks: saved clean, and every one runs top to bottom in a real kernel of this Python.
+
+Each notebook runs with nbclient in a kernel started from ``sys.executable`` (a kernelspec written
+to a temporary folder, so whatever ``python3`` kernel the machine has does not matter), with the
+real bundled model on the bundled audio, as a student would run it on a CPU-only laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+EXPECTED = ["01_quickstart.ipynb", "02_cpu_bound_vs_gpu_bound.ipynb", "03_batch_size_sweep.ipynb",
+            "04_workers_threads_batches.ipynb"]
+KERNEL_NAME = "whisperkit-test"
+CELL_TIMEOUT_S = 300
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def all_notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_the_four_notebooks_exist():
+    assert [path.name for path in all_notebooks()] == EXPECTED
+
+
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
+def test_notebook_is_saved_clean_with_a_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    dirty = [i for i, cell in enumerate(code_cells) if cell.outputs or cell.execution_count is not None]
+    assert not dirty, f"{path.name}: code cells {dirty} have outputs; clear them before saving"
+    assert "parameters" in code_cells[0].metadata.get("tags", []), \
+        f"{path.name}: the first code cell must be tagged 'parameters' (papermill)"
+    assert all("parameters" not in cell.metadata.get("tags", []) for cell in code_cells[1:])
+    assert re.search(r"^(AUDIO|MODEL|DEVICE) = ", code_cells[0].source, re.MULTILINE)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    widget_state = notebook.metadata.get("widgets", {})
+    assert not widget_state, f"{path.name}: saved widget state; save without it"
+
+
+@pytest.fixture(scope="module")
+def kernel_manager_factory(tmp_path_factory):
+    """KernelManagers whose kernel is this interpreter (sys.executable), via a temporary kernelspec."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    kernels = tmp_path_factory.mktemp("kernels")
+    spec = kernels / KERNEL_NAME
+    spec.mkdir()
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "whisperkit test kernel",
+        "language": "python",
+    }))
+    spec_manager = KernelSpecManager(kernel_dirs=[str(kernels)])
+
+    def make():
+        return KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=spec_manager)
+
+    return make
+
+
+def execute(path: Path, kernel_manager_factory, parameters: str | None = None):
+    notebook = nbformat.read(path, as_version=4)
+    if parameters:
+        first = next(cell for cell in notebook.cells if cell.cell_type == "code")
+        first.source += "\n" + parameters
+    client = nbclient.NotebookClient(
+        notebook,
+        km=kernel_manager_factory(),
+        kernel_name=KERNEL_NAME,
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    client.execute()
+    errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+              if output.output_type == "error"]
+    assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+    return notebook
+
+
+def text_of(cell) -> str:
+    parts = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif "data" in output:
+            parts.append(output.data.get("text/plain", ""))
+            parts.append(output.data.get("text/html", ""))
+    return "".join(parts)
+
+
+def code_cell(notebook, contains: str):
+    matches = [cell for cell in notebook.cells if cell.cell_type == "code" and contains in cell.source]
+    assert matches, f"no code cell contains {contains!r}"
+    return matches[0]
+
+
+def mimetypes(cell) -> set[str]:
+    return {key for output in cell.outputs if "data" in output for key in output.data}
+
+
+def test_01_quickstart_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "01_quickstart.ipynb", kernel_manager_factory)
+    text = text_of(code_cell(notebook, "print(transcript.text)")).lower()
+    assert "four score and seven years ago" in text
+    assert "created equal" in text
+    rtfx = re.search(r"RTFx ([0-9.]+)", text_of(code_cell(notebook, "transcript.wall_seconds")))
+    assert rtfx and float(rtfx.group(1)) > 1
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.timeline(run)"))
+    last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
+    assert last.source.strip() == "wk.app()" and WIDGET_MIME in mimetypes(last)
+
+
+def test_02_before_after_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "02_cpu_bound_vs_gpu_bound.ipynb", kernel_manager_factory)
+    table = text_of(code_cell(notebook, "comparison = wk.compare("))
+    assert "speed-up" in table and "RTFx" in table and "num_workers=24" in table
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.timeline(comparison)"))
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.summary(comparison)"))
+    assert "vad_filter" in text_of(code_cell(notebook, "pd.DataFrame(comparison.differences)"))
+    matched = text_of(code_cell(notebook, "matched=True"))
+    assert "batching alone" in matched and "matched decoding" in matched
+    seed_call = text_of(code_cell(notebook, "use_bettertransformer=True"))
+    assert "the seed's call fails:" in seed_call and "unexpected keyword argument" in seed_call
+    assert "slow and steady wins the race" in seed_call.lower()
+
+
+def test_03_sweep_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "03_batch_size_sweep.ipynb", kernel_manager_factory)
+    assert re.search(r"fastest batch size: \d+", text_of(code_cell(notebook, "sw = wk.sweep(")))
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.sweep(sw)"))
+    assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "experiment.autotune(")))
+    estimates = text_of(code_cell(notebook, "recommend_batch_size(m,"))
+    assert "large-v3" in estimates and "80 GiB" in estimates
+    assert "estimated batch size: 8" in text_of(code_cell(notebook, "loaded = wk.load_model("))
+
+
+def test_04_workers_threads_batches_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "04_workers_threads_batches.ipynb", kernel_manager_factory)
+    single = text_of(code_cell(notebook, "for workers in (1, 24)"))
+    extra = re.search(r"23 extra replicas cost (-?\d+) MiB", single)
+    assert extra and int(extra.group(1)) > 50, "24 model replicas should cost visibly more memory than 1"
+    many = code_cell(notebook, "def transcribe_files(")
+    assert "slow and steady wins the race" in text_of(many).lower()
+    batched = text_of(code_cell(notebook, "clip_timestamps=clip_timestamps")).lower()
+    assert "slow and steady wins the race" in batched and "batched across files" in batched

@@ -1,0 +1,211 @@
+"""The notebook app driven from Python, as a user drives it: set controls, click, read what it shows.
+
+Runs the real bundled tiny.en on the short bundled clips; only the "unexpected exception" test
+replaces a function, to make one happen.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
+
+import whisperkit as wk  # noqa: E402
+from whisperkit import experiment  # noqa: E402
+from whisperkit.samples import reference_text, sample_path  # noqa: E402
+from whisperkit.widgets import App, app  # noqa: E402
+
+TIMEOUT_S = 90
+
+
+@pytest.fixture
+def a():
+    application = app()
+    application.audio.value = "aesop_02"
+    return application
+
+
+def click_and_wait(application, button):
+    """Click, record every change of the buttons' ``disabled`` while the job runs, wait for it."""
+    seen = []
+    application.transcribe_button.observe(lambda change: seen.append(change["new"]), names="disabled")
+    button.click()
+    assert all(b.disabled for b in (application.transcribe_button, application.compare_button,
+                                    application.sweep_button)), "buttons must be disabled while a job runs"
+    assert application.wait(TIMEOUT_S), "the job did not finish in time"
+    assert not any(b.disabled for b in (application.transcribe_button, application.compare_button,
+                                        application.sweep_button)), "buttons must be enabled after the job"
+    assert seen == [True, False]
+    return application
+
+
+def visible_text(html_value: str) -> str:
+    return re.sub(r"<[^>]+>", "", html_value)
+
+
+def test_app_is_exported_and_displays_as_a_widget():
+    a = wk.app()
+    assert isinstance(a, App)
+    bundle = a._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.widget.model_id
+    assert a.model.value == "tiny.en (bundled)"
+    assert {"tiny", "small", "large-v3"} <= set(a.model.options)
+    assert a.device.options == ("auto", "cpu", "cuda")
+    assert a.compute_type.options == ("auto", "int8", "int8_float16", "float16", "float32")
+    assert (a.batch_size.min, a.batch_size.max) == (1, 64)
+    assert set(wk.list_samples()) == set(a.audio.options)
+
+
+def test_transcribe_shows_text_table_live_chart_and_figures(a):
+    import plotly.graph_objects as go
+
+    a.mode.value = "batched"
+    a.batch_size.value = 4
+    click_and_wait(a, a.transcribe_button)
+
+    assert a.message.value == "", visible_text(a.message.value)
+    assert a.last_error is None
+    assert isinstance(a.last_result, experiment.Run)
+    assert a.last_result.transcript.config["batch_size"] == 4
+    assert "slow and steady wins the race" in visible_text(a.transcript.value).lower()
+    table = visible_text(a.table.value)
+    rtfx = re.search(r"RTFx\s*([0-9.]+)", table)
+    assert rtfx and float(rtfx.group(1)) == pytest.approx(a.last_result.metrics["rtfx"], abs=0.01)
+    assert "batched, batch 4" in table
+    assert a.progress.value == a.progress.max and a.status.value.startswith("Done in")
+
+    live = {trace.name: trace for trace in a.live_figure.data}
+    system = live["CPU % (system)"]
+    assert len(system.x) >= 2 and len(system.x) == len(system.y)
+    assert list(system.x) == sorted(system.x)
+    readings = [y for y in system.y if y == y]
+    assert readings and all(0 <= y <= 100 for y in readings)
+    assert len(live["CPU % (this process)"].x) == len(system.x)
+
+    figures = a.figures.children
+    assert len(figures) == 2 and all(isinstance(f, go.FigureWidget) for f in figures)
+    timeline_columns = {(trace.meta or {}).get("column") for trace in figures[0].data}
+    assert {"cpu_percent", "process_cpu_percent"} <= timeline_columns
+    assert any(trace.type == "bar" for trace in figures[1].data)
+
+
+def test_sequential_mode_disables_batch_size_and_runs_sequentially(a):
+    a.mode.value = "sequential"
+    assert a.batch_size.disabled and a.batch_auto.disabled
+    a.audio.value = "aesop_09"
+    click_and_wait(a, a.transcribe_button)
+    assert a.last_result.config.mode == "sequential"
+    assert "little friends may prove great friends" in visible_text(a.transcript.value).lower()
+    a.mode.value = "batched"
+    assert not a.batch_size.disabled
+    a.batch_auto.value = True
+    assert a.batch_size.disabled and a.config().batch_size == "auto"
+
+
+def test_missing_audio_file_is_one_red_line_in_the_app(a, tmp_path):
+    missing = tmp_path / "no_such_file.flac"
+    a.audio_path.value = str(missing)
+    click_and_wait(a, a.transcribe_button)
+    assert isinstance(a.last_error, wk.WhisperkitError)
+    assert "color:#b00020" in a.message.value
+    text = visible_text(a.message.value)
+    assert str(missing) in text and "Error" in text
+    assert "\n" not in text and "Traceback" not in text and "File \"" not in text
+    assert a.transcript.value == "" and a.progress.bar_style == "danger"
+
+
+def test_cuda_where_there_is_none_is_shown_in_the_app(a):
+    from whisperkit.models import cuda_device_count
+
+    if cuda_device_count() > 0:
+        pytest.skip("this machine has a CUDA device")
+    a.device.value = "cuda"
+    click_and_wait(a, a.transcribe_button)
+    assert isinstance(a.last_error, wk.DeviceError)
+    text = visible_text(a.message.value)
+    assert "cuda" in text and "no CUDA device" in text and "Traceback" not in text
+
+
+def test_unknown_model_folder_is_shown_in_the_app(a, tmp_path):
+    a.model_path.value = str(tmp_path / "not_a_model")
+    click_and_wait(a, a.transcribe_button)
+    assert isinstance(a.last_error, wk.ModelError)
+    assert "not_a_model" in visible_text(a.message.value)
+
+
+def test_unexpected_exception_is_a_short_message_and_buttons_come_back(a, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("something broke\nsecond line")
+
+    monkeypatch.setattr(experiment, "run", broken)
+    click_and_wait(a, a.transcribe_button)
+    assert visible_text(a.message.value) == "Error: ValueError: something broke"
+    assert isinstance(a.last_error, ValueError)
+
+
+def test_uploaded_file_is_saved_and_transcribed(a):
+    content = open(sample_path("aesop_04"), "rb").read()
+    a.upload.value = ({"name": "my clip (1).flac", "type": "audio/flac", "size": len(content),
+                       "content": memoryview(content),
+                       "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    saved = a.audio_path.value
+    assert saved.endswith("my_clip_1_.flac") and open(saved, "rb").read() == content
+    click_and_wait(a, a.transcribe_button)
+    assert "missed the hanging grapes" in visible_text(a.transcript.value).lower()
+
+
+def test_compare_shows_both_sides_and_what_differs(a):
+    click_and_wait(a, a.compare_button)
+    assert a.message.value == "", visible_text(a.message.value)
+    result = a.last_result
+    assert isinstance(result, experiment.Comparison)
+    # the app's model/device/compute type on both sides, the seed's settings otherwise
+    assert result.before.config.num_workers == 24 and result.before.config.mode == "sequential"
+    assert result.after.config.mode == "batched" and result.after.config.batch_size == "auto"
+    table = visible_text(a.table.value)
+    for expected in ("before", "after", "RTFx", "Speed-up", "vad_filter", "condition_on_previous_text"):
+        assert expected in table
+    words = visible_text(a.transcript.value).lower()
+    assert words.count("slow and steady wins the race") == 2
+    assert len(a.live_figure.data[0].x) >= 2
+    assert len(a.figures.children) == 2
+
+
+def test_sweep_measures_each_batch_size(a):
+    click_and_wait(a, a.sweep_button)
+    assert a.message.value == "", visible_text(a.message.value)
+    result = a.last_result
+    assert isinstance(result, experiment.Sweep)
+    assert [p.batch_size for p in result.points] == [1, 2, 4, 8, 16]
+    assert a.progress.value == a.progress.max == 5
+    assert f"Fastest batch size: {result.best}" in visible_text(a.table.value)
+    assert reference_text(sample_path("aesop_02")).lower().rstrip(".") in visible_text(a.transcript.value).lower()
+
+
+def test_live_chart_draws_one_line_per_gpu(a, monkeypatch):
+    """With NVML answering (a fake pynvml with two GPUs), the live chart gains a line per GPU
+    whose values are the GPU utilization NVML reported; the CPU run itself is real."""
+    import sys
+
+    try:
+        from tests import fake_pynvml
+    except ImportError:
+        import fake_pynvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake(
+        [fake_pynvml.a100(util_gpu_percent=87), fake_pynvml.rtx3090(util_gpu_percent=99)]))
+    click_and_wait(a, a.transcribe_button)
+    assert a.message.value == "", visible_text(a.message.value)
+    live = {trace.name: trace for trace in a.live_figure.data}
+    for name, util in (("GPU 0 util %", 87), ("GPU 1 util %", 99)):
+        assert name in live, sorted(live)
+        readings = [y for y in live[name].y if y == y]
+        assert readings and set(readings) == {util}
+        assert len(live[name].x) == len(live["CPU % (system)"].x)
+    assert a.last_result.metrics["mean_gpu_util_percent"] == 99
+    table = visible_text(a.table.value)
+    assert re.search(r"GPU util %\s*99", table)
