@@ -142,15 +142,18 @@ def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
     assert result.best == 4
 
 
-def test_sweep_records_out_of_memory(model, monkeypatch):
-    real_encode = model.whisper.encode
+def test_sweep_records_out_of_memory(monkeypatch):
+    """CTranslate2's out-of-memory error injected at the encoder call of every WhisperModel."""
+    from faster_whisper import WhisperModel
 
-    def encode(features):
+    real_encode = WhisperModel.encode
+
+    def encode(self, features):
         if len(features) > 2:
             raise RuntimeError("CUDA failed with error out of memory")
-        return real_encode(features)
+        return real_encode(self, features)
 
-    monkeypatch.setattr(model.whisper, "encode", encode)
+    monkeypatch.setattr(WhisperModel, "encode", encode)
     result = wk.sweep(sample_path(), batch_sizes=[2, 4], config=Config(), progress=False)
     assert [p.oom for p in result.points] == [False, True]
     assert result.runs[1].transcript.batch_retries[0]["batch_size"] == 4

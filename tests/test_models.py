@@ -17,9 +17,11 @@ def test_default_is_the_bundled_tiny_en_on_cpu_int8(model):
     assert model.whisper.model.device == "cpu"
 
 
-def test_same_settings_reuse_the_loaded_model(model):
-    assert wk.load_model("tiny.en").whisper is model.whisper
-    assert wk.load_model(model.path).whisper is model.whisper
+def test_same_settings_reuse_the_loaded_model():
+    first = wk.load_model("tiny.en")
+    assert wk.load_model().whisper is first.whisper
+    assert wk.load_model(first.path).whisper is first.whisper
+    assert wk.load_model(num_workers=2).whisper is not first.whisper
 
 
 def test_local_folder_is_loaded(model):
