@@ -20,16 +20,17 @@ from whisperkit.batching import recommend_for_model
 
 
 def raw_side(config, path: str) -> float:
-    """Wall seconds of raw faster-whisper for ``config`` (model already loaded and cached)."""
+    """Wall seconds of raw faster-whisper for ``config``, its decoding options included."""
     from faster_whisper import BatchedInferencePipeline
 
     model = wk.load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
     started = time.perf_counter()
     if config.mode == "batched":
         batch_size = recommend_for_model(model) if config.batch_size == "auto" else config.batch_size
-        segments, _ = BatchedInferencePipeline(model.whisper).transcribe(path, batch_size=batch_size, beam_size=5)
+        segments, _ = BatchedInferencePipeline(model.whisper).transcribe(
+            path, batch_size=batch_size, beam_size=config.beam_size, **config.options)
     else:
-        segments, _ = model.whisper.transcribe(path, beam_size=5)
+        segments, _ = model.whisper.transcribe(path, beam_size=config.beam_size, **config.options)
     list(segments)
     return time.perf_counter() - started
 

@@ -156,5 +156,5 @@ def test_04_workers_threads_batches_runs(kernel_manager_factory):
     assert extra and int(extra.group(1)) > 50, "24 model replicas should cost visibly more memory than 1"
     many = code_cell(notebook, "def transcribe_files(")
     assert "slow and steady wins the race" in text_of(many).lower()
-    batched = text_of(code_cell(notebook, "clip_timestamps=clip_timestamps")).lower()
+    batched = text_of(code_cell(notebook, "wk.transcribe_clips(")).lower()
     assert "slow and steady wins the race" in batched and "batched across files" in batched
