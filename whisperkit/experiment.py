@@ -84,6 +84,15 @@ class Comparison:
     differences: list[dict]
     matched: bool = False
 
+    @property
+    def verdict(self) -> str:
+        """The speedup in words: ``"after is 1.88x faster"`` (or slower, or unknown)."""
+        if self.speedup != self.speedup:
+            return "speedup unknown"
+        if self.speedup >= 1:
+            return f"after is {self.speedup:.2f}x faster"
+        return f"after is {1 / self.speedup:.2f}x slower"
+
     def to_dict(self) -> dict:
         """The content of ``comparison.json``."""
         return {

@@ -169,16 +169,10 @@ def _header(title: str, runs) -> str:
 
 
 def _headline(comparison) -> str:
-    speedup = comparison.speedup
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
-    if speedup is None or speedup != speedup:
-        words = "Speedup: unknown"
-    elif speedup >= 1:
-        words = f"After is <b>{speedup:.2f}&times; faster</b> than before"
-    else:
-        words = f"After is <b>{1 / speedup:.2f}&times; slower</b> than before"
-    return (f'<p class="headline">{words}</p>\n<p class="note">Transcription wall time (model load excluded): '
+    verdict = comparison.verdict
+    return (f'<p class="headline">{html.escape(verdict[:1].upper() + verdict[1:])}</p>\n<p class="note">Transcription wall time (model load excluded): '
             f"{_fmt(before, 2)} s before, {_fmt(after, 2)} s after; speedup is the median before wall time "
             f"over the median after wall time ({len(comparison.before_runs)} run(s) per side).</p>\n")
 

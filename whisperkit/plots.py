@@ -402,14 +402,7 @@ def _summary_title(obj, runs) -> str:
 def _speedup_title(what: str, comparison) -> str:
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
-    speedup = comparison.speedup
-    if speedup is None or speedup != speedup:
-        headline = "speedup unknown"
-    elif speedup >= 1:
-        headline = f"after is {speedup:.2f}x faster"
-    else:
-        headline = f"after is {1 / speedup:.2f}x slower"
-    return (f"{what}: {headline}<br><sup>wall {_format(before, 2)} s before, {_format(after, 2)} s after "
+    return (f"{what}: {comparison.verdict}<br><sup>wall {_format(before, 2)} s before, {_format(after, 2)} s after "
             f"(transcription only, median of {len(comparison.before_runs)} run(s) per side)</sup>")
 
 
