@@ -129,7 +129,7 @@ def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
     """Throughput that stops rising ends the search (timings injected: real ones are noisy)."""
     measured = {1: 10.0, 2: 18.0, 4: 18.5}
 
-    def step(result, audio, config, interval, progress, on_run):
+    def step(result, audio, config, interval, progress, on_start, on_run):
         point = experiment.SweepPoint(config.batch_size, measured[config.batch_size], 1.0, 300.0, None, 50.0, None)
         result.points.append(point)
         result.runs.append(experiment.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, None, None, {}))

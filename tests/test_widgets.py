@@ -172,6 +172,9 @@ def test_compare_shows_both_sides_and_what_differs(a):
     words = visible_text(a.transcript.value).lower()
     assert words.count("slow and steady wins the race") == 2
     assert len(a.live_figure.data[0].x) >= 2
+    # the live chart was fed by the last run's own sampler: it ends where that run's timeline ends
+    assert a.live_figure.data[0].x[-1] == pytest.approx(result.after.timeline["time_s"].iloc[-1])
+    assert (a.progress.value, a.progress.max) == (2, 2)
     assert len(a.figures.children) == 2
 
 

@@ -237,14 +237,16 @@ def compare(
     matched: bool = False,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_start=None,
     on_run=None,
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
     ``matched=True`` gives the sequential side the batched side's decoding options (VAD, no
     timestamps, no previous-text prompt, one temperature, no thresholds), so that what remains
-    different is batching itself. ``on_run(side, run)``, when given, is called after each run
-    (side is ``"before"`` or ``"after"``), so a caller can keep finished runs if a later one fails.
+    different is batching itself. ``on_start(sampler)`` is passed to every :func:`run` (for live
+    charts); ``on_run(side, run)``, when given, is called after each run (side is ``"before"``
+    or ``"after"``), so a caller can keep finished runs if a later one fails.
 
     >>> cmp = compare(whisperkit.sample_path())          # doctest: +SKIP
     >>> round(cmp.speedup, 1), cmp.wer_between < 0.1     # doctest: +SKIP
@@ -267,7 +269,8 @@ def compare(
     for _ in range(repeats):
         for side, config, runs in (("before", before, before_runs), ("after", after, after_runs)):
             _release_models()  # each side loads its own model: fair load times, no other side's memory
-            runs.append(run(audio, config, reference=reference, interval=interval, progress=progress))
+            runs.append(run(audio, config, reference=reference, interval=interval, progress=progress,
+                            on_start=on_start))
             if on_run is not None:
                 on_run(side, runs[-1])
     before_run, after_run = _median_run(before_runs), _median_run(after_runs)
@@ -298,12 +301,14 @@ def sweep(
     model: str | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_start=None,
     on_run=None,
 ) -> Sweep:
     """Run batched transcription at each batch size; throughput, memory and utilization per size.
 
     ``config`` is the base configuration (batched mode is forced); ``model`` overrides its model.
-    ``on_run(batch_size, run)``, when given, is called after each measured batch size.
+    ``on_start(sampler)`` is passed to every :func:`run`; ``on_run(batch_size, run)``, when
+    given, is called after each measured batch size.
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
@@ -311,7 +316,7 @@ def sweep(
         raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_run)
+        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
     result.stopped_because = "all batch sizes measured"
     return result
 
@@ -326,6 +331,7 @@ def autotune(
     min_gain: float = 0.05,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
+    on_start=None,
     on_run=None,
 ) -> Sweep:
     """Measure: double the batch size from ``start`` until throughput rises less than ``min_gain``
@@ -335,7 +341,7 @@ def autotune(
     result = Sweep(points=[])
     size = start
     while True:
-        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_run)
+        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
         if point.oom:
             result.stopped_because = f"out of memory at batch size {size}"
             break
@@ -431,9 +437,9 @@ def _display_metrics(run_: Run) -> dict:
     }
 
 
-def _sweep_step(result: Sweep, audio, config: Config, interval: float, progress: bool, on_run) -> SweepPoint:
+def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
     try:
-        measured = run(audio, config, interval=interval, progress=progress)
+        measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
     except DeviceError:  # out of memory even at batch size 1
         point = SweepPoint(config.batch_size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)

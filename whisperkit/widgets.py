@@ -13,10 +13,9 @@ Every control is an attribute, so code (and tests) can drive the app as a user w
 
 While a job runs the buttons are disabled and a live chart shows CPU utilization (the whole
 machine and this process) and, where NVML sees NVIDIA GPUs, each GPU's utilization, redrawn at
-most twice a second. Transcribe runs :func:`whisperkit.experiment.run`, whose sampler feeds the
-chart. Compare and Sweep call :func:`~whisperkit.experiment.compare` and
-:func:`~whisperkit.experiment.sweep`, which keep their samplers to themselves, so the app runs
-its own sampler across the whole job for the chart (a few milliseconds of CPU a second).
+most twice a second. Each run's own sampler feeds the chart: Transcribe, Compare and Sweep
+hand ``on_start`` to :func:`whisperkit.experiment.run`, :func:`~whisperkit.experiment.compare`
+and :func:`~whisperkit.experiment.sweep`, so the chart starts afresh with every run.
 
 A :class:`whisperkit.WhisperkitError` (a missing file, CUDA asked for where there is none, an
 unknown model) shows as one red line in the app; so does any other exception, as its type and
@@ -43,7 +42,6 @@ COMPUTE_TYPE_CHOICES = ("auto", "int8", "int8_float16", "float16", "float32")
 MODE_CHOICES = ("batched", "sequential")
 SWEEP_SIZES = (1, 2, 4, 8, 16)
 LIVE_REFRESH_S = 0.5  # the live chart is redrawn at most this often
-LIVE_INTERVAL_S = 0.25  # sampling interval of the app's own sampler (compare, sweep)
 DEFAULT_SAMPLE = "gettysburg"
 ERROR_COLOR = "#b00020"
 
@@ -240,22 +238,13 @@ class App:
     def _work(self, action: str) -> None:
         stop_ticker = threading.Event()
         ticker = threading.Thread(target=self._tick, args=(stop_ticker,), name="whisperkit-app-live", daemon=True)
-        own_sampler = None
         try:
             audio, config = self.audio_source(), self.config()
-            if action == "transcribe":
-                ticker.start()
-                result = self._transcribe(audio, config)
-            else:
-                from whisperkit.monitor import Sampler
-
-                own_sampler = Sampler(interval=LIVE_INTERVAL_S).start()
-                self._watch(own_sampler)
-                ticker.start()
-                result = self._compare(audio, config) if action == "compare" else self._sweep(audio, config)
+            ticker.start()
+            jobs = {"transcribe": self._transcribe, "compare": self._compare, "sweep": self._sweep}
+            result = jobs[action](audio, config)
             stop_ticker.set()
-            self._stop_live(ticker, own_sampler)
-            own_sampler = None
+            self._stop_live(ticker)
             self._show(result)
             self.last_result = result
             self.progress.value, self.progress.bar_style = self.progress.max, "success"
@@ -267,7 +256,7 @@ class App:
         finally:
             stop_ticker.set()
             try:
-                self._stop_live(ticker, own_sampler)
+                self._stop_live(ticker)
             except Exception:  # the chart is secondary: the buttons must come back whatever happens
                 _log.warning("whisperkit app: could not update the live chart", exc_info=True)
             for button in self._buttons:
@@ -285,23 +274,29 @@ class App:
         chosen = {"model": config.model, "device": config.device, "compute_type": config.compute_type}
         before = experiment.SEED_BEFORE.replace(**chosen)
         after = experiment.SEED_AFTER.replace(**chosen)
-        return experiment.compare(audio, before, after, progress=False)
+        self.progress.max = 2
+        self._job_label = "Comparing: before (sequential, num_workers=24)"
+
+        def finished(side, run_):
+            self.progress.value += 1
+            self._job_label = "Comparing: after (batched)"
+
+        return experiment.compare(audio, before, after, progress=False, on_start=self._watch, on_run=finished)
 
     def _sweep(self, audio: str, config):
-        """One :func:`experiment.sweep` call per batch size, so the progress bar can count them."""
         from whisperkit import experiment
 
         self.progress.max = len(SWEEP_SIZES)
-        parts = []
-        for step, size in enumerate(SWEEP_SIZES):
-            self._job_label = f"Sweeping batch sizes: {size} ({step + 1} of {len(SWEEP_SIZES)})"
-            parts.append(experiment.sweep(audio, [size], config.replace(mode="batched"), progress=False))
-            self.progress.value = step + 1
-        return experiment.Sweep(
-            points=[point for part in parts for point in part.points],
-            runs=[run for part in parts for run in part.runs],
-            stopped_because="all batch sizes measured",
-        )
+        self._job_label = f"Sweeping batch sizes: {SWEEP_SIZES[0]} (1 of {len(SWEEP_SIZES)})"
+
+        def finished(size, run_):
+            self.progress.value += 1
+            if self.progress.value < len(SWEEP_SIZES):
+                following = SWEEP_SIZES[self.progress.value]
+                self._job_label = f"Sweeping batch sizes: {following} ({self.progress.value + 1} of {len(SWEEP_SIZES)})"
+
+        return experiment.sweep(audio, SWEEP_SIZES, config.replace(mode="batched"), progress=False,
+                                on_start=self._watch, on_run=finished)
 
     def _fail(self, error: BaseException, text: str) -> None:
         self.last_error = error
@@ -329,11 +324,9 @@ class App:
         except Exception:  # a broken chart must not stop the job; say so once, in the log
             _log.warning("whisperkit app: the live chart stopped updating", exc_info=True)
 
-    def _stop_live(self, ticker: threading.Thread, own_sampler) -> None:
+    def _stop_live(self, ticker: threading.Thread) -> None:
         if ticker.is_alive():
             ticker.join()
-        if own_sampler is not None:
-            own_sampler.stop()
         self._refresh_live()
 
     def _refresh_live(self, status: bool = False) -> None:
