@@ -224,6 +224,21 @@ def test_recommend_asks_nvml_for_free_memory(monkeypatch):
         "large-v3", "float16", memory_gb=free_gb)
 
 
+def test_auto_batch_size_for_a_loaded_model_does_not_count_its_weights_twice(monkeypatch):
+    import sys
+
+    from fake_pynvml import a100, make_fake
+
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake([a100(memory_used_bytes=38 * 2**30)]))  # 2 GiB free
+    loaded = wk.Model(whisper=None, name="large-v3", path="", device="cuda", compute_type="float16")
+    free_gb = batching.free_gpu_memory_gb()
+    assert free_gb == pytest.approx(2.0)
+    # counting the 3 GB of weights again would leave nothing: batch size 1
+    assert wk.recommend_batch_size("large-v3", "float16", memory_gb=free_gb) == 1
+    assert batching.recommend_for_model(loaded) == wk.recommend_batch_size(
+        "large-v3", "float16", memory_gb=free_gb, weights_loaded=True) == 2
+
+
 def test_recommend_without_nvml_falls_back_to_the_cpu_choice():
     assert batching.free_gpu_memory_gb() is None
     assert wk.recommend_batch_size("large-v3", "float16") == batching.CPU_BATCH_SIZE

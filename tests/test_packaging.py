@@ -48,3 +48,13 @@ def test_bundled_samples_ship_with_references():
     data = ROOT / "whisperkit" / "data"
     assert all((data / f"{name}.txt").read_text().strip() for name in names)
     assert sum(p.stat().st_size for p in data.iterdir()) < 3 * 2**20
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("batching", "accuracy", "config"):
+        module = importlib.import_module(f"whisperkit.{name}")
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, name

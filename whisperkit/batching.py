@@ -107,14 +107,18 @@ def recommend_batch_size(
     *,
     device: str = "cuda",
     beam_size: int = 5,
+    weights_loaded: bool = False,
 ) -> int:
     """A batch size for ``model`` from the memory model above.
 
     Args:
       model: a model size or a folder name containing one.
       compute_type: the CTranslate2 compute type the model runs in.
-      memory_gb: free device memory in GiB; None asks NVML for GPU 0's free memory.
+      memory_gb: free device memory in GiB; None asks NVML for GPU 0's free memory (and where
+        NVML cannot tell, the CPU choice, 8).
       device: ``"cuda"`` uses the memory model; ``"cpu"`` returns the measured CPU optimum (8).
+      weights_loaded: the model is already on the device, so the free memory no longer
+        includes its weights and they are not subtracted again.
 
     >>> recommend_batch_size("large-v3", "float16", memory_gb=8.0)
     8
@@ -129,7 +133,8 @@ def recommend_batch_size(
             return CPU_BATCH_SIZE
     if not memory_gb > 0:
         raise ConfigError(f"memory_gb must be above 0, got {memory_gb!r}")
-    usable_mb = memory_gb * 1024 * (1 - HEADROOM) - weights_mb(model, compute_type) - RUNTIME_OVERHEAD_MB
+    weights = 0.0 if weights_loaded else weights_mb(model, compute_type)
+    usable_mb = memory_gb * 1024 * (1 - HEADROOM) - weights - RUNTIME_OVERHEAD_MB
     fits = math.floor(usable_mb / per_item_mb(model, compute_type, beam_size))
     if fits < 1:
         return 1
@@ -137,8 +142,9 @@ def recommend_batch_size(
 
 
 def recommend_for_model(model, beam_size: int = 5) -> int:
-    """``batch_size="auto"`` for a loaded :class:`whisperkit.Model`."""
-    return recommend_batch_size(model.name, model.compute_type, device=model.device, beam_size=beam_size)
+    """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory)."""
+    return recommend_batch_size(model.name, model.compute_type, device=model.device, beam_size=beam_size,
+                                weights_loaded=True)
 
 
 def free_gpu_memory_gb(index: int = 0) -> float | None:
