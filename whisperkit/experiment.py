@@ -57,6 +57,12 @@ class Run:
     def label(self) -> str:
         return self.config.label or f"{self.config.mode}, batch {self.transcript.config.get('batch_size')}"
 
+    def table(self):
+        """The metrics under readable names, one column (pandas DataFrame)."""
+        import pandas as pd
+
+        return pd.DataFrame({"value": _display_metrics(self)})
+
     def save(self, folder: str | os.PathLike) -> str:
         """Write ``run.json`` and ``timeline.parquet`` into ``folder`` (atomically); returns it."""
         from whisperkit.store import save_run
@@ -421,19 +427,24 @@ def differences(before: Run, after: Run) -> list[dict]:
 
 
 def _display_metrics(run_: Run) -> dict:
+    """A run's metrics under readable names, rounded, for tables (None where not measured)."""
     metrics = run_.metrics
     return {
         "configuration": run_.label,
-        "RTFx": round(metrics["rtfx"], 2),
-        "wall s": round(metrics["wall_seconds"], 2),
-        "load s": round(metrics["load_seconds"], 2),
-        "CPU % (system)": _round(metrics["mean_cpu_percent"]),
-        "CPU % (process)": _round(metrics["mean_process_cpu_percent"]),
-        "GPU util %": _round(metrics["mean_gpu_util_percent"]),
-        "peak RSS MiB": _round(metrics["peak_rss_mb"]),
-        "RSS growth MiB": _round(metrics["rss_growth_mb"]),
-        "peak GPU MiB": _round(metrics["peak_gpu_mem_mb"]),
-        "WER vs reference": _round(metrics["wer_vs_reference"], 3),
+        "RTFx": _round(metrics.get("rtfx"), 2),
+        "audio s": _round(metrics.get("audio_seconds"), 2),
+        "wall s": _round(metrics.get("wall_seconds"), 2),
+        "load s": _round(metrics.get("load_seconds"), 2),
+        "prepare s": _round(metrics.get("prepare_seconds"), 2),
+        "decode s": _round(metrics.get("decode_seconds"), 2),
+        "batch size": metrics.get("batch_size"),
+        "CPU % (system)": _round(metrics.get("mean_cpu_percent")),
+        "CPU % (process)": _round(metrics.get("mean_process_cpu_percent")),
+        "GPU util %": _round(metrics.get("mean_gpu_util_percent")),
+        "peak RSS MiB": _round(metrics.get("peak_rss_mb")),
+        "RSS growth MiB": _round(metrics.get("rss_growth_mb")),
+        "peak GPU MiB": _round(metrics.get("peak_gpu_mem_mb")),
+        "WER vs reference": _round(metrics.get("wer_vs_reference"), 3),
     }
 
 

@@ -389,7 +389,7 @@ class App:
             notes = _notes(shown) if shown is not None else []
         else:
             texts = [("", result.transcript.text)]
-            table = _html_table(run_table(result), header=False)
+            table = _html_table(result.table(), header=False)
             figures = [plots.timeline(result), plots.summary(result)]
             notes = _notes(result)
         self.transcript.value = "".join(
@@ -400,30 +400,6 @@ class App:
         )
         self.table.value = table + "".join(f"<p><i>{html.escape(note)}</i></p>" for note in notes)
         self.figures.children = [go.FigureWidget(figure) for figure in figures]
-
-
-def run_table(run_):
-    """A run's metrics as a one-column pandas DataFrame with readable row names."""
-    import pandas as pd
-
-    metrics = run_.metrics
-    rows = {
-        "configuration": run_.label,
-        "RTFx": _rounded(metrics["rtfx"], 2),
-        "audio s": _rounded(metrics["audio_seconds"], 2),
-        "wall s": _rounded(metrics["wall_seconds"], 2),
-        "load s": _rounded(metrics["load_seconds"], 2),
-        "prepare s": _rounded(metrics["prepare_seconds"], 2),
-        "decode s": _rounded(metrics["decode_seconds"], 2),
-        "batch size": metrics["batch_size"],
-        "CPU % (system)": _rounded(metrics["mean_cpu_percent"], 1),
-        "CPU % (process)": _rounded(metrics["mean_process_cpu_percent"], 1),
-        "GPU util %": _rounded(metrics["mean_gpu_util_percent"], 1),
-        "peak RSS MiB": _rounded(metrics["peak_rss_mb"], 0),
-        "peak GPU MiB": _rounded(metrics["peak_gpu_mem_mb"], 0),
-        "WER vs reference": _rounded(metrics["wer_vs_reference"], 3),
-    }
-    return pd.DataFrame({"value": rows})
 
 
 TABLE_STYLE = (
@@ -480,9 +456,3 @@ def _live_layout(go):
 def _safe_file_name(name: str) -> str:
     base = os.path.basename(name or "upload")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base) or "upload"
-
-
-def _rounded(value, digits: int):
-    if value is None or value != value:
-        return None
-    return round(value, digits) if digits else round(value)
