@@ -178,6 +178,6 @@ def test_monitored_transcription_has_a_timeline_with_phases(long_sample):
     assert marks["time_s"].iloc[2] - marks["time_s"].iloc[1] == pytest.approx(transcript.prepare_seconds, abs=0.05)
     timeline = transcript.timeline
     assert timeline["time_s"].iloc[-1] >= marks["time_s"].iloc[-1] + 0.9 * transcript.decode_seconds
-    assert len(timeline) >= 10 * transcript.wall_seconds * 0.8
+    assert len(timeline) >= 10 * transcript.wall_seconds * 0.7  # 10 Hz, less a skipped slot a second
     decoding = timeline[timeline["time_s"] > marks["time_s"].iloc[2]]
     assert decoding["process_cpu_percent"].mean() > 20  # the model keeps this process busy
