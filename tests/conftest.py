@@ -103,3 +103,15 @@ def quiet_audio(tmp_path_factory):
             handle.writeframes(b"\x00\x00" * 16000 * seconds)
         paths[name] = str(path)
     return paths
+
+
+@pytest.fixture(scope="session")
+def clip_comparison():
+    """The seed's comparison on one short clip (one chunk), for tests of figures and reports."""
+    return wk.compare(wk.sample_path("aesop_03"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def clip_sweep():
+    """Batch sizes 1 and 4 on one short clip, for tests of figures and reports."""
+    return wk.sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 4], progress=False)

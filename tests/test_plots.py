@@ -11,24 +11,14 @@ import pytest
 
 import whisperkit as wk
 from whisperkit import plots
-from whisperkit.experiment import Sweep, SweepPoint, compare, sweep
+from whisperkit.experiment import Sweep, SweepPoint
 
 PHASES = ("load", "prepare", "decode")
 
 
 @pytest.fixture(scope="module")
-def comparison():
-    return compare(wk.sample_path("aesop_03"), progress=False)
-
-
-@pytest.fixture(scope="module")
-def measured_sweep():
-    return sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 4], progress=False)
-
-
-@pytest.fixture(scope="module")
-def gpu_comparison(comparison):
-    return dataclasses.replace(comparison, before=with_gpu(comparison.before), after=with_gpu(comparison.after))
+def gpu_comparison(clip_comparison):
+    return dataclasses.replace(clip_comparison, before=with_gpu(clip_comparison.before), after=with_gpu(clip_comparison.after))
 
 
 def with_gpu(run, seed: int = 0):
@@ -72,9 +62,9 @@ def note_text(fig) -> str | None:
 # ---- timeline ----------------------------------------------------------------------------
 
 
-def test_timeline_draws_both_runs_cpu_on_their_own_time(comparison):
-    fig = plots.timeline(comparison)
-    for run in (comparison.before, comparison.after):
+def test_timeline_draws_both_runs_cpu_on_their_own_time(clip_comparison):
+    fig = plots.timeline(clip_comparison)
+    for run in (clip_comparison.before, clip_comparison.after):
         cpu = traces(fig, run)
         assert set(cpu) == {"cpu_percent", "process_cpu_percent"}
         for column, trace in cpu.items():
@@ -82,22 +72,22 @@ def test_timeline_draws_both_runs_cpu_on_their_own_time(comparison):
             np.testing.assert_array_equal(trace.y, run.timeline[column].to_numpy(dtype=float))
         assert trace.hovertemplate.count("%") >= 2  # value and unit
     assert fig.layout.template.layout.paper_bgcolor == "white"  # plotly_white
-    speedup = comparison.speedup  # a short clip: either side may win on a busy machine
+    speedup = clip_comparison.speedup  # a short clip: either side may win on a busy machine
     expected = f"{speedup:.2f}x faster" if speedup >= 1 else f"{1 / speedup:.2f}x slower"
     assert expected in fig.layout.title.text
 
 
-def test_timeline_rows_share_one_time_axis(comparison):
-    fig = plots.timeline(comparison)
+def test_timeline_rows_share_one_time_axis(clip_comparison):
+    fig = plots.timeline(clip_comparison)
     assert fig.layout.xaxis.matches == "x2" and fig.layout.xaxis2.matches is None  # two CPU rows, no GPU rows
     assert "(s)" in fig.layout.xaxis2.title.text
     assert [a.text for a in fig.layout.annotations if a.text.startswith("<b>")] == [
-        f"<b>{comparison.before.label}</b> · CPU", f"<b>{comparison.after.label}</b> · CPU"]
+        f"<b>{clip_comparison.before.label}</b> · CPU", f"<b>{clip_comparison.after.label}</b> · CPU"]
 
 
-def test_timeline_marks_each_phase_of_each_run(comparison):
-    fig = plots.timeline(comparison)
-    for row, run in enumerate((comparison.before, comparison.after), start=1):
+def test_timeline_marks_each_phase_of_each_run(clip_comparison):
+    fig = plots.timeline(clip_comparison)
+    for row, run in enumerate((clip_comparison.before, clip_comparison.after), start=1):
         axis = "x" if row == 1 else f"x{row}"
         regions = {s.name: s for s in fig.layout.shapes if s.xref == axis and s.type == "rect"}
         marks = dict(zip(run.marks["label"], run.marks["time_s"]))
@@ -110,12 +100,12 @@ def test_timeline_marks_each_phase_of_each_run(comparison):
     assert "CPU only" in prepare.hovertext
 
 
-def test_timeline_without_gpu_says_why_and_draws_no_gpu_panel(comparison):
-    fig = plots.timeline(comparison)
-    assert comparison.before.gpu_unavailable_reason  # no machine here has a GPU
+def test_timeline_without_gpu_says_why_and_draws_no_gpu_panel(clip_comparison):
+    fig = plots.timeline(clip_comparison)
+    assert clip_comparison.before.gpu_unavailable_reason  # no machine here has a GPU
     text = note_text(fig)
     assert text.startswith("No GPU visible: ")
-    assert comparison.before.gpu_unavailable_reason.rstrip(". ") in text
+    assert clip_comparison.before.gpu_unavailable_reason.rstrip(". ") in text
     assert "NVML utilization" in text
     assert not any(t.meta["column"].startswith("gpu") for t in fig.data)
     assert "GPU" not in " ".join(a.text for a in fig.layout.annotations if a.text.startswith("<b>"))
@@ -135,14 +125,14 @@ def test_timeline_with_gpu_draws_utilization_and_memory(gpu_comparison):
     assert "GPU utilization %" in titles and "GPU memory MiB" in titles
 
 
-def test_timeline_names_the_run_without_gpu_when_only_one_has_one(comparison, gpu_comparison):
-    fig = plots.timeline([gpu_comparison.before, comparison.after])
-    assert f"No GPU visible in {comparison.after.label}: " in note_text(fig)
-    assert traces(fig, gpu_comparison.before, "gpu") and not traces(fig, comparison.after, "gpu")
+def test_timeline_names_the_run_without_gpu_when_only_one_has_one(clip_comparison, gpu_comparison):
+    fig = plots.timeline([gpu_comparison.before, clip_comparison.after])
+    assert f"No GPU visible in {clip_comparison.after.label}: " in note_text(fig)
+    assert traces(fig, gpu_comparison.before, "gpu") and not traces(fig, clip_comparison.after, "gpu")
 
 
-def test_timeline_of_one_run_and_the_memory_panel(comparison):
-    run = comparison.after
+def test_timeline_of_one_run_and_the_memory_panel(clip_comparison):
+    run = clip_comparison.after
     fig = plots.timeline(run, metrics=("cpu", "memory"))
     assert set(traces(fig, run)) == {"cpu_percent", "process_cpu_percent", "process_rss_mb"}
     assert note_text(fig) is None  # no GPU panel was asked for
@@ -156,15 +146,15 @@ def test_timeline_of_one_run_and_the_memory_panel(comparison):
 # ---- summary -----------------------------------------------------------------------------
 
 
-def test_summary_bars_carry_the_metrics(comparison):
-    fig = plots.summary(comparison)
-    for run in (comparison.before, comparison.after):
+def test_summary_bars_carry_the_metrics(clip_comparison):
+    fig = plots.summary(clip_comparison)
+    for run in (clip_comparison.before, clip_comparison.after):
         bars = [t for t in fig.data if t.meta["run"] == run.label]
         values = {key: y for t in bars for key, y in zip(t.meta["metrics"], t.y)}
         for key in ("rtfx", "mean_cpu_percent", "mean_process_cpu_percent", "peak_rss_mb"):
             assert values[key] == pytest.approx(run.metrics[key])
         assert "mean_gpu_util_percent" not in values and "peak_gpu_mem_mb" not in values
-    assert {t.marker.color for t in fig.data if t.meta["run"] == comparison.before.label} == {plots.RUN_COLORS[0]}
+    assert {t.marker.color for t in fig.data if t.meta["run"] == clip_comparison.before.label} == {plots.RUN_COLORS[0]}
     assert [a.text for a in fig.layout.annotations if a.name is None] == ["throughput", "CPU", "peak memory"]
     assert note_text(fig).startswith("No GPU visible: ")
 
@@ -181,15 +171,15 @@ def test_summary_with_gpu_has_gpu_bars(gpu_comparison):
 # ---- sweep -------------------------------------------------------------------------------
 
 
-def test_sweep_plots_rtfx_on_a_log_axis_and_marks_the_best(measured_sweep):
-    fig = plots.sweep(measured_sweep)
+def test_sweep_plots_rtfx_on_a_log_axis_and_marks_the_best(clip_sweep):
+    fig = plots.sweep(clip_sweep)
     rtfx = next(t for t in fig.data if t.meta["series"] == "RTFx")
     assert list(rtfx.x) == [1, 4]
-    assert list(rtfx.y) == pytest.approx([p.rtfx for p in measured_sweep.points])
+    assert list(rtfx.y) == pytest.approx([p.rtfx for p in clip_sweep.points])
     best = next(t for t in fig.data if t.meta["series"] == "best")
-    assert list(best.x) == [measured_sweep.best]
+    assert list(best.x) == [clip_sweep.best]
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [1, 4]
-    assert f"best batch size {measured_sweep.best}" in fig.layout.title.text
+    assert f"best batch size {clip_sweep.best}" in fig.layout.title.text
     assert note_text(fig).startswith("No GPU visible: ")
 
 

@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 import whisperkit as wk
-from whisperkit.experiment import compare, sweep
 from whisperkit.html_report import report
 
 from test_plots import with_gpu
@@ -23,19 +22,9 @@ EXTERNAL_RESOURCE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def comparison():
-    return compare(wk.sample_path("aesop_03"), progress=False)
-
-
-@pytest.fixture(scope="module")
-def measured_sweep():
-    return sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 2], progress=False)
-
-
-@pytest.fixture(scope="module")
-def comparison_html(comparison, tmp_path_factory):
+def comparison_html(clip_comparison, tmp_path_factory):
     path = tmp_path_factory.mktemp("report") / "report.html"
-    assert report(comparison, path) == str(path)
+    assert report(clip_comparison, path) == str(path)
     return path.read_text(encoding="utf-8")
 
 
@@ -65,24 +54,24 @@ def test_report_inlines_plotly_js_once_and_loads_nothing_from_a_network(comparis
     assert '"displaylogo":false' in rest.replace(" ", "")
 
 
-def test_report_shows_speedup_metrics_and_differences(comparison, comparison_html):
-    assert f"{comparison.speedup:.2f}x faster" in comparison_html or \
-        f"{1 / comparison.speedup:.2f}x slower" in comparison_html
-    assert f"<th>speedup (before wall / after wall)</th><td>{comparison.speedup:.2f}x</td>" in comparison_html
-    assert f"{100 * comparison.wer_between:.1f} %" in comparison_html
-    assert f"<td>{comparison.after.metrics['rtfx']:.2f}</td>" in comparison_html
-    for difference in comparison.differences:
+def test_report_shows_speedup_metrics_and_differences(clip_comparison, comparison_html):
+    assert f"{clip_comparison.speedup:.2f}x faster" in comparison_html or \
+        f"{1 / clip_comparison.speedup:.2f}x slower" in comparison_html
+    assert f"<th>speedup (before wall / after wall)</th><td>{clip_comparison.speedup:.2f}x</td>" in comparison_html
+    assert f"{100 * clip_comparison.wer_between:.1f} %" in comparison_html
+    assert f"<td>{clip_comparison.after.metrics['rtfx']:.2f}</td>" in comparison_html
+    for difference in clip_comparison.differences:
         row = f"<tr><th>{difference['setting']}</th><td>{_text(difference['before'])}</td>" \
               f"<td>{_text(difference['after'])}</td></tr>"
         assert row in comparison_html
     assert "not only a batching effect" in comparison_html
     assert "<th>vad_filter</th>" in comparison_html and "n/a (no GPU)" in comparison_html
-    assert "NVMLError_LibraryNotFound" in comparison_html or comparison.before.gpu_unavailable_reason in comparison_html
-    assert _text(comparison.before.transcript.text) in comparison_html
+    assert "NVMLError_LibraryNotFound" in comparison_html or clip_comparison.before.gpu_unavailable_reason in comparison_html
+    assert _text(clip_comparison.before.transcript.text) in comparison_html
 
 
-def test_report_escapes_transcripts_and_labels(comparison, tmp_path):
-    run = comparison.after
+def test_report_escapes_transcripts_and_labels(clip_comparison, tmp_path):
+    run = clip_comparison.after
     transcript = dataclasses.replace(run.transcript, segments=[wk.Segment(0.0, 1.0, "<b>bold</b> & <script>x</script>")])
     tricky = dataclasses.replace(run, transcript=transcript, config=run.config.replace(label="<i>odd label</i>"))
     page = (tmp_path / "r.html")
@@ -95,19 +84,19 @@ def test_report_escapes_transcripts_and_labels(comparison, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # written atomically, no temporary left
 
 
-def test_report_of_a_sweep(measured_sweep, tmp_path):
-    path = report(measured_sweep, tmp_path / "sweep" / "report.html")
+def test_report_of_a_sweep(clip_sweep, tmp_path):
+    path = report(clip_sweep, tmp_path / "sweep" / "report.html")
     text = open(path, encoding="utf-8").read()
-    assert f"Best batch size: <b>{measured_sweep.best}</b>" in text
-    assert f'<tr class="best"><th>{measured_sweep.best}</th>' in text
+    assert f"Best batch size: <b>{clip_sweep.best}</b>" in text
+    assert f'<tr class="best"><th>{clip_sweep.best}</th>' in text
     assert text.count(f"* plotly.js v{plotly_js_version()}") == 1
     assert text.count("Plotly.newPlot(") == 2  # sweep curve and timeline
     assert "all batch sizes measured" in text
     assert EXTERNAL_RESOURCE.search(text) is None
 
 
-def test_report_of_a_list_of_runs_with_a_gpu(comparison, tmp_path):
-    runs = [with_gpu(comparison.before), with_gpu(comparison.after, seed=1)]
+def test_report_of_a_list_of_runs_with_a_gpu(clip_comparison, tmp_path):
+    runs = [with_gpu(clip_comparison.before), with_gpu(clip_comparison.after, seed=1)]
     text = open(report(runs, tmp_path / "runs.html"), encoding="utf-8").read()
     assert "NVIDIA L4, 24,576 MiB, driver 550.54.15" in text
     assert "n/a (no GPU)" not in text
@@ -115,8 +104,8 @@ def test_report_of_a_list_of_runs_with_a_gpu(comparison, tmp_path):
     assert '<tr class="differs"><th>mode</th><td>sequential</td><td>batched</td></tr>' in text
 
 
-def test_saving_a_comparison_writes_its_report(comparison, tmp_path):
-    folder = comparison.save(tmp_path / "cmp")
+def test_saving_a_comparison_writes_its_report(clip_comparison, tmp_path):
+    folder = clip_comparison.save(tmp_path / "cmp")
     text = open(f"{folder}/report.html", encoding="utf-8").read()
     assert "What differs between the sides" in text
 
