@@ -118,11 +118,10 @@ class Comparison:
         """Before and after side by side (pandas DataFrame), for notebooks and the CLI."""
         import pandas as pd
 
-        rows = {}
-        for name, run in (("before", self.before), ("after", self.after)):
-            rows[name] = {**_display_metrics(run), "text": run.transcript.text[:60] + "..."}
-        frame = pd.DataFrame(rows)
-        return frame
+        return pd.DataFrame({
+            name: {**_display_metrics(run_), "text": run_.transcript.text[:60] + "..."}
+            for name, run_ in (("before", self.before), ("after", self.after))
+        })
 
     def save(self, folder: str | os.PathLike) -> str:
         """Write ``comparison.json``, ``runs/before``, ``runs/after`` and ``report.html``."""

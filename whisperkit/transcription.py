@@ -153,21 +153,21 @@ def transcribe(
     >>> t.text[:20], round(t.rtfx)                                     # doctest: +SKIP
     ('Four score and seven', 12)
     """
-    if isinstance(model, Model):
-        name = model.name
-    elif model is None or isinstance(model, (str, os.PathLike)):
-        name = None if model is None else os.fspath(model)
-    else:
+    if model is not None and not isinstance(model, (Model, str, os.PathLike)):
         model = _wrap_whisper_model(model)
-        name = model.name
+    if isinstance(model, Model):  # already loaded: its placement is the one used
+        name, device, compute_type = model.name, model.device, model.compute_type
+        num_workers, cpu_threads = model.num_workers, model.cpu_threads
+    else:
+        name = None if model is None else os.fspath(model)
     config = Config(
         model=name,
-        device=device if not isinstance(model, Model) else model.device,
-        compute_type=compute_type if not isinstance(model, Model) else model.compute_type,
+        device=device,
+        compute_type=compute_type,
         mode=mode,
         batch_size=batch_size,
-        num_workers=num_workers if not isinstance(model, Model) else model.num_workers,
-        cpu_threads=cpu_threads if not isinstance(model, Model) else model.cpu_threads,
+        num_workers=num_workers,
+        cpu_threads=cpu_threads,
         beam_size=beam_size,
         language=language,
         options=options,
