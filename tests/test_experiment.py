@@ -250,3 +250,19 @@ def test_architecture_from_names_and_folders():
     assert batching.architecture("distil-large-v3").decoder_layers == 2
     assert batching.architecture("/some/unknown/folder") == batching.ARCHITECTURES["large"]
     assert not math.isnan(batching.weights_mb("tiny.en", "int8"))
+
+
+def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
+    import dataclasses
+
+    run = comparison.after
+    timeline = run.timeline.copy()
+    decoding = timeline["time_s"] >= float(run.marks.loc[run.marks["label"] == "prepare", "time_s"].iloc[0])
+    timeline["gpu0_util_percent"] = 5.0
+    timeline["gpu1_util_percent"] = 0.0
+    timeline.loc[decoding, "gpu1_util_percent"] = 90.0  # busy only while transcribing
+    timeline["gpu0_mem_used_mb"] = 800.0
+    timeline["gpu1_mem_used_mb"] = float("nan")  # memory not supported on this one
+    metrics = experiment.compute_metrics(dataclasses.replace(run, timeline=timeline))
+    assert metrics["mean_gpu_util_percent"] == pytest.approx(90.0)  # model load excluded
+    assert metrics["peak_gpu_mem_mb"] == 800.0

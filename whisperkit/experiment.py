@@ -372,11 +372,13 @@ def autotune(
 def compute_metrics(run_: Run) -> dict:
     """Metrics of a run over its transcription phases (``prepare`` onwards); see :class:`Run`."""
     from whisperkit.accuracy import word_error_rate
+    from whisperkit.monitor import gpu_indices
 
     transcript = run_.transcript
     window = _transcription_window(run_.timeline, run_.marks)
-    gpu_util = _gpu_columns(window, "util_percent")
-    gpu_mem = _gpu_columns(window, "mem_used_mb")
+    gpus = gpu_indices(None if window is None else window.columns)
+    gpu_util = [f"gpu{i}_util_percent" for i in gpus]
+    gpu_mem = [f"gpu{i}_mem_used_mb" for i in gpus]
     return {
         "rtfx": transcript.rtfx,
         "wall_seconds": transcript.wall_seconds,
@@ -386,10 +388,10 @@ def compute_metrics(run_: Run) -> dict:
         "audio_seconds": transcript.audio_seconds,
         "mean_cpu_percent": _mean(window, "cpu_percent"),
         "mean_process_cpu_percent": _mean(window, "process_cpu_percent"),
-        "mean_gpu_util_percent": max((_mean(window, c) for c in gpu_util), default=None),
+        "mean_gpu_util_percent": _largest(_mean(window, c) for c in gpu_util),
         "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
         "rss_growth_mb": _growth(run_.timeline, "process_rss_mb"),
-        "peak_gpu_mem_mb": max((_max(run_.timeline, c) for c in gpu_mem), default=None),
+        "peak_gpu_mem_mb": _largest(_max(run_.timeline, c) for c in gpu_mem),
         "batch_size": transcript.config.get("batch_size"),
         "oom_retries": len(transcript.batch_retries),
         "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
@@ -518,13 +520,6 @@ def _transcription_window(timeline, marks):
     return window if len(window) else timeline.tail(1)
 
 
-def _gpu_columns(frame, suffix: str) -> list[str]:
-    if frame is None:
-        return []
-    return [c for c in frame.columns if c.startswith("gpu") and c.endswith(f"_{suffix}")
-            and c[3:-len(suffix) - 1].isdigit()]
-
-
 def _mean(frame, column: str) -> float | None:
     if frame is None or column not in frame or frame[column].isna().all():
         return None
@@ -535,6 +530,11 @@ def _max(frame, column: str) -> float | None:
     if frame is None or column not in frame or frame[column].isna().all():
         return None
     return float(frame[column].max())
+
+
+def _largest(values) -> float | None:
+    """The largest of the values that were measured (not None), or None."""
+    return max((value for value in values if value is not None), default=None)
 
 
 def _growth(frame, column: str) -> float | None:

@@ -73,6 +73,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 
@@ -88,6 +89,17 @@ MIN_CPU_WINDOW_S = 0.02
 SELF_TREE_RESCAN_S = 1.0
 #: phase name of the samples taken before the first mark
 START_PHASE = "start"
+
+
+def gpu_indices(columns) -> list[int]:
+    """GPU numbers ``i`` that have a ``gpu{i}_util_percent`` column, in order.
+
+    ``columns`` is any iterable of column names (a timeline's ``columns``, a sample's keys), or None.
+    """
+    if columns is None:
+        return []
+    found = (re.fullmatch(r"gpu(\d+)_util_percent", str(column)) for column in columns)
+    return sorted(int(match.group(1)) for match in found if match)
 
 _log = logging.getLogger(__name__)
 

@@ -203,11 +203,9 @@ def runs_of(obj) -> list:
 
 def gpu_indices(frame) -> list[int]:
     """GPU numbers that have a ``gpu{i}_util_percent`` column in a timeline, in order."""
-    if frame is None:
-        return []
-    found = [c[3:-len("_util_percent")] for c in frame.columns
-             if c.startswith("gpu") and c.endswith("_util_percent")]
-    return sorted(int(i) for i in found if i.isdigit())
+    from whisperkit.monitor import gpu_indices as indices_of
+
+    return indices_of(None if frame is None else frame.columns)
 
 
 def phases(run) -> list[tuple[str, float, float]]:

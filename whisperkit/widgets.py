@@ -424,17 +424,14 @@ def _notes(run_) -> list[str]:
     return notes
 
 
-_GPU_UTIL = re.compile(r"^gpu(\d+)_util_percent$")
-
-
 def _live_series(record: dict):
     """(column, trace name) pairs of a sample that the live chart shows."""
+    from whisperkit.monitor import gpu_indices
+
     yield "cpu_percent", "CPU % (system)"
     yield "process_cpu_percent", "CPU % (this process)"
-    for column in record:
-        match = _GPU_UTIL.match(column)
-        if match:
-            yield column, f"GPU {match.group(1)} util %"
+    for index in gpu_indices(record):
+        yield f"gpu{index}_util_percent", f"GPU {index} util %"
 
 
 def _last_mark(sampler) -> str:
