@@ -14,7 +14,7 @@ import statistics
 import time
 
 import whisperkit as wk
-from whisperkit.samples import short_clips
+from whisperkit.core.samples import short_clips
 
 
 def timed(function) -> float:

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import whisperkit as wk
-from whisperkit.batching import recommend_for_model
+from whisperkit.core.batching import recommend_for_model
 
 
 def raw_side(config, path: str) -> float:

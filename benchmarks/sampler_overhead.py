@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from whisperkit.monitor import Sampler  # noqa: E402
+from whisperkit.measure.sampler import Sampler  # noqa: E402
 
 INTERVAL_S = 0.1
 

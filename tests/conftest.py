@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import whisperkit as wk
-from whisperkit.samples import reference_text, short_clips
+from whisperkit.core.samples import reference_text, short_clips
 
 
 @pytest.fixture(scope="session")

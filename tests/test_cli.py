@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from whisperkit.samples import sample_path
+from whisperkit.core.samples import sample_path
 
 
 def test_transcribe_prints_text_to_stdout(cli):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit.samples import reference_text
+from whisperkit.core.samples import reference_text
 
 
 @pytest.fixture(scope="module")

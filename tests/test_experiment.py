@@ -8,9 +8,10 @@ import math
 import pytest
 
 import whisperkit as wk
-from whisperkit import batching, experiment
-from whisperkit.config import Config
-from whisperkit.samples import sample_path
+from whisperkit.core import batching
+from whisperkit.core.config import Config
+from whisperkit.core.samples import sample_path
+from whisperkit.experiments import experiment
 
 CLIP = "aesop_03"  # 5.8 s, one chunk
 
@@ -161,7 +162,7 @@ def test_sweep_records_out_of_memory(monkeypatch):
 
 
 def test_run_round_trips_through_disk(comparison, tmp_path):
-    folder = comparison.after.save(tmp_path / "after")
+    folder = wk.save(comparison.after, tmp_path / "after")
     loaded = wk.load_run(folder)
     assert loaded.transcript.text == comparison.after.transcript.text
     assert loaded.transcript.segments == comparison.after.transcript.segments
@@ -175,14 +176,14 @@ def test_run_round_trips_through_disk(comparison, tmp_path):
 
 def test_damaged_and_foreign_run_folders(comparison, tmp_path):
     folder = tmp_path / "run"
-    comparison.before.save(folder)
+    wk.save(comparison.before, folder)
     (folder / "run.json").write_text("{ not json")
     with pytest.raises(wk.RunError, match="damaged, not valid JSON"):
         wk.load_run(folder)
     (folder / "run.json").write_text(json.dumps({"kind": "something else"}))
     with pytest.raises(wk.RunError, match="not a whisperkit run"):
         wk.load_run(folder)
-    comparison.before.save(folder)
+    wk.save(comparison.before, folder)
     (folder / "timeline.parquet").write_bytes(b"garbage")
     with pytest.raises(wk.RunError, match="timeline.parquet: damaged"):
         wk.load_run(folder)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from whisperkit.samples import sample_path
+from whisperkit.core.samples import sample_path
 
 SIDE_KEYS = {"config", "rtfx", "wall_seconds", "load_seconds", "mean_cpu_percent", "mean_process_cpu_percent",
              "mean_gpu_util_percent", "peak_rss_mb", "peak_gpu_mem_mb", "text"}

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import whisperkit as wk
-from whisperkit import models
+from whisperkit.core import models
 
 
 def test_default_is_the_bundled_tiny_en_on_cpu_int8(model):

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import pynvml
+import pytest
 
-from whisperkit import nvml
 from whisperkit.errors import ConfigError, WhisperkitError
-from whisperkit.monitor import Sampler
+from whisperkit.measure import nvml
+from whisperkit.measure.sampler import Sampler
 
 try:
     from tests import fake_pynvml
@@ -132,7 +132,7 @@ def test_exception_inside_with_stops_thread_and_keeps_partial_timeline():
     with pytest.raises(ZeroDivisionError):
         with Sampler(interval=0.05) as sampler:
             time.sleep(0.3)
-            1 / 0
+            _ = 1 / 0
     assert not sampler.running and not sampler._thread.is_alive()
     assert len(sampler.timeline) >= 5
     with pytest.raises(KeyboardInterrupt):
@@ -181,7 +181,7 @@ def test_process_tree_includes_children():
 
 
 def test_import_is_cheap():
-    code = "import sys, whisperkit.monitor, whisperkit.nvml; print(sorted({'pandas', 'psutil', 'pynvml'} & set(sys.modules)))"
+    code = "import sys, whisperkit.measure.sampler, whisperkit.measure.nvml; print(sorted({'pandas', 'psutil', 'pynvml'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -354,7 +354,7 @@ def test_fake_raises_the_real_error_classes(two_gpus):
 
 HARNESS = """
 import argparse, sys
-from whisperkit import monitor_cli
+from whisperkit.cli import monitor as monitor_cli
 from whisperkit.errors import WhisperkitError
 parser = argparse.ArgumentParser(prog="whisperkit")
 monitor_cli.register(parser.add_subparsers(required=True))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 import whisperkit
@@ -34,9 +34,9 @@ def test_public_names_resolve_and_no_submodule_shadows_them():
     import pkgutil
     import types
 
-    for module in pkgutil.iter_modules(whisperkit.__path__):
-        if module.name != "__main__":
-            importlib.import_module(f"whisperkit.{module.name}")  # importing sets package attributes
+    for module in pkgutil.walk_packages(whisperkit.__path__, prefix="whisperkit."):
+        if module.name != "whisperkit.__main__":
+            importlib.import_module(module.name)  # importing sets package attributes
     for name in whisperkit.__all__:
         value = getattr(whisperkit, name)
         assert value is not None and not isinstance(value, types.ModuleType), name
@@ -54,7 +54,7 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("batching", "accuracy", "config"):
+    for name in ("core.batching", "core.accuracy", "core.config", "measure.columns"):
         module = importlib.import_module(f"whisperkit.{name}")
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, name

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit import plots
-from whisperkit.experiment import Sweep, SweepPoint
+from whisperkit.experiments.experiment import Sweep, SweepPoint
+from whisperkit.views import plots
 
 PHASES = ("load", "prepare", "decode")
 

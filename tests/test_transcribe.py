@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit.samples import reference_text
+from whisperkit.core.samples import reference_text
 
 # Measured on the bundled samples (flite voices, tiny.en int8, beam 5): the long sample
 # scores 7.4 % batched and 7.7 % sequential; the ten clips 5-6 % on average. The bounds

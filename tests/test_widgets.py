@@ -15,9 +15,9 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
 
 import whisperkit as wk  # noqa: E402
-from whisperkit import experiment  # noqa: E402
-from whisperkit.samples import reference_text, sample_path  # noqa: E402
-from whisperkit.widgets import App, app  # noqa: E402
+from whisperkit.core.samples import reference_text, sample_path  # noqa: E402
+from whisperkit.experiments import experiment  # noqa: E402
+from whisperkit.views.app import App, app  # noqa: E402
 
 TIMEOUT_S = 90
 
@@ -119,7 +119,7 @@ def test_missing_audio_file_is_one_red_line_in_the_app(a, tmp_path):
 
 
 def test_cuda_where_there_is_none_is_shown_in_the_app(a):
-    from whisperkit.models import cuda_device_count
+    from whisperkit.measure.cuda import cuda_device_count
 
     if cuda_device_count() > 0:
         pytest.skip("this machine has a CUDA device")

@@ -8,7 +8,7 @@ Names are imported on first use, so ``import whisperkit`` stays fast.
 
 import importlib
 
-__version__ = "0.1.0"
+from whisperkit._version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -18,36 +18,45 @@ _EXPORTS = {
     "DeviceError": "errors",
     "ConfigError": "errors",
     "RunError": "errors",
-    "Config": "config",
-    "Model": "models",
-    "load_model": "models",
-    "load_audio": "audio",
-    "Transcript": "transcription",
-    "Segment": "transcription",
-    "transcribe": "transcription",
-    "sample_path": "samples",
-    "list_samples": "samples",
-    "word_error_rate": "accuracy",
-    "collect_environment": "environment",
-    "Sampler": "monitor",
-    "Run": "experiment",
-    "Comparison": "experiment",
-    "Sweep": "experiment",
-    "SEED_BEFORE": "experiment",
-    "SEED_AFTER": "experiment",
-    "run": "experiment",
-    "compare": "experiment",
-    "sweep": "experiment",
-    "autotune": "experiment",
-    "recommend_batch_size": "batching",
-    "load_run": "store",
-    "load_runs": "store",
-    "report": "html_report",
-    "app": "widgets",
-    "transcribe_clips": "clips",
+    "Config": "core.config",
+    "Model": "core.models",
+    "load_model": "core.models",
+    "load_audio": "core.audio",
+    "Transcript": "core.transcription",
+    "Segment": "core.transcription",
+    "transcribe": "core.transcription",
+    "sample_path": "core.samples",
+    "list_samples": "core.samples",
+    "word_error_rate": "core.accuracy",
+    "collect_environment": "measure.environment",
+    "Sampler": "measure.sampler",
+    "Run": "experiments.experiment",
+    "Comparison": "experiments.experiment",
+    "Sweep": "experiments.experiment",
+    "SEED_BEFORE": "experiments.experiment",
+    "SEED_AFTER": "experiments.experiment",
+    "run": "experiments.experiment",
+    "compare": "experiments.experiment",
+    "sweep": "experiments.experiment",
+    "autotune": "experiments.experiment",
+    "recommend_batch_size": "core.batching",
+    "save": "experiments.store",
+    "load_run": "experiments.store",
+    "load_runs": "experiments.store",
+    "report": "views.report",
+    "app": "views.app",
+    "transcribe_clips": "core.clips",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
-_SUBMODULES = ("plots", "experiment", "batching", "monitor", "samples", "store", "widgets")
+_SUBMODULES = {
+    "plots": "views.plots",
+    "experiment": "experiments.experiment",
+    "batching": "core.batching",
+    "monitor": "measure.sampler",
+    "samples": "core.samples",
+    "store": "experiments.store",
+    "widgets": "views.app",
+}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -58,7 +67,7 @@ def __getattr__(name):
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f"whisperkit.{name}")
+        return importlib.import_module(f"whisperkit.{_SUBMODULES[name]}")
     raise AttributeError(f"module 'whisperkit' has no attribute {name!r}")
 
 

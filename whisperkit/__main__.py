@@ -2,6 +2,6 @@
 
 import sys
 
-from whisperkit.cli import main
+from whisperkit.cli.commands import main
 
 sys.exit(main())

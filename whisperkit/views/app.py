@@ -1,6 +1,6 @@
 """The notebook app: pick a model, a device and a batch size, transcribe, watch CPU and GPU live.
 
->>> from whisperkit.widgets import app
+>>> from whisperkit.views.app import app
 >>> a = app()            # doctest: +SKIP   the last value of a cell shows it
 >>> a                    # doctest: +SKIP
 
@@ -14,8 +14,8 @@ Every control is an attribute, so code (and tests) can drive the app as a user w
 While a job runs the buttons are disabled and a live chart shows CPU utilization (the whole
 machine and this process) and, where NVML sees NVIDIA GPUs, each GPU's utilization, redrawn at
 most twice a second. Each run's own sampler feeds the chart: Transcribe, Compare and Sweep
-hand ``on_start`` to :func:`whisperkit.experiment.run`, :func:`~whisperkit.experiment.compare`
-and :func:`~whisperkit.experiment.sweep`, so the chart starts afresh with every run.
+hand ``on_start`` to :func:`whisperkit.experiments.experiment.run`, :func:`~whisperkit.experiments.experiment.compare`
+and :func:`~whisperkit.experiments.experiment.sweep`, so the chart starts afresh with every run.
 
 A :class:`whisperkit.WhisperkitError` (a missing file, CUDA asked for where there is none, an
 unknown model) shows as one red line in the app; so does any other exception, as its type and
@@ -48,7 +48,7 @@ ERROR_COLOR = "#b00020"
 _log = logging.getLogger(__name__)
 
 
-def app() -> "App":
+def app() -> App:
     """A new app (see :class:`App`); display it as the last value of a notebook cell."""
     return App()
 
@@ -78,9 +78,8 @@ class App:
         import plotly.graph_objects as go
         from faster_whisper.utils import available_models
 
-        import whisperkit.experiment  # noqa: F401  likewise: the job thread then finds it loaded
-
-        from whisperkit.samples import list_samples
+        import whisperkit.experiments.experiment  # noqa: F401  likewise: the job thread then finds it loaded
+        from whisperkit.core.samples import list_samples
 
         wide = {"description_width": "110px"}
         box = w.Layout(width="330px")
@@ -176,7 +175,7 @@ class App:
 
     def config(self):
         """The :class:`whisperkit.Config` the controls describe (raises ConfigError if invalid)."""
-        from whisperkit.config import Config
+        from whisperkit.core.config import Config
 
         return Config(
             model=self.model_name(),
@@ -195,7 +194,7 @@ class App:
 
     def audio_source(self) -> str:
         """The audio file to use: the typed (or uploaded) path, else the chosen bundled sample."""
-        from whisperkit.samples import sample_path
+        from whisperkit.core.samples import sample_path
 
         typed = self.audio_path.value.strip()
         return os.path.expanduser(typed) if typed else sample_path(self.audio.value)
@@ -264,12 +263,12 @@ class App:
             self._done.set()
 
     def _transcribe(self, audio: str, config):
-        from whisperkit import experiment
+        from whisperkit.experiments import experiment
 
         return experiment.run(audio, config, progress=False, on_start=self._watch)
 
     def _compare(self, audio: str, config):
-        from whisperkit import experiment
+        from whisperkit.experiments import experiment
 
         chosen = {"model": config.model, "device": config.device, "compute_type": config.compute_type}
         before = experiment.SEED_BEFORE.replace(**chosen)
@@ -284,7 +283,7 @@ class App:
         return experiment.compare(audio, before, after, progress=False, on_start=self._watch, on_run=finished)
 
     def _sweep(self, audio: str, config):
-        from whisperkit import experiment
+        from whisperkit.experiments import experiment
 
         self.progress.max = len(SWEEP_SIZES)
         self._job_label = f"Sweeping batch sizes: {SWEEP_SIZES[0]} (1 of {len(SWEEP_SIZES)})"
@@ -362,7 +361,8 @@ class App:
     def _show(self, result) -> None:
         import plotly.graph_objects as go
 
-        from whisperkit import experiment, plots
+        from whisperkit.experiments import experiment
+        from whisperkit.views import plots
 
         if isinstance(result, experiment.Comparison):
             texts = [("before", result.before.transcript.text), ("after", result.after.transcript.text)]
@@ -426,12 +426,12 @@ def _notes(run_) -> list[str]:
 
 def _live_series(record: dict):
     """(column, trace name) pairs of a sample that the live chart shows."""
-    from whisperkit.monitor import gpu_indices
+    from whisperkit.measure.columns import gpu_column, gpu_indices
 
     yield "cpu_percent", "CPU % (system)"
     yield "process_cpu_percent", "CPU % (this process)"
     for index in gpu_indices(record):
-        yield f"gpu{index}_util_percent", f"GPU {index} util %"
+        yield gpu_column(index, "util_percent"), f"GPU {index} util %"
 
 
 def _last_mark(sampler) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(commands) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
-    from whisperkit.cli import add_model_arguments
+    from whisperkit.cli.args import add_model_arguments
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
     compare.add_argument("file", metavar="FILE")
@@ -55,7 +55,7 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
 
 
 def run_compare(args) -> int:
-    from whisperkit.experiment import SEED_AFTER, SEED_BEFORE
+    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
 
     before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
     return _compare_and_save(args.file, before, after, args.output_dir, reference=args.reference,
@@ -64,9 +64,10 @@ def run_compare(args) -> int:
 
 
 def run_sweep(args) -> int:
-    from whisperkit import experiment
-    from whisperkit.config import Config
-    from whisperkit.store import save_run, save_sweep, sweep_run_name
+    from whisperkit.core.config import Config
+    from whisperkit.experiments import experiment
+    from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
+    from whisperkit.views.report import report
 
     base = _with_model_args(Config(mode="batched"), args)
     folder = Path(args.output_dir)
@@ -80,6 +81,7 @@ def run_sweep(args) -> int:
     else:
         result = experiment.sweep(args.file, args.batch_sizes, config=base, **common)
     save_sweep(result, folder)
+    report(result, folder / "report.html")
     print(result.table().to_string())
     print(f"best batch size: {result.best} ({result.stopped_because})")
     print(f"report: {folder / 'report.html'}")
@@ -87,8 +89,8 @@ def run_sweep(args) -> int:
 
 
 def run_report(args) -> int:
-    from whisperkit.html_report import report
-    from whisperkit.store import load_runs
+    from whisperkit.experiments.store import load_runs
+    from whisperkit.views.report import report
 
     runs = [run for folder in args.folders for run in load_runs(folder)]
     print(f"report of {len(runs)} run(s): {report(runs, args.output)}")
@@ -96,8 +98,8 @@ def run_report(args) -> int:
 
 
 def run_demo(args) -> int:
-    from whisperkit.experiment import SEED_AFTER, SEED_BEFORE
-    from whisperkit.samples import sample_path
+    from whisperkit.core.samples import sample_path
+    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
 
     print("whisperkit demo: the seed's before/after comparison on the bundled 79 s sample, offline.")
     print("before: sequential WhisperModel.transcribe, num_workers=24; after: BatchedInferencePipeline, "
@@ -106,8 +108,9 @@ def run_demo(args) -> int:
 
 
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
-    from whisperkit.experiment import compare
-    from whisperkit.store import comparison_run_name, save_comparison, save_run
+    from whisperkit.experiments.experiment import compare
+    from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
+    from whisperkit.views.report import report
 
     folder = Path(output_dir)
     counts = {"before": 0, "after": 0}
@@ -119,6 +122,7 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
 
     result = compare(audio, before, after, progress=not quiet, on_run=keep, **options)
     save_comparison(result, folder)
+    report(result, folder / "report.html")
     print(result.table().drop(index="text").to_string())
     print()
     if result.differences:

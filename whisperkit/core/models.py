@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
+from whisperkit.measure.cuda import cuda_device_count, supported_compute_types
 
 BUNDLED_MODEL = "tiny.en"
 DEVICES = ("auto", "cpu", "cuda")
@@ -150,26 +151,6 @@ def pick_compute_type(device: str, compute_type: str = "auto") -> str:
             f"supported here: {', '.join(sorted(supported))}"
         )
     return compute_type
-
-
-def cuda_device_count() -> int:
-    """CUDA devices ctranslate2 can use (0 without GPU or driver)."""
-    import ctranslate2
-
-    try:
-        return ctranslate2.get_cuda_device_count()
-    except RuntimeError:
-        return 0
-
-
-def supported_compute_types(device: str) -> set[str]:
-    """Compute types ctranslate2 supports on ``device`` (empty where the device is unusable)."""
-    import ctranslate2
-
-    try:
-        return set(ctranslate2.get_supported_compute_types(device))
-    except (RuntimeError, ValueError):
-        return set()
 
 
 def _looks_like_path(text: str) -> bool:

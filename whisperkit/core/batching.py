@@ -149,7 +149,7 @@ def recommend_for_model(model, beam_size: int = 5) -> int:
 
 def free_gpu_memory_gb(index: int = 0) -> float | None:
     """Free memory of GPU ``index`` in GiB from NVML, or None where NVML cannot tell."""
-    from whisperkit.nvml import gpu_inventory
+    from whisperkit.measure.nvml import gpu_inventory
 
     gpus, _ = gpu_inventory()
     for gpu in gpus:

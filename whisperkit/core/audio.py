@@ -21,7 +21,7 @@ HEADER_BYTES = 16 * 1024  # an empty but valid audio file is smaller than this
 class Audio:
     """Decoded audio: ``samples`` at 16 kHz mono float32 in [-1, 1]."""
 
-    samples: "object"  # numpy.ndarray, float32
+    samples: object  # numpy.ndarray, float32
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -69,7 +69,7 @@ def _check_file(path: str) -> None:
         raise AudioError(f"{path}: file is empty (0 bytes), not audio")
 
 
-def _decode(path: str) -> tuple["object", float | None, int]:
+def _decode(path: str) -> tuple[object, float | None, int]:
     """Return (samples, seconds the container declares or None, frames that failed to decode)."""
     import av
     import numpy as np

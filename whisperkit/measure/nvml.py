@@ -1,7 +1,7 @@
 """The one NVML wrapper: lazy start, reference-counted shutdown, every call through :meth:`NvmlSession.query`.
 
 ``pynvml`` (from the ``nvidia-ml-py`` package) is imported inside functions, looked up in
-``sys.modules`` at call time, so ``import whisperkit.nvml`` costs nothing and tests can put a
+``sys.modules`` at call time, so ``import whisperkit.measure.nvml`` costs nothing and tests can put a
 fake ``pynvml`` in its place.
 
 NVML starts on the first :func:`acquire` (``nvmlInit``) and stops when the last holder calls
@@ -31,6 +31,8 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from types import ModuleType
+
+from whisperkit.measure.columns import gpu_column, gpu_columns
 
 NaN = math.nan
 MIB = 2**20
@@ -179,7 +181,7 @@ class NvmlSession:
         devices = []
         for index in range(int(count)):
             handle = self.query("nvmlDeviceGetHandleByIndex", index, default=None,
-                                columns=[f"gpu{index}_{name}" for name in GPU_METRICS])
+                                columns=gpu_columns(index))
             devices.append(Device(index, handle, lost=handle is None))
         return devices
 
@@ -224,7 +226,7 @@ class NvmlSession:
 
     def column_names(self) -> list[str]:
         """Timeline columns :meth:`read` fills, in order."""
-        return [f"gpu{d.index}_{name}" for d in self.devices for name in GPU_METRICS]
+        return [name for d in self.devices for name in gpu_columns(d.index)]
 
     def read(self, pids: Collection[int]) -> dict[str, float]:
         """One sample of every device: a dict of :meth:`column_names` to floats (NaN if unknown).
@@ -238,7 +240,7 @@ class NvmlSession:
 
     def _read_device(self, device: Device, pids: Collection[int]) -> dict[str, float]:
         i, h = device.index, device.handle
-        prefix = f"gpu{i}_"
+        prefix = gpu_column(i, "")
         util = self.query("nvmlDeviceGetUtilizationRates", h, device=i, default=None,
                           columns=(prefix + "util_percent", prefix + "mem_util_percent"))
         memory = self.query("nvmlDeviceGetMemoryInfo", h, device=i, default=None,
@@ -274,7 +276,7 @@ class NvmlSession:
         state = device.process_util
         samples = self.query("nvmlDeviceGetProcessUtilization", device.handle, state.last_seen_us,
                              device=device.index, default=None, not_found=NOT_FOUND,
-                             columns=(f"gpu{device.index}_process_util_percent",))
+                             columns=(gpu_column(device.index, "process_util_percent"),))
         now = time.monotonic()
         if samples is None:
             return NaN
@@ -292,19 +294,6 @@ class NvmlSession:
         state.value = float(sum(sm for _, sm in newest.values()))
         state.last_success_s = now
         return state.value
-
-
-#: Per-device metric suffixes, in column order (``gpu{i}_<suffix>``); units in the names.
-GPU_METRICS = (
-    "util_percent",  # percent of the last driver period with a kernel running (see monitor.py)
-    "mem_util_percent",  # percent of that period with device memory being read or written
-    "mem_used_mb",  # MiB
-    "mem_total_mb",  # MiB
-    "power_w",  # watts (NVML reports milliwatts)
-    "sm_clock_mhz",  # MHz
-    "temperature_c",  # degrees Celsius, GPU die sensor
-    "process_util_percent",  # sum of smUtil of the watched processes
-)
 
 
 def gpu_inventory() -> tuple[list[dict], str | None]:

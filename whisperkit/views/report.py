@@ -3,7 +3,7 @@
 The file opens offline and can be mailed as it is: plotly.js is inlined once (about 4.8 MB),
 the styles are inline, and nothing is fetched from a network.
 
->>> from whisperkit.html_report import report
+>>> from whisperkit.views.report import report
 >>> report(comparison, "report.html")        # doctest: +SKIP
 'report.html'
 """
@@ -66,8 +66,8 @@ def report(obj, path: str | os.PathLike) -> str:
     metrics (speedup, RTFx, wall s, CPU %, GPU %, RSS MiB, word error rates), the settings that
     differ, the figures, the machine, and the transcripts. Returns ``path`` as a string.
     """
-    from whisperkit.experiment import Comparison, Sweep
-    from whisperkit.plots import runs_of
+    from whisperkit.experiments.experiment import Comparison, Sweep
+    from whisperkit.views.plots import runs_of
 
     runs = runs_of(obj)
     if isinstance(obj, Comparison):
@@ -86,7 +86,7 @@ def report(obj, path: str | os.PathLike) -> str:
 
 
 def _comparison_sections(comparison, runs) -> list[str]:
-    from whisperkit import plots
+    from whisperkit.views import plots
 
     return [
         _headline(comparison),
@@ -105,7 +105,7 @@ def _comparison_sections(comparison, runs) -> list[str]:
 
 
 def _sweep_sections(sw, runs) -> list[str]:
-    from whisperkit import plots
+    from whisperkit.views import plots
 
     figures = [("Throughput and memory against batch size", "", plots.sweep(sw))]
     if runs:
@@ -126,7 +126,7 @@ def _sweep_sections(sw, runs) -> list[str]:
 
 
 def _runs_sections(runs) -> list[str]:
-    from whisperkit import plots
+    from whisperkit.views import plots
 
     return [
         _reading_guide(runs),
@@ -154,7 +154,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _header(title: str, runs) -> str:
-    from whisperkit import __version__
+    from whisperkit._version import __version__
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started = sorted(run.started_at for run in runs if run.started_at)
@@ -267,7 +267,7 @@ def _settings_table(runs) -> str:
 
 def _settings(run) -> dict:
     """The settings a run used: resolved config (model, device, batch size) and decoding in effect."""
-    from whisperkit.config import decoding_settings
+    from whisperkit.core.config import decoding_settings
 
     used = {k: v for k, v in run.transcript.config.items() if k not in ("options", "label")}
     decoding = decoding_settings(run.config)

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
 from whisperkit.errors import WhisperkitError
 from whisperkit.files import write_text_atomic
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from whisperkit import __version__
+    from whisperkit._version import __version__
 
     parser = argparse.ArgumentParser(prog="whisperkit", description="See and measure how Whisper uses a GPU.")
     parser.add_argument("--version", action="version", version=f"whisperkit {__version__}")
@@ -43,24 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
     env.set_defaults(func=run_env)
-    from whisperkit import experiment_cli, monitor_cli
+    from whisperkit.cli import experiments as experiment_cli
+    from whisperkit.cli import monitor as monitor_cli
 
     monitor_cli.register(commands)
     experiment_cli.register(commands)
     return parser
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and decoding options shared by every command that transcribes."""
-    parser.add_argument("--model", default=None, help="size (tiny.en, small, large-v3, ...) or CTranslate2 folder; default: the bundled tiny.en")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
-    parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
-    parser.add_argument("--language", default=None, help="language code such as en; default: detect")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
 
 
 def _add_transcribe(commands) -> None:
@@ -74,36 +63,9 @@ def _add_transcribe(commands) -> None:
     parser.set_defaults(func=run_transcribe)
 
 
-def batch_size_argument(text: str):
-    """``auto`` or a whole number (range checked by Config, with its own message)."""
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
-
-
-def config_from_args(args, **changes):
-    """A Config from the shared model arguments, with ``changes`` on top."""
-    from whisperkit.config import Config
-
-    values = dict(
-        model=args.model,
-        device=args.device,
-        compute_type=args.compute_type,
-        num_workers=1 if args.num_workers is None else args.num_workers,
-        cpu_threads=args.cpu_threads,
-        beam_size=args.beam_size,
-        language=args.language,
-    )
-    values.update(changes)
-    return Config(**values)
-
-
 def run_transcribe(args) -> int:
-    from whisperkit.models import load_model
-    from whisperkit.transcription import transcribe_config
+    from whisperkit.core.models import load_model
+    from whisperkit.core.transcription import transcribe_config
 
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
     model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
@@ -130,7 +92,7 @@ def run_transcribe(args) -> int:
 def run_env(args) -> int:
     import json
 
-    from whisperkit.environment import collect_environment, format_environment
+    from whisperkit.measure.environment import collect_environment, format_environment
 
     env = collect_environment()
     print(json.dumps(env, indent=2) if args.json else format_environment(env))

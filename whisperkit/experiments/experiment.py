@@ -19,9 +19,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from whisperkit.config import Config, decoding_settings, matched_options
+from whisperkit.core.config import Config, decoding_settings, matched_options
+from whisperkit.core.transcription import Transcript, transcribe_config
 from whisperkit.errors import DeviceError, WhisperkitError
-from whisperkit.transcription import Transcript, transcribe_config
 
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
@@ -63,11 +63,6 @@ class Run:
 
         return pd.DataFrame({"value": _display_metrics(self)})
 
-    def save(self, folder: str | os.PathLike) -> str:
-        """Write ``run.json`` and ``timeline.parquet`` into ``folder`` (atomically); returns it."""
-        from whisperkit.store import save_run
-
-        return save_run(self, folder)
 
 
 @dataclass
@@ -123,11 +118,6 @@ class Comparison:
             for name, run_ in (("before", self.before), ("after", self.after))
         })
 
-    def save(self, folder: str | os.PathLike) -> str:
-        """Write ``comparison.json``, ``runs/before``, ``runs/after`` and ``report.html``."""
-        from whisperkit.store import save_comparison
-
-        return save_comparison(self, folder)
 
 
 @dataclass
@@ -178,16 +168,12 @@ class Sweep:
 
     def table(self):
         """One row per batch size (pandas DataFrame)."""
-        import pandas as pd
         from dataclasses import asdict
+
+        import pandas as pd
 
         return pd.DataFrame([asdict(point) for point in self.points]).set_index("batch_size")
 
-    def save(self, folder: str | os.PathLike) -> str:
-        """Write ``sweep.json``, every run under ``runs/`` and ``report.html``."""
-        from whisperkit.store import save_sweep
-
-        return save_sweep(self, folder)
 
 
 def run(
@@ -203,11 +189,11 @@ def run(
 
     ``reference`` is the expected text, or a ``.txt`` file holding it; None looks for a
     ``.txt`` beside the audio. ``on_start``, when given, is called with the running
-    :class:`~whisperkit.monitor.Sampler` as soon as it starts, so a live chart can read
+    :class:`~whisperkit.measure.sampler.Sampler` as soon as it starts, so a live chart can read
     ``sampler.samples(start)`` while the run goes on.
     """
-    from whisperkit.environment import collect_environment
-    from whisperkit.monitor import Sampler
+    from whisperkit.measure.environment import collect_environment
+    from whisperkit.measure.sampler import Sampler
 
     config = config or Config()
     reference_text = _reference_for(audio, reference)
@@ -257,7 +243,7 @@ def compare(
     >>> round(cmp.speedup, 1), cmp.wer_between < 0.1     # doctest: +SKIP
     (2.1, True)
     """
-    from whisperkit.accuracy import word_error_rate
+    from whisperkit.core.accuracy import word_error_rate
 
     if not isinstance(repeats, int) or repeats < 1:
         raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
@@ -371,14 +357,14 @@ def autotune(
 
 def compute_metrics(run_: Run) -> dict:
     """Metrics of a run over its transcription phases (``prepare`` onwards); see :class:`Run`."""
-    from whisperkit.accuracy import word_error_rate
-    from whisperkit.monitor import gpu_indices
+    from whisperkit.core.accuracy import word_error_rate
+    from whisperkit.measure.columns import gpu_column, gpu_indices
 
     transcript = run_.transcript
     window = _transcription_window(run_.timeline, run_.marks)
     gpus = gpu_indices(None if window is None else window.columns)
-    gpu_util = [f"gpu{i}_util_percent" for i in gpus]
-    gpu_mem = [f"gpu{i}_mem_used_mb" for i in gpus]
+    gpu_util = [gpu_column(i, "util_percent") for i in gpus]
+    gpu_mem = [gpu_column(i, "mem_used_mb") for i in gpus]
     return {
         "rtfx": transcript.rtfx,
         "wall_seconds": transcript.wall_seconds,
@@ -484,7 +470,7 @@ def _batched_base(config: Config | None, model: str | None) -> Config:
 def _release_models() -> None:
     import gc
 
-    from whisperkit.models import clear_model_cache
+    from whisperkit.core.models import clear_model_cache
 
     clear_model_cache()
     gc.collect()
@@ -496,7 +482,7 @@ def _median_run(runs: list[Run]) -> Run:
 
 
 def _reference_for(audio, reference) -> str | None:
-    from whisperkit.samples import reference_text
+    from whisperkit.core.samples import reference_text
 
     if reference is None:
         return reference_text(audio) if isinstance(audio, (str, os.PathLike)) else None

@@ -18,8 +18,8 @@ def collect_environment() -> dict:
     """
     import psutil
 
-    from whisperkit.models import cuda_device_count
-    from whisperkit.nvml import gpu_inventory
+    from whisperkit.measure.cuda import cuda_device_count
+    from whisperkit.measure.nvml import gpu_inventory
 
     gpus, gpu_reason = gpu_inventory()
     return {

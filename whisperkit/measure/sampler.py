@@ -61,7 +61,7 @@ measure and are not implemented here.
 ``nvmlDeviceGetProcessUtilization`` over the watched process tree. ``NVMLError_NotFound`` (no
 new samples) repeats the previous value for up to one driver period (1 s), then reads 0 if the
 device has reported per-process samples before, and NaN if it never has (see
-:meth:`whisperkit.nvml.NvmlSession._process_util`).
+:meth:`whisperkit.measure.nvml.NvmlSession._process_util`).
 
 GPU values NVML does not support are NaN and are not asked again; failed queries are NaN for that
 sample and counted in the ``errors`` column of :meth:`Sampler.summary`; a lost GPU reads NaN from
@@ -73,7 +73,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
 import time
 
@@ -90,16 +89,6 @@ SELF_TREE_RESCAN_S = 1.0
 #: phase name of the samples taken before the first mark
 START_PHASE = "start"
 
-
-def gpu_indices(columns) -> list[int]:
-    """GPU numbers ``i`` that have a ``gpu{i}_util_percent`` column, in order.
-
-    ``columns`` is any iterable of column names (a timeline's ``columns``, a sample's keys), or None.
-    """
-    if columns is None:
-        return []
-    found = (re.fullmatch(r"gpu(\d+)_util_percent", str(column)) for column in columns)
-    return sorted(int(match.group(1)) for match in found if match)
 
 _log = logging.getLogger(__name__)
 
@@ -298,7 +287,7 @@ class Sampler:
     # -- sampling ----------------------------------------------------------------------------
 
     def _open_probes(self) -> None:
-        from whisperkit import nvml
+        from whisperkit.measure import nvml
 
         self._tree = _ProcessTree(self.pid)
         self._cpu = _SystemCpu()

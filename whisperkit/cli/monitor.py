@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -51,7 +50,7 @@ def _seconds(text: str) -> float:
 def run(args) -> int:
     """Run the monitor for parsed ``args``; return the exit status."""
     from whisperkit.errors import ConfigError, WhisperkitError
-    from whisperkit.monitor import Sampler
+    from whisperkit.measure.sampler import Sampler
 
     command = list(args.command or [])
     if command and command[0] == "--":
@@ -123,11 +122,12 @@ class _Line:
     """Formats one live line per sample (fixed-width, like ``nvidia-smi dmon``)."""
 
     def __init__(self, columns: list[str], with_process: bool) -> None:
-        gpus = [m.group(1) for m in map(re.compile(r"(gpu\d+)_util_percent").fullmatch, columns) if m]
+        from whisperkit.measure.columns import gpu_column, gpu_indices
+
         self.fields = [("time_s", "time_s", "{:8.1f}"), ("cpu_percent", "cpu%", "{:6.0f}")]
-        for gpu in gpus:
-            self.fields += [(f"{gpu}_util_percent", f"{gpu}%", "{:6.0f}"),
-                            (f"{gpu}_mem_used_mb", f"{gpu}_MiB", "{:9.0f}")]
+        for index in gpu_indices(columns):
+            self.fields += [(gpu_column(index, "util_percent"), f"gpu{index}%", "{:6.0f}"),
+                            (gpu_column(index, "mem_used_mb"), f"gpu{index}_MiB", "{:9.0f}")]
         if with_process:
             self.fields += [("process_cpu_percent", "proc_cpu%", "{:10.1f}"),
                             ("process_rss_mb", "proc_MiB", "{:9.0f}")]

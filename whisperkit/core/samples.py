@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent.parent / "data"
 DEMO_SAMPLE = "gettysburg"
 
 

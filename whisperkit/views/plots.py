@@ -1,9 +1,9 @@
 """Plotly figures of runs: utilization timelines, before/after summaries, batch-size sweeps.
 
 Every function returns a ``plotly.graph_objects.Figure`` and never shows it; a notebook displays
-the figure it gets, :func:`whisperkit.html_report.report` writes it into an HTML file.
+the figure it gets, :func:`whisperkit.views.report.report` writes it into an HTML file.
 
->>> from whisperkit import plots
+>>> from whisperkit.views import plots
 >>> plots.timeline(comparison)          # doctest: +SKIP   CPU (and GPU) over time, per run
 >>> plots.summary(comparison)           # doctest: +SKIP   RTFx, CPU %, GPU %, memory as bars
 >>> plots.sweep(sweep_result)           # doctest: +SKIP   RTFx and memory against batch size
@@ -20,6 +20,7 @@ import math
 import textwrap
 
 from whisperkit.errors import WhisperkitError
+from whisperkit.measure.columns import gpu_column, gpu_indices
 
 TEMPLATE = "plotly_white"
 RUN_COLORS = ("#c0392b", "#16808d", "#e69f00", "#6a3d9a", "#4d4d4d", "#b15928")  # before, after, ...
@@ -186,7 +187,7 @@ def sweep(sw):
 
 def runs_of(obj) -> list:
     """The runs inside ``obj``: a Run, a Comparison (before, after), a Sweep or a list of Runs."""
-    from whisperkit.experiment import Comparison, Run, Sweep
+    from whisperkit.experiments.experiment import Comparison, Run, Sweep
 
     if isinstance(obj, Run):
         return [obj]
@@ -199,13 +200,6 @@ def runs_of(obj) -> list:
     raise WhisperkitError(
         f"expected a Run, a Comparison, a Sweep or a non-empty list of Runs, got {_describe(obj)}"
     )
-
-
-def gpu_indices(frame) -> list[int]:
-    """GPU numbers that have a ``gpu{i}_util_percent`` column in a timeline, in order."""
-    from whisperkit.monitor import gpu_indices as indices_of
-
-    return indices_of(None if frame is None else frame.columns)
 
 
 def phases(run) -> list[tuple[str, float, float]]:
@@ -241,12 +235,12 @@ def _gpu_panel(fig, run, row, look) -> None:
     memory_top_mb = 0.0
     for number, index in enumerate(gpu_indices(frame)):
         dash = dashes[number % len(dashes)]
-        _line(fig, run, frame, f"gpu{index}_util_percent", f"GPU {index} utilization", "%", row, look, dash)
-        memory = f"gpu{index}_mem_used_mb"
+        _line(fig, run, frame, gpu_column(index, "util_percent"), f"GPU {index} utilization", "%", row, look, dash)
+        memory = gpu_column(index, "mem_used_mb")
         if memory in frame:
             _line(fig, run, frame, memory, f"GPU {index} memory used", "MiB", row, look, "dot", secondary_y=True,
                   opacity=0.7)
-            total = f"gpu{index}_mem_total_mb"
+            total = gpu_column(index, "mem_total_mb")
             column = frame[total] if total in frame else frame[memory]
             if not column.isna().all():
                 memory_top_mb = max(memory_top_mb, float(column.max()))
@@ -365,7 +359,7 @@ def _end_seconds(run, last_mark_s: float) -> float:
 
 
 def _timeline_title(obj, runs) -> str:
-    from whisperkit.experiment import Comparison
+    from whisperkit.experiments.experiment import Comparison
 
     if isinstance(obj, Comparison):
         return _speedup_title("Utilization over time", obj)
@@ -389,7 +383,7 @@ _SUMMARY_GROUPS = (
 
 
 def _summary_title(obj, runs) -> str:
-    from whisperkit.experiment import Comparison
+    from whisperkit.experiments.experiment import Comparison
 
     if isinstance(obj, Comparison):
         return _speedup_title("Before and after", obj)

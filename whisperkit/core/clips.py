@@ -13,10 +13,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from whisperkit.audio import SAMPLING_RATE, load_audio
+from whisperkit.core.audio import SAMPLING_RATE, load_audio
+from whisperkit.core.models import Model, load_model
+from whisperkit.core.transcription import Segment, Transcript
 from whisperkit.errors import ConfigError, WhisperkitError
-from whisperkit.models import Model, load_model
-from whisperkit.transcription import Segment, Transcript
 
 MAX_CLIP_SECONDS = 30.0
 
@@ -52,7 +52,7 @@ def transcribe_clips(
 ) -> ClipsResult:
     """Transcribe short files (at most 30 s each) together, ``batch_size`` clips per model call.
 
-    >>> result = transcribe_clips(whisperkit.samples.short_clips())    # doctest: +SKIP
+    >>> result = transcribe_clips(whisperkit.core.samples.short_clips())    # doctest: +SKIP
     >>> result.transcripts[path].text, round(result.rtfx, 1)           # doctest: +SKIP
     """
     import numpy as np

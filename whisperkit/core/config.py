@@ -51,7 +51,7 @@ class Config:
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
 
-    def replace(self, **changes) -> "Config":
+    def replace(self, **changes) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 
@@ -60,7 +60,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Config":
+    def from_dict(cls, values: dict) -> Config:
         """The inverse of :meth:`to_dict`; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known

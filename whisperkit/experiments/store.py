@@ -3,8 +3,8 @@
 ``run.json`` holds the config, environment, metrics, transcript and phase marks; the
 timeline (one row per utilization sample) is Parquet. Every file is written to a temporary
 name and renamed, so an interrupted save never leaves a half-written run. Comparisons and
-sweeps are folders holding ``comparison.json`` / ``sweep.json``, their runs under ``runs/``,
-and ``report.html``.
+sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs under ``runs/``
+(the command line writes ``report.html`` beside them with ``whisperkit.views.report``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,20 @@ RUN_KIND = "whisperkit.run"
 SCHEMA = 1
 
 
+def save(result, folder: str | os.PathLike) -> str:
+    """Write a Run, Comparison or Sweep into ``folder``; returns the folder path."""
+    kind = type(result).__name__
+    writers = {"Run": save_run, "Comparison": save_comparison, "Sweep": save_sweep}
+    if kind not in writers:
+        raise RunError(f"cannot save a {kind}: expected a Run, Comparison or Sweep")
+    return writers[kind](result, folder)
+
+
 def save_run(run, folder: str | os.PathLike) -> str:
     """Write ``run`` into ``folder`` (created if needed); returns the folder path."""
     import io
 
-    from whisperkit import __version__
+    from whisperkit._version import __version__
 
     folder = Path(folder)
     document = {
@@ -52,9 +61,9 @@ def load_run(folder: str | os.PathLike):
     """Read a run saved by :func:`save_run`; a clear :class:`RunError` for anything else."""
     import pandas as pd
 
-    from whisperkit.config import Config
-    from whisperkit.experiment import Run
-    from whisperkit.transcription import Transcript
+    from whisperkit.core.config import Config
+    from whisperkit.core.transcription import Transcript
+    from whisperkit.experiments.experiment import Run
 
     folder = Path(folder)
     document = _read_run_json(folder)
@@ -94,27 +103,21 @@ def load_runs(folder: str | os.PathLike) -> list:
 
 
 def save_comparison(comparison, folder: str | os.PathLike) -> str:
-    """Write a comparison's JSON, its two runs (each repeat) and its HTML report."""
-    from whisperkit.html_report import report
-
+    """Write a comparison's JSON and its two runs (each repeat)."""
     folder = Path(folder)
     for side, runs in (("before", comparison.before_runs), ("after", comparison.after_runs)):
         for number, run in enumerate(runs, start=1):
             save_run(run, folder / "runs" / comparison_run_name(side, number, len(runs)))
     write_text_atomic(folder / "comparison.json", to_json(comparison.to_dict()))
-    report(comparison, folder / "report.html")
     return str(folder)
 
 
 def save_sweep(sweep, folder: str | os.PathLike) -> str:
-    """Write a sweep's JSON, a run per batch size and its HTML report."""
-    from whisperkit.html_report import report
-
+    """Write a sweep's JSON and a run per batch size."""
     folder = Path(folder)
     for run in sweep.runs:
         save_run(run, folder / "runs" / sweep_run_name(run.config.batch_size))
     write_text_atomic(folder / "sweep.json", to_json(sweep.to_dict()))
-    report(sweep, folder / "report.html")
     return str(folder)
 
 

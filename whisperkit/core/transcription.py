@@ -17,10 +17,10 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from whisperkit.audio import Audio, load_audio
-from whisperkit.config import Config
+from whisperkit.core.audio import Audio, load_audio
+from whisperkit.core.config import Config
+from whisperkit.core.models import Model, load_model
 from whisperkit.errors import DeviceError, WhisperkitError, first_line
-from whisperkit.models import Model, load_model
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Transcript:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Transcript":
+    def from_dict(cls, data: dict) -> Transcript:
         """The inverse of :meth:`to_dict` (text and rtfx are derived, so they are not read)."""
         values = {k: v for k, v in data.items() if k not in ("text", "rtfx", "segments")}
         return cls(segments=[Segment(**segment) for segment in data["segments"]], **values)
@@ -175,7 +175,7 @@ def transcribe(
     loaded = model if isinstance(model, Model) else None
     if not monitor:
         return transcribe_config(audio, config, model=loaded, progress=progress)
-    from whisperkit.monitor import Sampler
+    from whisperkit.measure.sampler import Sampler
 
     with Sampler(interval=monitor_interval) as sampler:
         transcript = transcribe_config(audio, config, model=loaded, progress=progress, sampler=sampler)
@@ -289,7 +289,7 @@ def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment
 def _resolve_batch_size(config: Config, model: Model) -> int:
     if config.batch_size != "auto":
         return config.batch_size
-    from whisperkit.batching import recommend_for_model
+    from whisperkit.core.batching import recommend_for_model
 
     return recommend_for_model(model, beam_size=config.beam_size)
 

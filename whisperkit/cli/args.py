@@ -1,0 +1,45 @@
+"""Arguments shared by the commands that transcribe, and their conversion to a Config."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and decoding options shared by every command that transcribes."""
+    parser.add_argument("--model", default=None, help="size (tiny.en, small, large-v3, ...) or CTranslate2 folder; default: the bundled tiny.en")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
+    parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
+    parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
+    parser.add_argument("--language", default=None, help="language code such as en; default: detect")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+
+
+def batch_size_argument(text: str):
+    """``auto`` or a whole number (range checked by Config, with its own message)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
+
+
+def config_from_args(args, **changes):
+    """A Config from the shared model arguments, with ``changes`` on top."""
+    from whisperkit.core.config import Config
+
+    values = dict(
+        model=args.model,
+        device=args.device,
+        compute_type=args.compute_type,
+        num_workers=1 if args.num_workers is None else args.num_workers,
+        cpu_threads=args.cpu_threads,
+        beam_size=args.beam_size,
+        language=args.language,
+    )
+    values.update(changes)
+    return Config(**values)

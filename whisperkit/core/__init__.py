@@ -1,0 +1,1 @@
+"""Transcription: configuration, audio, models, batch sizes and the sequential and batched runs."""

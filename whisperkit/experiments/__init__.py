@@ -1,0 +1,1 @@
+"""Experiments: runs, comparisons, sweeps, their metrics and their storage."""

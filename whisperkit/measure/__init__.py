@@ -1,0 +1,1 @@
+"""Measurement: NVML, the utilization sampler, the environment."""

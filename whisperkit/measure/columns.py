@@ -1,0 +1,55 @@
+"""The timeline's per-GPU column names, ``gpu{i}_<metric>``: built and parsed here only.
+
+>>> gpu_column(0, "util_percent")
+'gpu0_util_percent'
+>>> parse_gpu_column("gpu12_mem_used_mb")
+(12, 'mem_used_mb')
+>>> gpu_indices(["time_s", "gpu1_util_percent", "gpu0_util_percent", "gpu0_power_w"])
+[0, 1]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+#: Per-device metric suffixes, in column order (``gpu{i}_<suffix>``); units in the names.
+GPU_METRICS = (
+    "util_percent",  # percent of the last driver period with a kernel running (see sampler.py)
+    "mem_util_percent",  # percent of that period with device memory being read or written
+    "mem_used_mb",  # MiB
+    "mem_total_mb",  # MiB
+    "power_w",  # watts (NVML reports milliwatts)
+    "sm_clock_mhz",  # MHz
+    "temperature_c",  # degrees Celsius, GPU die sensor
+    "process_util_percent",  # sum of smUtil of the watched processes
+)
+
+_GPU_COLUMN = re.compile(r"gpu(\d+)_([a-z_]+)")
+
+
+def gpu_column(index: int, metric: str) -> str:
+    """The column name of GPU ``index``'s ``metric`` (one of :data:`GPU_METRICS`)."""
+    return f"gpu{index}_{metric}"
+
+
+def gpu_columns(index: int) -> list[str]:
+    """Every column of GPU ``index``, in :data:`GPU_METRICS` order."""
+    return [gpu_column(index, metric) for metric in GPU_METRICS]
+
+
+def parse_gpu_column(name: str) -> tuple[int, str] | None:
+    """``(index, metric)`` of a ``gpu{i}_<metric>`` column, or None for any other name."""
+    match = _GPU_COLUMN.fullmatch(str(name))
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def gpu_indices(columns: Iterable[object] | None) -> list[int]:
+    """GPU numbers ``i`` that have a ``gpu{i}_util_percent`` column, in order.
+
+    ``columns`` is any iterable of column names (a timeline's ``columns``, a sample's keys), or None.
+    """
+    if columns is None:
+        return []
+    parsed = (parse_gpu_column(str(column)) for column in columns)
+    return sorted(found[0] for found in parsed if found and found[1] == "util_percent")

@@ -1,0 +1,1 @@
+"""Views: plots, the HTML report and the notebook app."""
