@@ -5,7 +5,8 @@ decode: one encoder call and one ``generate`` for the whole batch) on windows wh
 CPU stages computed. A window holding one piece decodes as ``BatchedInferencePipeline.transcribe``
 does (no timestamps, one segment per window). A batch with a packed window decodes with
 ``word_timestamps=True``, and each word goes to the piece whose span in the window holds the
-word's midpoint; a piece's words become its segments. :func:`assemble` joins a file's pieces.
+word's midpoint (a word in the gap after a piece goes to that piece); a piece's words become
+its segments. :func:`assemble` joins a file's pieces.
 """
 
 from __future__ import annotations
@@ -141,22 +142,22 @@ def _add(segments: list[Segment], window: Window, index: int, start: float, end:
     start_in_piece = min(max(0.0, start - place.start), length)
     end_in_piece = min(max(start_in_piece, end - place.start), length)
     piece = place.piece
-    segments.append(Segment(round(piece.to_file_seconds(start_in_piece), 3),
-                            round(piece.to_file_seconds(end_in_piece), 3), text))
+    segments.append(Segment(round(float(piece.to_file_seconds(start_in_piece)), 3),
+                            round(float(piece.to_file_seconds(end_in_piece)), 3), text))
 
 
 def _place_of(window: Window, time_s: float) -> int:
-    """The piece whose span holds ``time_s`` (seconds in the window); in a gap, the nearer one."""
-    best, best_distance = 0, float("inf")
+    """The piece whose span holds ``time_s`` (seconds in the window); in a gap, the piece before
+    it (word alignment tends to place a clip's last word late, into the silence after it)."""
+    chosen = None
     for index, place in enumerate(window.places):
         if place.end <= place.start:
             continue
-        if place.start <= time_s < place.end:
-            return index
-        distance = min(abs(time_s - place.start), abs(time_s - place.end))
-        if distance < best_distance:
-            best, best_distance = index, distance
-    return best
+        if chosen is None or place.start <= time_s:
+            chosen = index
+        if time_s < place.end:
+            break
+    return 0 if chosen is None else chosen
 
 
 def _piece_text(piece: Piece, segments: list[Segment], language: str | None) -> PieceText:

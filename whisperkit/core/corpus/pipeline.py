@@ -38,11 +38,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
-from whisperkit.core.corpus.stages import Failure, Packer, Piece, Source, Window, add_features, read_pieces
-from whisperkit.core.transcription import Transcript
+from whisperkit.core.corpus.stages import Failure, Packer, Source, Window, add_features, read_pieces
 from whisperkit.errors import DeviceError, first_line
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
@@ -153,12 +152,10 @@ def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extracto
         thread.start()
     try:
         _model_loop(run, decoder, finished, on_batch)
-    except BaseException as error:
+    except BaseException:  # Ctrl-C or a model error: stop reading, write the files already complete
         run.stop.set()
         finished.put(_END)
         writer.join()
-        if isinstance(error, KeyboardInterrupt):
-            raise
         raise
     finished.put(_END)
     writer.join()
@@ -211,7 +208,7 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
             if not run.put(run.batches, item, "pack"):
                 return
             continue
-        run.pieces_read += 1
+        run.pieces_read += int(item.seconds > 0)
         windows = packer.add(item)
         if not _add_windows(run, windows, batch, feature_extractor, since):
             return
@@ -226,7 +223,7 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
 def _add_windows(run: _Run, windows: list[Window], batch: list[Window], feature_extractor, since: float) -> bool:
     for window in windows:
         add_features(window, feature_extractor)
-        run.windows += 1
+        run.windows += int(window.seconds > 0)
         batch.append(window)
     run.busy("pack", 0, since, items=len(windows))
     if len(batch) >= run.batch_size:
@@ -297,11 +294,3 @@ def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) ->
             source = by_index[item.source]
             on_file(source, assemble(source.path, texts, {}, time.monotonic() - run.started), texts)
             run.busy("write", 0, since)
-
-
-def piece_count(item: Piece | Failure) -> int:
-    """1 for a piece with audio, else 0 (for progress accounting)."""
-    return int(isinstance(item, Piece) and item.seconds > 0)
-
-
-__all__ = ["StageStats", "Span", "run_pipeline", "Transcript", "field"]

@@ -172,20 +172,31 @@ def speech_chunks(samples) -> list[tuple[object, list[tuple[float, float]]]]:
     """Voice detection: ``samples`` (16 kHz float32) cut into chunks of at most 30 s of speech.
 
     Each chunk is ``(chunk_samples, spans)`` with spans ``(start_seconds, length_seconds)``
-    relative to ``samples``: faster-whisper's ``get_speech_timestamps`` and ``collect_chunks``
-    with ``BatchedInferencePipeline``'s settings (``min_silence_duration_ms=160``).
+    relative to ``samples``. Silero VAD through faster-whisper's ``get_speech_timestamps`` with
+    ``BatchedInferencePipeline``'s settings (``min_silence_duration_ms=160``); the stretches are
+    merged into chunks as its ``collect_chunks`` merges them (whose chunk metadata leaves out the
+    first stretch of every chunk after the first, so the grouping is redone here).
     """
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+    import numpy as np
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(max_speech_duration_s=MAX_PIECE_SECONDS, min_silence_duration_ms=160)
-    timestamps = get_speech_timestamps(samples, options)
-    if not timestamps:
-        return []
-    audio_chunks, metadata = collect_chunks(samples, timestamps, max_duration=MAX_PIECE_SECONDS)
+    groups: list[list[dict]] = []
+    current: list[dict] = []
+    total = 0
+    for stretch in get_speech_timestamps(samples, options):
+        length = stretch["end"] - stretch["start"]
+        if current and total + length > MAX_PIECE_SECONDS * SAMPLING_RATE:
+            groups.append(current)
+            current, total = [], 0
+        current.append(stretch)
+        total += length
+    if current:
+        groups.append(current)
     return [
-        (chunk, [(s["start"] / SAMPLING_RATE, (s["end"] - s["start"]) / SAMPLING_RATE) for s in meta["segments"]])
-        for chunk, meta in zip(audio_chunks, metadata)
-        if meta["segments"]
+        (np.concatenate([samples[s["start"]:s["end"]] for s in group]),
+         [(float(s["start"]) / SAMPLING_RATE, float(s["end"] - s["start"]) / SAMPLING_RATE) for s in group])
+        for group in groups
     ]
 
 
