@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
 from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
-from whisperkit.core.corpus.sources import find_sources
+from whisperkit.core.corpus.sources import check_collisions, find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
@@ -84,6 +84,8 @@ class CorpusResult:
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""
+        if not self.wall_seconds:
+            return f"nothing to do: {len(self.skipped)} file(s) already done, {len(self.failures)} failed"
         return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
                 f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
                 f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
@@ -148,6 +150,7 @@ def transcribe_corpus(
     todo, skipped = found, []
     if output_dir is not None:
         output_dir = os.fspath(output_dir)
+        check_collisions(found)
         manifest = Manifest.open(output_dir, config, overwrite=not resume)
         todo = [s for s in found if not manifest.is_done(s, formats)]
         skipped = [s.path for s in found if manifest.is_done(s, formats)]
@@ -208,6 +211,9 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
     finally:
         bar.close()
         result.wall_seconds = time.monotonic() - started
+    order = {source.path: source.index for source in todo}
+    result.transcripts = dict(sorted(result.transcripts.items(), key=lambda item: order[item[0]]))
+    result.failures = dict(sorted(result.failures.items(), key=lambda item: order[item[0]]))
     result.stages = run.stats
     result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
     result.windows, result.pieces = run.windows, run.pieces_read
