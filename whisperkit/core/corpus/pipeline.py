@@ -41,7 +41,15 @@ import time
 from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
-from whisperkit.core.corpus.stages import Failure, Packer, Source, Window, add_features, read_pieces
+from whisperkit.core.corpus.stages import (
+    Failure,
+    Packer,
+    Source,
+    Window,
+    add_features,
+    read_pieces,
+    release_freed_memory,
+)
 from whisperkit.errors import DeviceError, first_line
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
@@ -246,8 +254,11 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         since = time.monotonic()
         if on_batch is not None and run.stats["model"].items == 0:
             on_batch()
+        heard = sum(window.seconds > 0 for window in item)
         texts = _decode(run, decoder, item)
-        run.busy("model", 0, since, items=sum(window.seconds > 0 for window in item))
+        del item  # the batch's features can go
+        release_freed_memory()
+        run.busy("model", 0, since, items=heard)
         for text in texts:
             finished.put(text)
 
