@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "whisperkit"
 LAYERS = ("base", "measure", "core", "experiments", "views", "cli")
-BASE_MODULES = {"whisperkit._version", "whisperkit.errors", "whisperkit.files"}
+BASE_MODULES = {"whisperkit._version", "whisperkit.checks", "whisperkit.errors", "whisperkit.files"}
 
 
 def module_name(path: Path) -> str:

@@ -110,6 +110,7 @@ def run_demo(args) -> int:
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
     from whisperkit.experiments.runners import compare
     from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
+    from whisperkit.views import format as fmt
     from whisperkit.views.report import report
 
     folder = Path(output_dir)
@@ -129,8 +130,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
         print("settings that differ: " + "; ".join(
             f"{d['setting']} {d['before']} -> {d['after']}" for d in result.differences))
     reference = result.wer_vs_reference
-    accuracy = f", WER vs reference {reference['before']:.1%} -> {reference['after']:.1%}" if reference else ""
-    print(f"speedup {result.speedup:.2f}x, WER between the two {result.wer_between:.1%}{accuracy}")
+    accuracy = f", WER vs reference {fmt.percent(reference['before'])} -> {fmt.percent(reference['after'])}" if reference else ""
+    print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
               "report's timelines show the accelerator idle before and busy after")

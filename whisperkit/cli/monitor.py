@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from whisperkit.checks import is_missing
+
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
@@ -141,7 +143,7 @@ class _Line:
         for key, _, fmt in self.fields:
             value = sample.get(key, math.nan)
             width = len(fmt.format(0))
-            cells.append(f"{'-':>{width}}" if value != value else fmt.format(value))
+            cells.append(f"{'-':>{width}}" if is_missing(value) else fmt.format(value))
         return " ".join(cells)
 
 

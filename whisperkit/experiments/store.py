@@ -10,10 +10,10 @@ sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs u
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
+from whisperkit.checks import is_missing
 from whisperkit.errors import RunError, first_line
 from whisperkit.files import write_bytes_atomic, write_text_atomic
 
@@ -160,7 +160,7 @@ def _records(frame) -> list[dict]:
 
 
 def _nan_to_none(value):
-    if isinstance(value, float) and math.isnan(value):
+    if is_missing(value):
         return None
     if isinstance(value, dict):
         return {key: _nan_to_none(item) for key, item in value.items()}

@@ -35,6 +35,8 @@ import time
 import weakref
 
 from whisperkit.errors import WhisperkitError, first_line
+from whisperkit.views import format as fmt
+from whisperkit.views import tables
 
 BUNDLED_CHOICE = "tiny.en (bundled)"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -366,14 +368,13 @@ class App:
 
         if isinstance(result, Comparison):
             texts = [("before", result.before.transcript.text), ("after", result.after.transcript.text)]
-            table = (f"<p>Speed-up (before wall / after wall): <b>{result.speedup:.2f}x</b>; "
-                     f"word error rate between the two texts: {result.wer_between:.3f}</p>")
-            side_by_side = [_html_table(result.table().drop(index="text", errors="ignore"))]
+            table = (f"<p>Speed-up (before wall / after wall): <b>{fmt.times(result.speedup)}</b>; "
+                     f"word error rate between the two texts: {fmt.percent(result.wer_between)}</p>")
+            side_by_side = [_html_table(_metrics_frame([result.before, result.after], ["before", "after"]))]
             if result.differences:
-                import pandas as pd
-
+                rows = [[d["setting"], fmt.setting(d["before"]), fmt.setting(d["after"])] for d in result.differences]
                 side_by_side.append("<div><b>What differs between the two sides</b>"
-                                    + _html_table(pd.DataFrame(result.differences), index=False) + "</div>")
+                                    + _html_table(tables.frame(["setting", "before", "after"], rows)) + "</div>")
             table += ('<div style="display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start">'
                       + "".join(side_by_side) + "</div>")
             figures = [plots.timeline(result), plots.summary(result)]
@@ -383,13 +384,13 @@ class App:
             best_run = next((r for r in result.runs if r.transcript.config.get("batch_size") == best), None)
             shown = best_run or (result.runs[-1] if result.runs else None)
             texts = [(f"batch size {best}", shown.transcript.text)] if shown is not None else []
-            table = _html_table(result.table(), float_format=lambda v: f"{v:.2f}")
+            table = _html_table(tables.frame(tables.sweep_header(), tables.sweep_rows(result)))
             table += f"<p>Fastest batch size: <b>{best}</b> ({html.escape(result.stopped_because)})</p>"
             figures = [plots.sweep(result), plots.timeline(result.runs)]
             notes = _notes(shown) if shown is not None else []
         else:
             texts = [("", result.transcript.text)]
-            table = _html_table(result.table(), header=False)
+            table = _html_table(_metrics_frame([result], ["value"]), header=False)
             figures = [plots.timeline(result), plots.summary(result)]
             notes = _notes(result)
         self.transcript.value = "".join(
@@ -410,9 +411,14 @@ TABLE_STYLE = (
 
 
 def _html_table(frame, **options) -> str:
-    """A DataFrame as compact HTML with missing values (None or NaN) shown as "-"."""
-    shown = frame.astype(object).where(frame.notna(), "-")
-    return TABLE_STYLE + shown.to_html(border=0, classes="wk-table", **options)
+    """A DataFrame of text cells (see :mod:`whisperkit.views.tables`) as compact HTML."""
+    return TABLE_STYLE + frame.to_html(border=0, classes="wk-table", **options)
+
+
+def _metrics_frame(runs, names) -> object:
+    """The runs' configuration and every registered metric, one column per run."""
+    rows = [["configuration", *(run.label for run in runs)], *tables.metric_rows(runs)]
+    return tables.frame(["metric", *names], rows)
 
 
 def _notes(run_) -> list[str]:

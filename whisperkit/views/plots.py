@@ -19,8 +19,11 @@ from __future__ import annotations
 import math
 import textwrap
 
+from whisperkit.checks import is_missing
 from whisperkit.errors import WhisperkitError
+from whisperkit.experiments.metrics import metric
 from whisperkit.measure.columns import gpu_column, gpu_indices
+from whisperkit.views import format as fmt
 
 TEMPLATE = "plotly_white"
 RUN_COLORS = ("#c0392b", "#16808d", "#e69f00", "#6a3d9a", "#4d4d4d", "#b15928")  # before, after, ...
@@ -28,6 +31,9 @@ PHASE_COLORS = {"load": "#9e9e9e", "prepare": "#f39c12", "decode": "#27ae60", "r
 OOM_COLOR = "#c0392b"
 HOST_COLOR = "#4d4d4d"  # sweep: CPU and process memory
 GPU_COLOR = "#e69f00"  # sweep: GPU utilization and memory
+# a sweep's lines: (metric key, panel row, colour)
+SWEEP_LINES = (("rtfx", 1, RUN_COLORS[1]), ("peak_rss_mb", 2, HOST_COLOR), ("peak_gpu_mem_mb", 2, GPU_COLOR),
+               ("mean_cpu_percent", 3, HOST_COLOR), ("mean_gpu_util_percent", 3, GPU_COLOR))
 PANELS = ("cpu", "gpu", "memory")
 DEFAULT_PANELS = ("cpu", "gpu")
 ROW_HEIGHT_PX = 230
@@ -95,32 +101,34 @@ def summary(obj):
     from plotly.subplots import make_subplots
 
     runs = runs_of(obj)
-    has_gpu = any(run.metrics.get("mean_gpu_util_percent") is not None for run in runs)
-    groups = [group for group in _SUMMARY_GROUPS if has_gpu or not group["gpu_only"]]
-    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=[g["title"] for g in groups],
+    has_gpu = any(not is_missing(run.metrics.get("mean_gpu_util_percent")) for run in runs)
+    panels = [(title, axis, [metric(key) for key in keys if has_gpu or not metric(key).gpu_only])
+              for title, axis, keys in SUMMARY_PANELS]
+    panels = [panel for panel in panels if panel[2]]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for title, _, _ in panels],
                         horizontal_spacing=0.08)
-    for col, group in enumerate(groups, start=1):
-        bars = [(name, key) for name, key in group["bars"] if has_gpu or key != "peak_gpu_mem_mb"]
+    for col, (_, axis, shown) in enumerate(panels, start=1):
         for run in runs:
             look = _run_look(runs, run)
-            values = [_number(run.metrics.get(key)) for _, key in bars]
+            values = [run.metrics.get(m.key) for m in shown]
             fig.add_bar(
-                x=[name for name, _ in bars],
-                y=values,
+                x=[m.label for m in shown],
+                y=[_number(v) for v in values],
                 name=run.label,
                 legendgroup=look["group"],
                 showlegend=col == 1,
                 marker_color=look["color"],
-                text=[_format(v, group["digits"]) for v in values],
+                text=[fmt.metric_text(m.key, v) for m, v in zip(shown, values)],
+                hovertext=[f"{fmt.metric_text(m.key, v)} {m.unit}".rstrip() for m, v in zip(shown, values)],
                 textposition="outside",
                 cliponaxis=False,
-                hovertemplate=f"%{{x}}: %{{y:.{group['digits']}f}} {group['unit']}<extra>{run.label}</extra>",
-                meta={"run": run.label, "metrics": [key for _, key in bars]},
+                hovertemplate=f"%{{x}}: %{{hovertext}}<extra>{run.label}</extra>",
+                meta={"run": run.label, "metrics": [m.key for m in shown]},
                 row=1,
                 col=col,
             )
-        fig.update_yaxes(title_text=group["axis"], rangemode="tozero", row=1, col=col)
-        if group["axis"].endswith("%"):
+        fig.update_yaxes(title_text=axis, rangemode="tozero", row=1, col=col)
+        if all(m.unit == "%" for m in shown):
             fig.update_yaxes(range=[0, 110], row=1, col=col)
     note = None if has_gpu else _no_gpu_note(runs, "On a GPU machine this figure also shows mean NVML GPU utilization and peak GPU memory.")
     if note:
@@ -154,13 +162,9 @@ def sweep(sw):
         subplot_titles=["throughput", "peak memory", "mean utilization"],
     )
     rtfx = [_number(p.rtfx) for p in points]
-    _sweep_line(fig, sizes, rtfx, "RTFx", "", 1, RUN_COLORS[1], digits=1)
-    _sweep_line(fig, sizes, [_number(p.peak_rss_mb) for p in points], "process RSS", "MiB", 2, HOST_COLOR)
-    if has_gpu:
-        _sweep_line(fig, sizes, [_number(p.peak_gpu_mem_mb) for p in points], "GPU memory used", "MiB", 2, GPU_COLOR)
-    _sweep_line(fig, sizes, [_number(p.mean_cpu_percent) for p in points], "system CPU", "%", 3, HOST_COLOR)
-    if has_gpu:
-        _sweep_line(fig, sizes, [_number(p.mean_gpu_util_percent) for p in points], "GPU utilization", "%", 3, GPU_COLOR)
+    for key, row, color in SWEEP_LINES:
+        if has_gpu or not metric(key).gpu_only:
+            _sweep_line(fig, sizes, [_number(getattr(p, key)) for p in points], metric(key), row, color)
     _mark_oom(fig, [p for p in points if p.oom])
     best = sw.best
     if best is not None:
@@ -363,22 +367,20 @@ def _timeline_title(obj, runs) -> str:
 
     if isinstance(obj, Comparison):
         return _speedup_title("Utilization over time", obj)
-    parts = [f"{run.label}: RTFx {_format(run.metrics.get('rtfx'), 1)}" for run in runs[:4]]
+    parts = [f"{run.label}: RTFx {fmt.metric_text('rtfx', run.metrics.get('rtfx'))}" for run in runs[:4]]
     more = f" (+{len(runs) - 4} more)" if len(runs) > 4 else ""
     return "Utilization over time<br><sup>" + "; ".join(parts) + more + "</sup>"
 
 
 # ---- summary -----------------------------------------------------------------------------
 
-_SUMMARY_GROUPS = (
-    {"title": "throughput", "axis": "RTFx (audio s per wall s)", "unit": "x", "digits": 1, "gpu_only": False,
-     "bars": (("RTFx", "rtfx"),)},
-    {"title": "CPU", "axis": "mean CPU % of all cores", "unit": "%", "digits": 0, "gpu_only": False,
-     "bars": (("system", "mean_cpu_percent"), ("this process", "mean_process_cpu_percent"))},
-    {"title": "GPU", "axis": "mean GPU utilization %", "unit": "%", "digits": 0, "gpu_only": True,
-     "bars": (("busiest GPU", "mean_gpu_util_percent"),)},
-    {"title": "peak memory", "axis": "peak MiB", "unit": "MiB", "digits": 0, "gpu_only": False,
-     "bars": (("process RSS", "peak_rss_mb"), ("GPU memory", "peak_gpu_mem_mb"))},
+# view layout only: which metrics share a panel, and the panel's axis title; each bar's label,
+# unit, decimals and whether it needs a GPU come from the metrics registry
+SUMMARY_PANELS = (
+    ("throughput", "RTFx (audio s per wall s)", ("rtfx",)),
+    ("CPU", "mean CPU % of all cores", ("mean_cpu_percent", "mean_process_cpu_percent")),
+    ("GPU", "mean GPU utilization %", ("mean_gpu_util_percent",)),
+    ("peak memory", "peak MiB", ("peak_rss_mb", "peak_gpu_mem_mb")),
 )
 
 
@@ -394,18 +396,19 @@ def _summary_title(obj, runs) -> str:
 def _speedup_title(what: str, comparison) -> str:
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
-    return (f"{what}: {comparison.verdict}<br><sup>wall {_format(before, 2)} s before, {_format(after, 2)} s after "
+    return (f"{what}: {comparison.verdict}<br><sup>wall {fmt.metric_text('wall_seconds', before)} s before, {fmt.metric_text('wall_seconds', after)} s after "
             f"(transcription only, median of {len(comparison.before_runs)} run(s) per side)</sup>")
 
 
 # ---- sweep -------------------------------------------------------------------------------
 
 
-def _sweep_line(fig, sizes, values, name, unit, row, color, digits: int = 0) -> None:
+def _sweep_line(fig, sizes, values, m, row, color) -> None:
+    """One metric of a sweep against batch size; ``meta["series"]`` is the metric's key."""
     fig.add_scatter(
-        x=sizes, y=values, mode="lines+markers", name=name, line=dict(color=color, width=2),
-        hovertemplate=f"{name}: %{{y:.{digits}f}} {unit}<extra></extra>".replace("  <", " <"),
-        meta={"series": name}, row=row, col=1,
+        x=sizes, y=values, mode="lines+markers", name=m.label, line=dict(color=color, width=2),
+        hovertemplate=f"{m.label}: %{{y:{fmt.axis_format(m.digits)}}} {m.unit}".rstrip() + "<extra></extra>",
+        meta={"series": m.key}, row=row, col=1,
     )
 
 
@@ -424,8 +427,8 @@ def _mark_best(fig, best: int, rtfx: float) -> None:
 def _mark_oom(fig, points) -> None:
     if not points:
         return
-    ys = [_number(p.rtfx) if _number(p.rtfx) == _number(p.rtfx) else 0.0 for p in points]
-    words = ["out of memory, retried smaller" if p.rtfx == p.rtfx else "out of memory even at batch size 1"
+    ys = [0.0 if is_missing(p.rtfx) else float(p.rtfx) for p in points]
+    words = ["out of memory even at batch size 1" if is_missing(p.rtfx) else "out of memory, retried smaller"
              for p in points]
     fig.add_scatter(
         x=[p.batch_size for p in points], y=ys, mode="markers", name="out of memory",
@@ -440,7 +443,7 @@ def _sweep_title(sw) -> str:
         headline = "no batch size fitted" if sw.points else "nothing measured"
     else:
         point = next(p for p in sw.points if p.batch_size == best)
-        headline = f"best batch size {best} (RTFx {point.rtfx:.1f})"
+        headline = f"best batch size {best} (RTFx {fmt.metric_text('rtfx', point.rtfx)})"
     why = f"<br><sup>stopped: {sw.stopped_because}</sup>" if sw.stopped_because else ""
     return f"Batch-size sweep: {headline}{why}"
 
@@ -481,13 +484,7 @@ def _run_look(runs, run) -> dict:
 
 def _number(value) -> float:
     """A metric as a float; None (not measured) becomes NaN, which plotly leaves out."""
-    return math.nan if value is None else float(value)
-
-
-def _format(value, digits: int) -> str:
-    if value is None or value != value:
-        return "n/a"
-    return f"{value:.{digits}f}"
+    return math.nan if is_missing(value) else float(value)
 
 
 def _describe(obj) -> str:

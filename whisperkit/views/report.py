@@ -15,6 +15,8 @@ import os
 from datetime import datetime, timezone
 
 from whisperkit.files import write_text_atomic
+from whisperkit.views import format as fmt
+from whisperkit.views.tables import metric_rows, sweep_header, sweep_rows
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}  # no logo: it links to plotly.com
 
@@ -173,7 +175,7 @@ def _headline(comparison) -> str:
     after = comparison.after.metrics.get("wall_seconds")
     verdict = comparison.verdict
     return (f'<p class="headline">{html.escape(verdict[:1].upper() + verdict[1:])}</p>\n<p class="note">Transcription wall time (model load excluded): '
-            f"{_fmt(before, 2)} s before, {_fmt(after, 2)} s after; speedup is the median before wall time "
+            f"{fmt.metric_text('wall_seconds', before)} s before, {fmt.metric_text('wall_seconds', after)} s after; speedup is the median before wall time "
             f"over the median after wall time ({len(comparison.before_runs)} run(s) per side).</p>\n")
 
 
@@ -183,73 +185,32 @@ def _reading_guide(runs) -> str:
 
 
 def _comparison_table(comparison) -> str:
-    rows = [["speedup (before wall / after wall)", f"{_fmt(comparison.speedup, 2)}x"],
-            ["word error rate, after text against before text", _percent(comparison.wer_between)]]
+    rows = [["speedup (before wall / after wall)", fmt.times(comparison.speedup)],
+            ["word error rate, after text against before text", fmt.percent(comparison.wer_between)]]
     reference = comparison.wer_vs_reference
     for side in ("before", "after"):
         value = reference.get(side) if reference else None
         rows.append([f"word error rate of {side} against the reference",
-                     _percent(value) if reference else "n/a (no reference text)"])
+                     fmt.percent(value) if reference else "n/a (no reference text)"])
     return _table(["", "value"], rows)
 
 
 def _metrics_table(runs) -> str:
-    rows = []
-    for name, key, digits in _METRIC_ROWS:
-        rows.append([name, *(_metric_cell(run, key, digits) for run in runs)])
-    return _table(["metric", *(run.label for run in runs)], rows)
-
-
-_METRIC_ROWS = (
-    ("RTFx (audio s per wall s)", "rtfx", 2),
-    ("wall s (transcription)", "wall_seconds", 2),
-    ("model load s", "load_seconds", 2),
-    ("prepare s (VAD, features)", "prepare_seconds", 2),
-    ("decode s", "decode_seconds", 2),
-    ("mean CPU % (system)", "mean_cpu_percent", 1),
-    ("mean CPU % (this process)", "mean_process_cpu_percent", 1),
-    ("mean GPU utilization % (busiest GPU)", "mean_gpu_util_percent", 1),
-    ("peak RSS MiB", "peak_rss_mb", 0),
-    ("peak GPU memory MiB", "peak_gpu_mem_mb", 0),
-    ("batch size", "batch_size", 0),
-    ("out-of-memory retries", "oom_retries", 0),
-    ("word error rate vs reference", "wer_vs_reference", None),
-)
-
-
-def _metric_cell(run, key: str, digits: int | None) -> str:
-    value = run.metrics.get(key)
-    if value is None:
-        if "gpu" in key:
-            return "n/a (no GPU)"
-        if key == "wer_vs_reference":
-            return "n/a (no reference)"
-        if key == "batch_size":
-            return "none (sequential)" if run.config.mode == "sequential" else "n/a"
-        return "n/a"
-    return _percent(value) if digits is None else _fmt(value, digits)
+    return _table(["metric", *(run.label for run in runs)], metric_rows(runs, long=True))
 
 
 def _differences(comparison) -> str:
     sentence = MATCHED_SENTENCE if comparison.matched else DIFFERENCES_SENTENCE
     if not comparison.differences:
         return "<p>Both sides use the same settings.</p>"
-    rows = [[d["setting"], _value(d["before"]), _value(d["after"])] for d in comparison.differences]
+    rows = [[d["setting"], fmt.setting(d["before"]), fmt.setting(d["after"])] for d in comparison.differences]
     return f"<p>{sentence}</p>\n" + _table(["setting", "before", "after"], rows, css_class="differences")
 
 
 def _sweep_table(sw) -> str:
-    rows, marked = [], set()
-    no_gpu = "n/a" if any(p.peak_gpu_mem_mb is not None for p in sw.points) else "n/a (no GPU)"
-    for number, p in enumerate(sorted(sw.points, key=lambda point: point.batch_size)):
-        if p.batch_size == sw.best and not p.oom:
-            marked.add(number)
-        rows.append([str(p.batch_size), _fmt(p.rtfx, 2), _fmt(p.wall_seconds, 2), _fmt(p.peak_rss_mb, 0),
-                     _fmt(p.peak_gpu_mem_mb, 0, no_gpu), _fmt(p.mean_cpu_percent, 1),
-                     _fmt(p.mean_gpu_util_percent, 1, no_gpu), "yes" if p.oom else "no"])
-    header = ["batch size", "RTFx", "wall s", "peak RSS MiB", "peak GPU MiB", "mean CPU %", "mean GPU %",
-              "out of memory"]
-    return _table(header, rows, marked=marked, mark_class="best")
+    rows = sweep_rows(sw)
+    marked = {number for number, row in enumerate(rows) if row[0] == str(sw.best) and row[-1] == "no"}
+    return _table(sweep_header(), rows, marked=marked, mark_class="best")
 
 
 def _settings_table(runs) -> str:
@@ -257,7 +218,7 @@ def _settings_table(runs) -> str:
     names = list(dict.fromkeys(name for one in settings for name in one))
     rows, marked = [], set()
     for number, name in enumerate(names):
-        values = [_value(one.get(name)) for one in settings]
+        values = [fmt.setting(one.get(name)) for one in settings]
         rows.append([name, *values])
         if len(set(values)) > 1:
             marked.add(number)
@@ -290,16 +251,16 @@ def _environment_rows(env: dict) -> dict:
     rows = {
         "CPU": str(env.get("cpu_model", "unknown")),
         "cores (physical / logical)": f"{env.get('cpu_physical_cores')} / {env.get('cpu_logical_cores')}",
-        "memory MiB": _value(env.get("memory_total_mb")),
+        "memory MiB": fmt.setting(env.get("memory_total_mb")),
     }
     for gpu in gpus:
         rows[f"GPU {gpu.get('index')}"] = (
-            f"{gpu.get('name')}, {_fmt(gpu.get('memory_total_mb'), 0)} MiB, driver {gpu.get('driver_version')}, "
+            f"{gpu.get('name')}, {fmt.number(gpu.get('memory_total_mb'), 0)} MiB, driver {gpu.get('driver_version')}, "
             f"CUDA {gpu.get('cuda_driver_version')}"
         )
     if not gpus:
         rows["GPU"] = f"none visible: {env.get('gpu_unavailable_reason') or 'reason not recorded'}"
-    rows["CUDA devices ctranslate2 sees"] = _value(env.get("ctranslate2_cuda_devices"))
+    rows["CUDA devices ctranslate2 sees"] = fmt.setting(env.get("ctranslate2_cuda_devices"))
     rows["Python"] = f"{env.get('python')} on {env.get('platform')}"
     for name, version in (env.get("versions") or {}).items():
         rows[name] = version or "not installed"
@@ -346,24 +307,3 @@ def _table(header, rows, *, marked=(), mark_class: str = "differs", css_class: s
         body.append(f"<tr{css}>{cells}</tr>")
     table_class = f' class="{css_class}"' if css_class else ""
     return f"<table{table_class}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
-
-
-def _fmt(value, digits: int, missing: str = "n/a") -> str:
-    if value is None or value != value:
-        return missing
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:,.{digits}f}"
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
-
-
-def _value(value) -> str:
-    """A setting's value as text: None as 'none', lists comma-separated."""
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(item) for item in value)
-    return str(value)
