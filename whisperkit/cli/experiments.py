@@ -11,6 +11,7 @@ from pathlib import Path
 def register(commands) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
     from whisperkit.cli.args import add_model_arguments
+    from whisperkit.experiments.runners import DEFAULT_SWEEP
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
     compare.add_argument("file", metavar="FILE")
@@ -25,7 +26,8 @@ def register(commands) -> None:
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
     sweep.add_argument("file", metavar="FILE")
     add_model_arguments(sweep)
-    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=(1, 2, 4, 8, 16))
+    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
+                       help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
     sweep.add_argument("--interval", type=float, default=0.1)
     sweep.add_argument("--output-dir", required=True)
