@@ -21,6 +21,7 @@ from whisperkit.core.audio import Audio, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, load_model
 from whisperkit.errors import DeviceError, WhisperkitError, first_line
+from whisperkit.measure.cuda import is_out_of_memory
 
 
 @dataclass
@@ -229,7 +230,7 @@ def transcribe_config(
             _run(model, audio, config, batch_size, transcript, progress, started, mark)
             break
         except RuntimeError as error:
-            if config.mode != "batched" or not _is_out_of_memory(error):
+            if config.mode != "batched" or not is_out_of_memory(error):
                 raise
             if batch_size == 1:
                 raise DeviceError(
@@ -326,10 +327,6 @@ def _wrap_whisper_model(whisper) -> Model:
         compute_type=inner.compute_type,
         num_workers=inner.num_workers,
     )
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    return "out of memory" in str(error).lower()
 
 
 

@@ -18,6 +18,7 @@ import os
 import statistics
 import time
 
+from whisperkit.checks import is_whole
 from whisperkit.core.config import Config, decoding_settings, matched_options
 from whisperkit.core.transcription import transcribe_config
 from whisperkit.errors import DeviceError, WhisperkitError
@@ -100,7 +101,7 @@ def compare(
     """
     from whisperkit.core.accuracy import word_error_rate
 
-    if not isinstance(repeats, int) or repeats < 1:
+    if not is_whole(repeats, 1):
         raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
     if matched:
         sequential, batched = (before, after) if before.mode == "sequential" else (after, before)
@@ -158,7 +159,7 @@ def sweep(
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+    if not sizes or not all(is_whole(s, 1) for s in sizes):
         raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
     result = Sweep(points=[])
     for size in sizes:
