@@ -5,10 +5,11 @@ Each finished run is saved as soon as it ends, so a failure or Ctrl-C later on k
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
-def register(commands) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
     from whisperkit.cli.args import add_model_arguments
     from whisperkit.experiments.runners import DEFAULT_SWEEP
@@ -56,7 +57,7 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def run_compare(args) -> int:
+def run_compare(args: argparse.Namespace) -> int:
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
     before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
@@ -65,7 +66,7 @@ def run_compare(args) -> int:
                              quiet=args.quiet)
 
 
-def run_sweep(args) -> int:
+def run_sweep(args: argparse.Namespace) -> int:
     from whisperkit.core.config import Config
     from whisperkit.experiments import runners
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
@@ -90,7 +91,7 @@ def run_sweep(args) -> int:
     return 0
 
 
-def run_report(args) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from whisperkit.experiments.store import load_runs
     from whisperkit.views.report import report
 
@@ -99,7 +100,7 @@ def run_report(args) -> int:
     return 0
 
 
-def run_demo(args) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from whisperkit.core.samples import sample_path
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 

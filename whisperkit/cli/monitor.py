@@ -23,7 +23,7 @@ from whisperkit.checks import is_missing
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``monitor`` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "monitor",
@@ -49,7 +49,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the monitor for parsed ``args``; return the exit status."""
     from whisperkit.errors import ConfigError, WhisperkitError
     from whisperkit.measure.sampler import Sampler

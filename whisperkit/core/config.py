@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from whisperkit.checks import is_whole
 from whisperkit.errors import ConfigError
@@ -52,7 +53,7 @@ class Config:
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 

@@ -120,9 +120,9 @@ def display_metrics(run_: Run) -> dict:
 
 def _transcription_window(timeline, marks):
     """Timeline rows from the ``prepare`` mark on (the whole timeline when unmarked)."""
-    if timeline is None or len(timeline) == 0:
+    if timeline is None or len(timeline) == 0 or marks is None or len(marks) == 0:
         return timeline
-    starts = marks.loc[marks["label"] == "prepare", "time_s"] if marks is not None and len(marks) else []
+    starts = marks.loc[marks["label"] == "prepare", "time_s"]
     if len(starts) == 0:
         return timeline
     window = timeline[timeline["time_s"] >= float(starts.iloc[0])]

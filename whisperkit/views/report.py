@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.files import write_text_atomic
 from whisperkit.views import format as fmt
 from whisperkit.views.tables import metric_rows, sweep_header, sweep_rows
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Comparison, Run, Sweep
+    from whisperkit.views.plots.common import Runs
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}  # no logo: it links to plotly.com
 
@@ -61,7 +69,7 @@ MATCHED_SENTENCE = (
 )
 
 
-def report(obj, path: str | os.PathLike) -> str:
+def report(obj: Runs, path: str | os.PathLike) -> str:
     """Write an HTML report of ``obj`` (Comparison, Sweep, Run or list of Runs) to ``path``.
 
     The file is written atomically and holds: title and date, a short guide to reading it,
@@ -87,7 +95,7 @@ def report(obj, path: str | os.PathLike) -> str:
 # ---- the three kinds of report -----------------------------------------------------------
 
 
-def _comparison_sections(comparison, runs) -> list[str]:
+def _comparison_sections(comparison: Comparison, runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     return [
@@ -106,7 +114,7 @@ def _comparison_sections(comparison, runs) -> list[str]:
     ]
 
 
-def _sweep_sections(sw, runs) -> list[str]:
+def _sweep_sections(sw: Sweep, runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     figures = [("Throughput and memory against batch size", "", plots.sweep(sw))]
@@ -127,7 +135,7 @@ def _sweep_sections(sw, runs) -> list[str]:
     ]
 
 
-def _runs_sections(runs) -> list[str]:
+def _runs_sections(runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     return [
@@ -155,7 +163,7 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _header(title: str, runs) -> str:
+def _header(title: str, runs: list[Run]) -> str:
     from whisperkit._version import __version__
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -170,7 +178,7 @@ def _header(title: str, runs) -> str:
             f'<p class="meta">Report written {now} by whisperkit {__version__}{when}{audio_line}</p>\n')
 
 
-def _headline(comparison) -> str:
+def _headline(comparison: Comparison) -> str:
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
     verdict = comparison.verdict
@@ -179,12 +187,12 @@ def _headline(comparison) -> str:
             f"over the median after wall time ({len(comparison.before_runs)} run(s) per side).</p>\n")
 
 
-def _reading_guide(runs) -> str:
+def _reading_guide(runs: list[Run]) -> str:
     cores = next((run.environment.get("cpu_logical_cores") for run in runs if run.environment), None)
     return _section("How to read this report", READING_GUIDE.format(cores=cores or "the"))
 
 
-def _comparison_table(comparison) -> str:
+def _comparison_table(comparison: Comparison) -> str:
     rows = [["speedup (before wall / after wall)", fmt.times(comparison.speedup)],
             ["word error rate, after text against before text", fmt.percent(comparison.wer_between)]]
     reference = comparison.wer_vs_reference
@@ -195,11 +203,11 @@ def _comparison_table(comparison) -> str:
     return _table(["", "value"], rows)
 
 
-def _metrics_table(runs) -> str:
+def _metrics_table(runs: list[Run]) -> str:
     return _table(["metric", *(run.label for run in runs)], metric_rows(runs, long=True))
 
 
-def _differences(comparison) -> str:
+def _differences(comparison: Comparison) -> str:
     sentence = MATCHED_SENTENCE if comparison.matched else DIFFERENCES_SENTENCE
     if not comparison.differences:
         return "<p>Both sides use the same settings.</p>"
@@ -207,13 +215,13 @@ def _differences(comparison) -> str:
     return f"<p>{sentence}</p>\n" + _table(["setting", "before", "after"], rows, css_class="differences")
 
 
-def _sweep_table(sw) -> str:
+def _sweep_table(sw: Sweep) -> str:
     rows = sweep_rows(sw)
     marked = {number for number, row in enumerate(rows) if row[0] == str(sw.best) and row[-1] == "no"}
     return _table(sweep_header(), rows, marked=marked, mark_class="best")
 
 
-def _settings_table(runs) -> str:
+def _settings_table(runs: list[Run]) -> str:
     settings = [_settings(run) for run in runs]
     names = list(dict.fromkeys(name for one in settings for name in one))
     rows, marked = [], set()
@@ -226,7 +234,7 @@ def _settings_table(runs) -> str:
     return note + _table(["setting", *(run.label for run in runs)], rows, marked=marked)
 
 
-def _settings(run) -> dict:
+def _settings(run: Run) -> dict[str, object]:
     """The settings a run used: resolved config (model, device, batch size) and decoding in effect."""
     from whisperkit.core.config import decoding_settings
 
@@ -236,7 +244,7 @@ def _settings(run) -> dict:
     return {**used, **decoding, **({"other options": other} if other else {})}
 
 
-def _environment_table(runs) -> str:
+def _environment_table(runs: list[Run]) -> str:
     described = [_environment_rows(run.environment or {}) for run in runs]
     if all(rows == described[0] for rows in described):
         return _table(["", "value"], [[name, value] for name, value in described[0].items()])
@@ -246,7 +254,7 @@ def _environment_table(runs) -> str:
             + _table(["", *(run.label for run in runs)], rows))
 
 
-def _environment_rows(env: dict) -> dict:
+def _environment_rows(env: dict[str, Any]) -> dict[str, str]:
     gpus = env.get("gpus") or []
     rows = {
         "CPU": str(env.get("cpu_model", "unknown")),
@@ -267,7 +275,7 @@ def _environment_rows(env: dict) -> dict:
     return rows
 
 
-def _transcripts(runs, *, open_count: int) -> str:
+def _transcripts(runs: list[Run], *, open_count: int) -> str:
     parts = []
     references = dict.fromkeys(run.reference for run in runs if run.reference)
     for reference in references:
@@ -282,7 +290,7 @@ def _transcripts(runs, *, open_count: int) -> str:
     return "\n".join(parts)
 
 
-def _figures(figures) -> str:
+def _figures(figures: list[tuple[str, str, Figure]]) -> str:
     """Figures as HTML: plotly.js inlined with the first one only."""
     parts = []
     for number, (heading, caption, fig) in enumerate(figures):
@@ -296,7 +304,8 @@ def _section(heading: str, content: str) -> str:
     return f"<h2>{html.escape(heading)}</h2>\n{content}\n"
 
 
-def _table(header, rows, *, marked=(), mark_class: str = "differs", css_class: str = "") -> str:
+def _table(header: Sequence[object], rows: Sequence[Sequence[object]], *, marked: Collection[int] = (),
+           mark_class: str = "differs", css_class: str = "") -> str:
     """An HTML table; every cell escaped; the first cell of a row is its heading; rows whose
     number is in ``marked`` get ``mark_class``."""
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)

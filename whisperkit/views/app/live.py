@@ -57,16 +57,16 @@ class LiveChart:
                     xs, ys = self._data.setdefault(name, ([], []))
                     xs.append(record["time_s"])
                     ys.append(record[column])
-            series = {name: (tuple(xs), tuple(ys)) for name, (xs, ys) in self._data.items()}
+            series = {name: (tuple(times), tuple(values)) for name, (times, values) in self._data.items()}
             marks = sampler.marks
             phase = str(marks["label"].iloc[-1]) if len(marks) else ""
         traces = {trace.name: trace for trace in self.figure.data}
         with self.figure.batch_update():
-            for name, (xs, ys) in series.items():
+            for name, (x, y) in series.items():
                 if name not in traces:
-                    self.figure.add_scatter(x=xs, y=ys, mode="lines", name=name)
+                    self.figure.add_scatter(x=x, y=y, mode="lines", name=name)
                 else:
-                    traces[name].x, traces[name].y = xs, ys
+                    traces[name].x, traces[name].y = x, y
         return phase
 
 

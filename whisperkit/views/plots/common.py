@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from whisperkit.checks import is_missing
 from whisperkit.errors import WhisperkitError
 from whisperkit.measure.columns import gpu_indices
 from whisperkit.views import format as fmt
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Comparison, Run, Sweep
+
+    #: What a figure can show: a Run, a Comparison (before, after), a Sweep or a list of Runs.
+    Runs = Run | Comparison | Sweep | Sequence[Run]
 
 TEMPLATE = "plotly_white"
 RUN_COLORS = ("#c0392b", "#16808d", "#e69f00", "#6a3d9a", "#4d4d4d", "#b15928")  # before, after, ...
@@ -23,7 +32,7 @@ NO_GPU_NOTE = "No GPU visible{where}: {reason}. {on_gpu}"
 NOTE_WIDTH_CHARS = 120  # plotly does not wrap annotation text; we wrap it ourselves
 
 
-def runs_of(obj) -> list:
+def runs_of(obj: object) -> list[Run]:
     """The runs inside ``obj``: a Run, a Comparison (before, after), a Sweep or a list of Runs."""
     from whisperkit.experiments.results import Comparison, Run, Sweep
 
@@ -40,14 +49,15 @@ def runs_of(obj) -> list:
     )
 
 
-def speedup_title(what: str, comparison) -> str:
+def speedup_title(what: str, comparison: Comparison) -> str:
+    """A figure title with the comparison's verdict and both wall times."""
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
     return (f"{what}: {comparison.verdict}<br><sup>wall {fmt.metric_text('wall_seconds', before)} s before, {fmt.metric_text('wall_seconds', after)} s after "
             f"(transcription only, median of {len(comparison.before_runs)} run(s) per side)</sup>")
 
 
-def no_gpu_note(runs, on_gpu: str) -> str | None:
+def no_gpu_note(runs: Sequence[Run], on_gpu: str) -> str | None:
     """The sentences saying why GPU data is missing, or None when every run has GPU data."""
     missing = [run for run in runs if not gpu_indices(run.timeline)]
     if not missing:
@@ -57,12 +67,12 @@ def no_gpu_note(runs, on_gpu: str) -> str | None:
     return NO_GPU_NOTE.format(where=where, reason="; ".join(reasons), on_gpu=on_gpu)
 
 
-def _gpu_reason(run) -> str:
+def _gpu_reason(run: Run) -> str:
     reason = run.gpu_unavailable_reason or (run.environment or {}).get("gpu_unavailable_reason")
     return (reason or "the run recorded no GPU readings").rstrip(". ")
 
 
-def add_note(fig, text: str, *, name: str) -> None:
+def add_note(fig: Figure, text: str, *, name: str) -> None:
     """A grey note under the plot, wrapped to the figure's width."""
     wrapped = "<br>".join(textwrap.wrap(text, NOTE_WIDTH_CHARS))
     fig.add_annotation(
@@ -72,18 +82,19 @@ def add_note(fig, text: str, *, name: str) -> None:
     )
 
 
-def run_look(runs, run) -> dict:
+def run_look(runs: Sequence[Run], run: Run) -> dict[str, str]:
     """A run's colour (by position: before, after, ...) and legend group (unique per run)."""
     index = next(i for i, candidate in enumerate(runs) if candidate is run)
     return {"color": RUN_COLORS[index % len(RUN_COLORS)], "group": f"run {index}"}
 
 
-def as_number(value) -> float:
+def as_number(value: float | None) -> float:
     """A metric as a float; None (not measured) becomes NaN, which plotly leaves out."""
-    return math.nan if is_missing(value) else float(value)
+    return math.nan if value is None else float(value)  # NaN stays NaN
 
 
-def describe(obj) -> str:
+def describe(obj: object) -> str:
+    """What ``obj`` is, for an error message: ``a list of int, str``."""
     if isinstance(obj, (list, tuple)):
         return f"an empty {type(obj).__name__}" if not obj else f"a {type(obj).__name__} of " + \
             ", ".join(sorted({type(item).__name__ for item in obj}))

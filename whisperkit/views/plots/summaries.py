@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from whisperkit.checks import is_missing
 from whisperkit.experiments.metrics import metric
 from whisperkit.views import format as fmt
 from whisperkit.views.plots.common import TEMPLATE, add_note, as_number, no_gpu_note, run_look, runs_of, speedup_title
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Run
+    from whisperkit.views.plots.common import Runs
 
 # view layout only: which metrics share a panel, and the panel's axis title; each bar's label,
 # unit, decimals and whether it needs a GPU come from the metrics registry
@@ -17,7 +25,7 @@ SUMMARY_PANELS = (
 )
 
 
-def summary(obj):
+def summary(obj: Runs) -> Figure:
     """Grouped bars, one colour per run: RTFx, mean CPU % (system and process), mean GPU
     utilization % (only with a GPU; otherwise a note) and peak memory (RSS and GPU, MiB).
 
@@ -70,7 +78,7 @@ def summary(obj):
     return fig
 
 
-def _summary_title(obj, runs) -> str:
+def _summary_title(obj: Runs, runs: list[Run]) -> str:
     from whisperkit.experiments.results import Comparison
 
     if isinstance(obj, Comparison):

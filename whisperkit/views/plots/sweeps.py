@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from whisperkit.checks import is_missing
-from whisperkit.experiments.metrics import metric
+from whisperkit.experiments.metrics import Metric, metric
 from whisperkit.views import format as fmt
 from whisperkit.views.plots.common import GPU_COLOR, HOST_COLOR, OOM_COLOR, RUN_COLORS, TEMPLATE, add_note, as_number, no_gpu_note
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Sweep, SweepPoint
 
 # a sweep's lines: (metric key, panel row, colour)
 SWEEP_LINES = (("rtfx", 1, RUN_COLORS[1]), ("peak_rss_mb", 2, HOST_COLOR), ("peak_gpu_mem_mb", 2, GPU_COLOR),
                ("mean_cpu_percent", 3, HOST_COLOR), ("mean_gpu_util_percent", 3, GPU_COLOR))
 
 
-def sweep(sw):
+def sweep(sw: Sweep) -> Figure:
     """Throughput (RTFx) and peak memory (RSS, and GPU when present; MiB) against batch size.
 
     The x axis is logarithmic with a tick at every measured batch size. The best batch size
@@ -44,7 +50,9 @@ def sweep(sw):
     fig.update_yaxes(title_text="RTFx (audio s per wall s)", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="peak MiB", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="mean %", range=[0, 105], row=3, col=1)
-    notes = [] if has_gpu or not sw.runs else [no_gpu_note(sw.runs, "On a GPU machine this figure also shows peak GPU memory and mean NVML GPU utilization.")]
+    gpu_note = None if has_gpu or not sw.runs else no_gpu_note(
+        sw.runs, "On a GPU machine this figure also shows peak GPU memory and mean NVML GPU utilization.")
+    notes = [gpu_note] if gpu_note else []
     if not points:
         notes.append("The sweep has no measured batch sizes.")
     if notes:
@@ -59,7 +67,7 @@ def sweep(sw):
     return fig
 
 
-def _sweep_line(fig, sizes, values, m, row, color) -> None:
+def _sweep_line(fig: Figure, sizes: list[int], values: list[float], m: Metric, row: int, color: str) -> None:
     """One metric of a sweep against batch size; ``meta["series"]`` is the metric's key."""
     fig.add_scatter(
         x=sizes, y=values, mode="lines+markers", name=m.label, line=dict(color=color, width=2),
@@ -68,7 +76,7 @@ def _sweep_line(fig, sizes, values, m, row, color) -> None:
     )
 
 
-def _mark_best(fig, best: int, rtfx: float) -> None:
+def _mark_best(fig: Figure, best: int, rtfx: float) -> None:
     fig.add_scatter(
         x=[best], y=[rtfx], mode="markers", name="best batch size",
         marker=dict(symbol="star", size=18, color="#f1c40f", line=dict(color="#333", width=1)),
@@ -80,7 +88,7 @@ def _mark_best(fig, best: int, rtfx: float) -> None:
                        showarrow=True, arrowhead=2, ax=0, ay=-36, name="best")
 
 
-def _mark_oom(fig, points) -> None:
+def _mark_oom(fig: Figure, points: list[SweepPoint]) -> None:
     if not points:
         return
     ys = [0.0 if is_missing(p.rtfx) else float(p.rtfx) for p in points]
@@ -93,7 +101,7 @@ def _mark_oom(fig, points) -> None:
     )
 
 
-def _sweep_title(sw) -> str:
+def _sweep_title(sw: Sweep) -> str:
     best = sw.best
     if best is None:
         headline = "no batch size fitted" if sw.points else "nothing measured"

@@ -7,10 +7,20 @@ drawn; a note says why instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from whisperkit.errors import WhisperkitError
 from whisperkit.measure.columns import gpu_column, gpu_indices
 from whisperkit.views import format as fmt
 from whisperkit.views.plots.common import PHASE_COLORS, TEMPLATE, add_note, no_gpu_note, run_look, runs_of, speedup_title
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Run
+    from whisperkit.views.plots.common import Runs
 
 PANELS = ("cpu", "gpu", "memory")
 
@@ -21,7 +31,7 @@ ROW_HEIGHT_PX = 230
 ON_GPU_TIMELINE = "On a GPU machine a GPU panel under each CPU panel shows NVML utilization and memory used."
 
 
-def timeline(obj, *, metrics=None):
+def timeline(obj: Runs, *, metrics: str | Sequence[str] | None = None) -> Figure:
     """Utilization over time for each run, stacked, on one shared time axis (seconds).
 
     ``obj`` is a Run, a Comparison (before above after), a Sweep or a list of Runs.
@@ -49,7 +59,7 @@ def timeline(obj, *, metrics=None):
         import plotly.graph_objects as go
 
         fig = go.Figure()
-    first_row = {}
+    first_row: dict[int, int] = {}
     for row, (run, panel) in enumerate(rows, start=1):
         first_row.setdefault(id(run), row)
         _PANEL_DRAWERS[panel](fig, run, row, run_look(runs, run))
@@ -70,7 +80,7 @@ def timeline(obj, *, metrics=None):
     return fig
 
 
-def phases(run) -> list[tuple[str, float, float]]:
+def phases(run: Run) -> list[tuple[str, float, float]]:
     """``(label, start_s, end_s)`` per phase: each mark starts one, the next mark or the last
     sample ends it (``load``, ``prepare``, ``decode``; after an out-of-memory ``retry`` the
     pipeline starts again)."""
@@ -85,7 +95,7 @@ def phases(run) -> list[tuple[str, float, float]]:
     return [(label, start, max(end, start)) for label, start, end in zip(labels, starts, ends)]
 
 
-def _cpu_panel(fig, run, row, look) -> None:
+def _cpu_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
     frame = run.timeline
     traces = (("cpu_percent", "system CPU", "dot"), ("process_cpu_percent", "this process CPU", "solid"))
     for column, name, dash in traces:
@@ -94,7 +104,7 @@ def _cpu_panel(fig, run, row, look) -> None:
     fig.update_yaxes(title_text="CPU % of all cores", range=[0, 105], row=row, col=1)
 
 
-def _gpu_panel(fig, run, row, look) -> None:
+def _gpu_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
     frame = run.timeline
     dashes = ("solid", "dash", "dashdot", "longdash")
     memory_top_mb = 0.0
@@ -114,7 +124,7 @@ def _gpu_panel(fig, run, row, look) -> None:
                      range=[0, memory_top_mb * 1.05] if memory_top_mb > 0 else None)
 
 
-def _memory_panel(fig, run, row, look) -> None:
+def _memory_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
     _line(fig, run, run.timeline, "process_rss_mb", "process RSS", "MiB", row, look, "solid")
     fig.update_yaxes(title_text="resident memory MiB", rangemode="tozero", row=row, col=1)
 
@@ -122,7 +132,8 @@ def _memory_panel(fig, run, row, look) -> None:
 _PANEL_DRAWERS = {"cpu": _cpu_panel, "gpu": _gpu_panel, "memory": _memory_panel}
 
 
-def _line(fig, run, frame, column, name, unit, row, look, dash, *, secondary_y=False, opacity=1.0) -> None:
+def _line(fig: Figure, run: Run, frame: pd.DataFrame, column: str, name: str, unit: str, row: int,
+          look: dict[str, str], dash: str, *, secondary_y: bool = False, opacity: float = 1.0) -> None:
     """One timeline column as a line; ``meta`` names the run and the column.
 
     Each run is one legend group; a column gets one legend entry even when it is drawn in
@@ -146,7 +157,7 @@ def _line(fig, run, frame, column, name, unit, row, look, dash, *, secondary_y=F
     )
 
 
-def _draw_phases(fig, run, row, *, labelled: bool) -> None:
+def _draw_phases(fig: Figure, run: Run, row: int, *, labelled: bool) -> None:
     """Shade each phase in one panel; ``labelled`` panels also name the phases."""
     for number, (label, start_s, end_s) in enumerate(phases(run)):
         color = PHASE_COLORS.get(label, "#7f7f7f")
@@ -164,7 +175,7 @@ def _draw_phases(fig, run, row, *, labelled: bool) -> None:
             )
 
 
-def _phase_words(run, label: str) -> tuple[str, str]:
+def _phase_words(run: Run, label: str) -> tuple[str, str]:
     """A short label and a hover explanation for a phase."""
     options = run.config.options or {}
     batched = run.config.mode == "batched"
@@ -183,14 +194,14 @@ def _phase_words(run, label: str) -> tuple[str, str]:
     return label, label
 
 
-def _axis_ref(fig, row: int, letter: str) -> str:
+def _axis_ref(fig: Figure, row: int, letter: str) -> str:
     """``x``/``x2``/... (or ``y``...) of a row's primary axis, as shapes and annotations name it."""
     subplot = fig.get_subplot(row, 1)
     axis = subplot.xaxis if letter == "x" else subplot.yaxis
     return axis.plotly_name.replace("axis", "")
 
 
-def _has_panel(run, panel: str) -> bool:
+def _has_panel(run: Run, panel: str) -> bool:
     frame = run.timeline
     if frame is None or len(frame) == 0:
         return False
@@ -201,7 +212,7 @@ def _has_panel(run, panel: str) -> bool:
     return True
 
 
-def _panel_names(metrics) -> tuple[str, ...]:
+def _panel_names(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
     if metrics is None:
         return DEFAULT_PANELS
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -211,19 +222,19 @@ def _panel_names(metrics) -> tuple[str, ...]:
     return names
 
 
-def _panel_title(run, panel: str) -> str:
+def _panel_title(run: Run, panel: str) -> str:
     words = {"cpu": "CPU", "gpu": "GPU (NVML)", "memory": "memory"}[panel]
     return f"<b>{run.label}</b> · {words}"
 
 
-def _end_seconds(run, last_mark_s: float) -> float:
+def _end_seconds(run: Run, last_mark_s: float) -> float:
     frame = run.timeline
     if frame is not None and len(frame) and "time_s" in frame:
         return max(float(frame["time_s"].max()), last_mark_s)
     return last_mark_s + float(run.transcript.wall_seconds or 0.0)
 
 
-def _timeline_title(obj, runs) -> str:
+def _timeline_title(obj: Runs, runs: list[Run]) -> str:
     from whisperkit.experiments.results import Comparison
 
     if isinstance(obj, Comparison):
