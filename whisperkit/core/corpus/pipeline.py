@@ -51,6 +51,7 @@ from whisperkit.core.corpus.stages import (
     release_freed_memory,
 )
 from whisperkit.errors import DeviceError, first_line
+from whisperkit.measure.cuda import is_out_of_memory
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
@@ -265,12 +266,10 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
 
 def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
     """Decode ``windows``; on out-of-memory, halve the batch, rounding up (here and for the batches to come)."""
-    from whisperkit.core.transcription import _is_out_of_memory
-
     try:
         return decoder(windows)
     except RuntimeError as error:
-        if not _is_out_of_memory(error):
+        if not is_out_of_memory(error):
             raise
         if len(windows) == 1:
             raise DeviceError(f"out of memory even at batch size 1 ({first_line(error)}); "

@@ -12,9 +12,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from whisperkit.core.audio import SAMPLING_RATE, SILENCE_PEAK, stream_audio
 from whisperkit.errors import WhisperkitError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAX_PIECE_SECONDS = 30.0  # Whisper's window: a piece never exceeds it
 PACK_SECONDS = 28.0  # a packed window holds at most this much (clips plus gaps)
@@ -44,7 +48,7 @@ class Piece:
 
     source: int
     number: int
-    samples: object  # numpy.ndarray, float32
+    samples: np.ndarray  # float32
     spans: tuple[tuple[float, float], ...]
     last: bool = False
     audio_seconds: float = 0.0
@@ -94,8 +98,8 @@ class Window:
     """
 
     places: list[Place]
-    samples: object = None  # numpy.ndarray, float32, until features are computed
-    features: object = None  # numpy.ndarray, float32
+    samples: np.ndarray | None = None  # float32, until features are computed
+    features: np.ndarray | None = None  # float32
     seconds: float = 0.0
 
     @property
@@ -190,7 +194,7 @@ def _silent(samples) -> str:
     return "silent (no sample above -60 dBFS), nothing to transcribe; check the recording"
 
 
-def speech_chunks(samples) -> list[tuple[object, list[tuple[float, float]]]]:
+def speech_chunks(samples: np.ndarray) -> list[tuple[np.ndarray, list[tuple[float, float]]]]:
     """Voice detection: ``samples`` (16 kHz float32) cut into chunks of at most 30 s of speech.
 
     Each chunk is ``(chunk_samples, spans)`` with spans ``(start_seconds, length_seconds)``
@@ -307,7 +311,7 @@ def add_features(window: Window, feature_extractor) -> Window:
     import numpy as np
     from faster_whisper.audio import pad_or_trim
 
-    if not len(window.samples):  # nothing to hear: the decoder skips it
+    if window.samples is None or not len(window.samples):  # nothing to hear: the decoder skips it
         window.samples = None
         return window
     features = feature_extractor(window.samples)[..., :-1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from whisperkit.checks import is_whole
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
 from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
@@ -14,6 +16,9 @@ from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, So
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -65,7 +70,7 @@ class CorpusResult:
         """The model's wait as a percent of the run's wall time."""
         return 100.0 * self.model_wait_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
-    def stage_table(self):
+    def stage_table(self) -> pd.DataFrame:
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
         of the run (over 100 % for a pool of threads working at once)."""
         import pandas as pd
@@ -76,7 +81,7 @@ class CorpusResult:
                 for name, s in self.stages.items()]
         return pd.DataFrame(rows).set_index("stage")
 
-    def spans_frame(self):
+    def spans_frame(self) -> pd.DataFrame:
         """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
         import pandas as pd
 
@@ -206,7 +211,7 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
 
     on_batch = (lambda: sampler.mark("first batch")) if sampler is not None else None
     try:
-        run = run_pipeline(todo, decoder, model.whisper.feature_extractor, batch_size=result.batch_size,
+        run = run_pipeline(todo, decoder, decoder.feature_extractor, batch_size=result.batch_size,
                            pack=result.pack, workers=workers, on_file=on_file, on_batch=on_batch)
     finally:
         bar.close()
@@ -236,7 +241,7 @@ def _batch_size(batch_size, model: Model, beam_size: int) -> int:
         from whisperkit.core.batching import recommend_for_model
 
         return recommend_for_model(model, beam_size=beam_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size, 1):
         raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {batch_size!r}")
     return batch_size
 
@@ -244,6 +249,6 @@ def _batch_size(batch_size, model: Model, beam_size: int) -> int:
 def _workers(workers) -> int:
     if workers is None:
         return max(1, min(4, (os.cpu_count() or 2) // 2))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not is_whole(workers, 1):
         raise ConfigError(f"workers must be a whole number of at least 1, got {workers!r}")
     return workers
