@@ -7,6 +7,7 @@ the figure it gets, :func:`whisperkit.views.report.report` writes it into an HTM
 >>> plots.timeline(comparison)          # doctest: +SKIP   CPU (and GPU) over time, per run
 >>> plots.summary(comparison)           # doctest: +SKIP   RTFx, CPU %, GPU %, memory as bars
 >>> plots.sweep(sweep_result)           # doctest: +SKIP   RTFx and memory against batch size
+>>> plots.stage_timeline(corpus_result) # doctest: +SKIP   the corpus pipeline's stages over time
 
 One module per figure (``timelines``, ``summaries``, ``sweeps``); ``common`` holds the colours,
 notes and titles they share. Labels, units and decimals of metrics come from the registry
@@ -14,8 +15,9 @@ notes and titles they share. Labels, units and decimals of metrics come from the
 """
 
 from whisperkit.views.plots.common import RUN_COLORS, runs_of
+from whisperkit.views.plots.stages import stage_timeline
 from whisperkit.views.plots.summaries import summary
 from whisperkit.views.plots.sweeps import sweep
 from whisperkit.views.plots.timelines import phases, timeline
 
-__all__ = ["RUN_COLORS", "phases", "runs_of", "summary", "sweep", "timeline"]
+__all__ = ["RUN_COLORS", "phases", "runs_of", "stage_timeline", "summary", "sweep", "timeline"]
