@@ -38,6 +38,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
@@ -50,6 +51,7 @@ from whisperkit.core.corpus.stages import (
     read_pieces,
     release_freed_memory,
 )
+from whisperkit.core.transcription import Transcript
 from whisperkit.errors import DeviceError, first_line
 from whisperkit.measure.cuda import is_out_of_memory
 
@@ -140,8 +142,9 @@ class _Run:
         self.stop.set()
 
 
-def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor, *, batch_size: int,
-                 pack: bool, workers: int, on_file, on_batch=None) -> _Run:
+def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor: Callable, *, batch_size: int,
+                 pack: bool, workers: int, on_file: Callable[[Source, Transcript | Failure, list[PieceText]], None],
+                 on_batch: Callable[[], None] | None = None) -> _Run:
     """Run the stages over ``sources`` on threads; ``on_file(source, transcript_or_failure, texts)``
     is called on the writer thread as each file completes. Returns the run's state (stats, spans).
     Raises what a stage raised (KeyboardInterrupt stops the readers and lets the writer finish

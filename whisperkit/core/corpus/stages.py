@@ -10,7 +10,7 @@ for how they connect.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -235,7 +235,7 @@ class Packer:
     >>> windows = [w for piece in pieces for w in packer.add(piece)] + packer.flush()   # doctest: +SKIP
     """
 
-    def __init__(self, pack: bool = True, max_seconds: float = PACK_SECONDS, gap_seconds: float = GAP_SECONDS):
+    def __init__(self, pack: bool = True, max_seconds: float = PACK_SECONDS, gap_seconds: float = GAP_SECONDS) -> None:
         self.pack = pack
         self.max_seconds = max_seconds
         self.gap_seconds = gap_seconds
@@ -304,7 +304,7 @@ def _without_samples(piece: Piece) -> Piece:
     return dataclasses.replace(piece, samples=np.zeros(0, dtype=np.float32))
 
 
-def add_features(window: Window, feature_extractor) -> Window:
+def add_features(window: Window, feature_extractor: Callable[[np.ndarray], np.ndarray]) -> Window:
     """Stage 3, window -> model input: log-mel features padded to 30 s, as
     ``BatchedInferencePipeline`` computes them (``feature_extractor`` is the model's,
     ``WhisperModel.feature_extractor``); the window's audio is dropped."""

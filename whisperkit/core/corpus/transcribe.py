@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_whole
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
@@ -51,8 +52,8 @@ class CorpusResult:
     batch_retries: list[dict] = field(default_factory=list)
     output_dir: str | None = None
     spans: list[Span] = field(default_factory=list)
-    timeline: object = None  # pandas.DataFrame when monitored
-    marks: object = None  # pandas.DataFrame when monitored
+    timeline: Any = None  # pandas.DataFrame when monitored
+    marks: Any = None  # pandas.DataFrame when monitored
 
     @property
     def rtfx(self) -> float:
@@ -97,7 +98,7 @@ class CorpusResult:
 
 
 def transcribe_corpus(
-    sources,
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
     model: Model | str | os.PathLike | None = None,
     *,
     batch_size: int | str = 8,
@@ -111,7 +112,7 @@ def transcribe_corpus(
     monitor: bool = False,
     monitor_interval: float = 0.25,
     progress: bool = True,
-    **options,
+    **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
 
