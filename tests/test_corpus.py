@@ -262,3 +262,38 @@ def test_memory_stays_bounded_on_a_30_minute_file(long_sample, tmp_path):
     assert measured["audio_seconds"] > 30 * 60
     assert measured["text"].lower().count("four score and seven years ago") == 5
     assert measured["long_mib"] - measured["short_mib"] < 300 / 1.048576, measured
+
+
+def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(cli, clips, long_sample, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for number, clip in enumerate(clips):
+        shutil.copy(clip, folder / f"{number:02d}.flac")
+    shutil.copy(long_sample, folder / "99_long.flac")
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "whisperkit", "transcribe", str(folder), "--mode", "corpus", "--output-dir",
+               str(output), "--no-pack", "--batch-size", "1", "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(output.glob("*.txt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "whisperkit: error: interrupted" in stderr and "Traceback" not in stderr
+    assert not list(output.rglob("*.tmp*"))
+    manifest = json.loads((output / "manifest.json").read_text())
+    done = [name for name, entry in manifest["files"].items() if entry["status"] == "done"]
+    assert done and len(done) < 11
+    for name in done:
+        assert (output / f"{name}.txt").read_text().strip()
+    rerun = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--no-pack",
+                "--batch-size", "1")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(done)} skipped" in rerun.stderr
+    assert len(list(output.glob("*.txt"))) == 11

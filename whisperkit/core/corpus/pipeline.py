@@ -6,7 +6,7 @@ only runs them on threads; ``whisperkit.engines`` may run the same functions on 
 
     Source(index, path, name)                               sources.find_sources(paths)
       -- read_pieces(source) -------------------------> Piece | Failure     (CPU, a pool of workers)
-         decode in blocks of 300 s; a file of <= 30 s is one whole piece, a longer one is cut by
+         decode in blocks of 60 s; a file of <= 30 s is one whole piece, a longer one is cut by
          Silero VAD into chunks of <= 30 s of speech; Piece.spans maps piece time to file time;
          the file's last piece says last=True and carries audio_seconds and warnings
       -- Packer(pack).add(piece) / .flush() ----------> Window(places=[Place(piece, start, end)])
@@ -24,13 +24,17 @@ batches of ``batch_size`` windows across files) -> batch queue -> the model, in 
 thread -> file queue -> one writer. Queues are bounded, so a slow model holds the CPU stages
 back instead of letting decoded audio pile up.
 
-Memory bound (float32 audio at 64 KB per second): each reader holds at most two blocks of
-300 s (about 40 MB) while it cuts a long file; the piece queue at most ``2 x batch_size``
-pieces of <= 30 s (1.9 MB each); the packer one open window and one batch being formed; the
-batch queue ``QUEUED_BATCHES`` batches; the model one batch. Windows in flight are therefore at
-most ``(QUEUED_BATCHES + 2) x batch_size + 1``, each about 1 MB of features (80 mel bands;
-1.5 MB with 128): for batch size 8, under 40 MB of windows and 4 x 40 MB of reader blocks.
-Transcripts (text) of every file are kept for the result.
+Memory bound (float32 audio takes 64 KB per second): each reader holds at most two blocks of
+60 s (a block and the carried-over tail of the one before, 7.7 MB) and the pieces cut from
+them; the piece queue at most ``2 x batch_size`` pieces of <= 30 s (1.9 MB each); the packer
+one open window of <= 30 s and the batch it is forming; the batch queue ``QUEUED_BATCHES``
+batches; the model one. Windows with features in flight are therefore at most
+``(QUEUED_BATCHES + 2) x batch_size + 1``, about 1 MB each (80 mel bands; 1.5 MB with 128):
+for batch size 8 and 2 readers, under 100 MB in all, whatever the length of a file or the
+size of the folder. Freed memory is handed back to the system after every block and batch
+(glibc otherwise keeps it, and the resident size creeps up with the audio's length). On top
+comes the model's own working memory for one batch (on a CPU, tiny.en int8 at beam 5: about
+70 MB per window), and the transcripts (text) of the files done, kept for the result.
 """
 
 from __future__ import annotations
