@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from whisperkit.core.audio import SAMPLING_RATE, SILENCE_PEAK, stream_audio
+from whisperkit.core.audio import SAMPLING_RATE, SILENCE_PEAK, AudioBlock, stream_audio
 from whisperkit.errors import WhisperkitError
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
     a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
     """
     try:
-        yield from _cut(source.index, stream_audio(source.path, block_seconds))
+        yield from _cut(source.index, stream_audio(source.path, block_seconds), block_seconds)
     except WhisperkitError as error:
         reason = str(error)
         yield Failure(source.index, reason if reason.startswith(source.path) else f"{source.path}: {reason}")
@@ -125,7 +125,7 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
         yield Failure(source.index, f"{source.path}: cannot be read ({type(error).__name__}: {error})")
 
 
-def _cut(index: int, blocks) -> Iterator[Piece]:
+def _cut(index: int, blocks: Iterable[AudioBlock], block_seconds: float) -> Iterator[Piece]:
     import numpy as np
 
     carry = np.zeros(0, dtype=np.float32)
@@ -159,7 +159,7 @@ def _cut(index: int, blocks) -> Iterator[Piece]:
         release_freed_memory()
         # the last chunk may run on into the next block: decode it again with the next block
         cut = int(chunks[-1][1][0][0] * SAMPLING_RATE) if chunks else max(0, len(buffer) - 2 * SAMPLING_RATE)
-        if len(buffer) - cut > BLOCK_SECONDS * SAMPLING_RATE:  # sparse speech: do not let the carry grow
+        if len(buffer) - cut > block_seconds * SAMPLING_RATE:  # sparse speech: do not let the carry grow
             cut = len(buffer)
             for samples, spans in chunks[-1:]:
                 yield Piece(index, number, samples, tuple((start + s, length) for s, length in spans))
