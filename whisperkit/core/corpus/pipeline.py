@@ -62,7 +62,7 @@ from whisperkit.measure.cuda import is_out_of_memory
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
 MAX_SPANS = 200_000  # stage spans kept for the timeline
-_END = "end"
+_END = object()  # marks the end of a queue
 
 
 @dataclass
@@ -216,7 +216,7 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
         item = run.get(run.pieces, "pack")
         if item is None:
             return
-        if item == _END:
+        if item is _END:
             ended += 1
             continue
         since = time.monotonic()
@@ -254,7 +254,7 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         item = run.get(run.batches, "model")
         if item is None:
             return
-        if item == _END:
+        if item is _END:
             return
         if isinstance(item, Failure):
             finished.put(item)
@@ -293,7 +293,7 @@ def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) ->
     failed: set[int] = set()
     while True:
         item = finished.get()
-        if item == _END:
+        if item is _END:
             return
         since = time.monotonic()
         if isinstance(item, Failure):
