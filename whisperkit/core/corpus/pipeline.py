@@ -31,8 +31,8 @@ one open window of <= 30 s and the batch it is forming; the batch queue ``QUEUED
 batches; the model one. Windows with features in flight are therefore at most
 ``(QUEUED_BATCHES + 2) x batch_size + 1``, about 1 MB each (80 mel bands; 1.5 MB with 128):
 for batch size 8 and 2 readers, under 100 MB in all, whatever the length of a file or the
-size of the folder. Freed memory is handed back to the system after every block and batch
-(glibc otherwise keeps it, and the resident size creeps up with the audio's length). On top
+size of the folder. Readers hand freed memory back to the system after a block, at most every
+5 s (glibc otherwise keeps it, and the resident size creeps up with the audio's length). On top
 comes the model's own working memory for one batch (on a CPU, tiny.en int8 at beam 5: about
 70 MB per window), and the transcripts (text) of the files done, kept for the result.
 """
@@ -53,7 +53,6 @@ from whisperkit.core.corpus.stages import (
     Window,
     add_features,
     read_pieces,
-    release_freed_memory,
 )
 from whisperkit.core.transcription import Transcript
 from whisperkit.errors import DeviceError, first_line
@@ -265,7 +264,6 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         heard = sum(window.seconds > 0 for window in item)
         texts = _decode(run, decoder, item)
         del item  # the batch's features can go
-        release_freed_memory()
         run.busy("model", 0, since, items=heard)
         for text in texts:
             finished.put(text)
