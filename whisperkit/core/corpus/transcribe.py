@@ -31,7 +31,9 @@ class CorpusResult:
     ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
     previous run had done (resume). ``audio_seconds`` and ``wall_seconds`` cover this run's
     files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
-    seconds; ``model_wait_seconds`` is how long the model waited for its next batch, the corpus
+    seconds; ``windows`` the model's windows (``unpacked_windows`` of them decoded again one clip
+    per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
+    how long the model waited for its next batch, the corpus
     version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
     start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
     utilization samples, on the same clock as ``spans``.
@@ -48,6 +50,7 @@ class CorpusResult:
     stages: dict[str, StageStats] = field(default_factory=dict)
     windows: int = 0
     pieces: int = 0
+    unpacked_windows: int = 0
     load_seconds: float = 0.0
     batch_retries: list[dict] = field(default_factory=list)
     output_dir: str | None = None
@@ -223,6 +226,7 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
     result.stages = run.stats
     result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
     result.windows, result.pieces = run.windows, run.pieces_read
+    result.unpacked_windows = decoder.unpacked
     result.batch_retries = run.batch_retries
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
