@@ -125,7 +125,8 @@ def transcribe_corpus(
       model: as for :func:`whisperkit.transcribe`; None is the bundled tiny.en.
       batch_size: windows per model call (across files), or ``"auto"``; halved on out-of-memory.
       pack: put several short files (and voice-detected chunks) in one 30 s window, 0.6 s of
-        silence between them, and split the words back by their timestamps. Only where safe:
+        silence between them, and split the words back by their timestamps (a window where the
+        model skipped a clip is decoded again, one clip per window). Only where safe:
         with a fixed ``language`` or an English-only model; for a multilingual model with
         ``language=None`` packing is off (each window's language is detected on its own).
       output_dir: write each file's outputs there as it completes (``DIR/<relative path>.<fmt>``,
