@@ -135,6 +135,10 @@ def test_stage_accounting(first_run, corpus):
     assert result.windows < result.pieces  # short clips were packed
     assert {span.stage for span in result.spans} == {"read", "pack", "model", "write"}
     assert set(result.stage_table().index) == {"read", "pack", "model", "write"}
+    figure = wk.plots.stage_timeline(result)
+    assert {trace.name for trace in figure.data} == {"read", "pack", "model", "write"}
+    with pytest.raises(wk.WhisperkitError, match="transcribe_corpus"):
+        wk.plots.stage_timeline("not a result")
 
 
 def test_one_long_file_has_the_words_of_batched_transcribe(model, batched, long_sample):
@@ -147,6 +151,7 @@ def test_unpacked_words_match_and_monitor_marks_the_stages(model, clips):
     assert result.windows == 4
     assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
     assert len(result.timeline) > 0 and {"start", "first batch"} <= set(result.marks["label"])
+    assert "process CPU % (of all cores)" in {trace.name for trace in wk.plots.stage_timeline(result).data}
 
 
 def test_out_of_memory_halves_the_batch(model, clips, monkeypatch):
