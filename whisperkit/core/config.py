@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from whisperkit.errors import ConfigError
 
 MODES = ("batched", "sequential")
+SEGMENTATIONS = ("own", "batched")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,9 @@ class Config:
     ``batch_size="auto"`` asks :func:`whisperkit.recommend_batch_size` for one.
     ``options`` are further keyword arguments for faster-whisper's ``transcribe``
     (``vad_filter``, ``without_timestamps``, ``temperature``, ...).
+    ``segmentation="batched"`` makes a sequential run decode the chunks the batched pipeline
+    cuts (its VAD settings, ``chunk_length`` and ``clip_timestamps`` read from ``options``; see
+    :mod:`whisperkit.core.chunking`); ``"own"`` leaves each pipeline its own segmentation.
 
     >>> Config(mode="sequential", num_workers=24).mode
     'sequential'
@@ -35,6 +39,7 @@ class Config:
     language: str | None = None
     options: dict = field(default_factory=dict)
     label: str = ""
+    segmentation: str = "own"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -47,6 +52,10 @@ class Config:
             raise ConfigError(f"num_workers must be a whole number of at least 1, got {self.num_workers!r}")
         if not _whole_at_least(self.cpu_threads, 0):
             raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {self.cpu_threads!r}")
+        if self.segmentation not in SEGMENTATIONS:
+            raise ConfigError(
+                f"unknown segmentation {self.segmentation!r}; expected one of: {', '.join(SEGMENTATIONS)}"
+            )
         reserved = {"batch_size", "beam_size", "language"} & set(self.options)
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")

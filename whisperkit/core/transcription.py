@@ -5,13 +5,21 @@ decoded with the previous text as its prompt. ``mode="batched"`` calls
 ``BatchedInferencePipeline(model).transcribe(batch_size=...)``: Silero VAD cuts the audio into
 speech chunks of up to 30 s, and ``batch_size`` chunks are decoded together in one model call.
 
-Both calls do their CPU-only preparation (decoding the file, VAD, log-mel features) before
-they return, and decode lazily while their segments are read. whisperkit times the two parts
-separately: ``prepare_seconds`` until the call returns, ``decode_seconds`` for the rest.
+Both calls prepare before they return (decoding the file, VAD on the CPU, log-mel features
+for the whole file or every chunk) and decode lazily while their segments are read. The
+preparation is not always CPU only: with ``language=None`` (the default) and a multilingual
+model, both calls detect the language before they return, and that runs the model (the
+encoder and one decoder step, on the GPU when the model is there). An English-only model such
+as the bundled tiny.en skips detection. whisperkit times the two parts separately:
+``prepare_seconds`` until the call returns, ``decode_seconds`` for the rest.
+
+The two pipelines also cut the audio differently (see :mod:`whisperkit.core.chunking`);
+``Config(segmentation="batched")`` makes a sequential run decode the batched pipeline's chunks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -43,7 +51,10 @@ class Transcript:
     failed and the error), ``warnings`` what was wrong with the input but did not stop the run.
     ``chunks`` is the number of speech chunks a batched run decoded (known when it runs
     without timestamps, its default: one segment per chunk; else None); a batch size above it
-    changes nothing. ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
+    changes nothing. ``chunk_spans`` are those chunks' ``[start, end]`` in seconds of the audio
+    (for a batched run read from its segments, for a sequential run with
+    ``segmentation="batched"`` the chunks it was given; else None).
+    ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
     """
 
     segments: list[Segment]
@@ -58,6 +69,7 @@ class Transcript:
     warnings: list[str] = field(default_factory=list)
     batch_retries: list[dict] = field(default_factory=list)
     chunks: int | None = None
+    chunk_spans: list | None = None
     timeline: object = None  # pandas.DataFrame when monitored
     marks: object = None  # pandas.DataFrame when monitored
 
@@ -88,6 +100,7 @@ class Transcript:
             "warnings": self.warnings,
             "batch_retries": self.batch_retries,
             "chunks": self.chunks,
+            "chunk_spans": self.chunk_spans,
         }
 
     @classmethod
@@ -252,38 +265,71 @@ def _run(model, audio, config, batch_size, transcript, progress, started, mark) 
         segments, info = BatchedInferencePipeline(model.whisper).transcribe(
             audio.samples, batch_size=batch_size, **kwargs
         )
+        language = info.language
+    elif config.segmentation == "batched":
+        segments, language = _sequential_on_batched_chunks(model, audio, kwargs, transcript)
     else:
+        if _is_clip_list(kwargs.get("clip_timestamps")):  # the batched form: one dict per clip
+            kwargs["clip_timestamps"] = [t for clip in kwargs["clip_timestamps"] for t in (clip["start"], clip["end"])]
         segments, info = model.whisper.transcribe(audio.samples, **kwargs)
+        language = info.language
     prepared = time.perf_counter()
     mark("decode")
-    transcript.language = info.language
-    transcript.segments, raw_count = _read_segments(segments, audio, progress)
+    transcript.language = language
+    transcript.segments, raw_spans = _read_segments(segments, audio, progress)
     if config.mode == "batched" and config.options.get("without_timestamps", True):
-        transcript.chunks = raw_count
+        transcript.chunks = len(raw_spans)
+        transcript.chunk_spans = raw_spans
     finished = time.perf_counter()
     transcript.prepare_seconds = prepared - started
     transcript.decode_seconds = finished - prepared
     transcript.wall_seconds = finished - started
 
 
-def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment], int]:
-    """Collect non-empty segments, advancing a progress bar in seconds of audio; also count all."""
+def _sequential_on_batched_chunks(model, audio: Audio, kwargs: dict, transcript: Transcript):
+    """Sequential decoding of the chunks the batched pipeline would cut, one window per chunk."""
+    from whisperkit.core.chunking import batched_chunks, join_chunks, spans
+
+    cut = {k: kwargs.pop(k) for k in ("vad_filter", "vad_parameters", "chunk_length", "clip_timestamps") if k in kwargs}
+    chunks = batched_chunks(audio.samples, **cut)
+    transcript.chunks, transcript.chunk_spans = len(chunks), spans(chunks)
+    if not chunks:
+        return [], kwargs.get("language")
+    joined = join_chunks(audio.samples, chunks)
+    segments, info = model.whisper.transcribe(
+        joined.samples, vad_filter=False, clip_timestamps=joined.clip_timestamps, **kwargs
+    )
+    restored = (
+        dataclasses.replace(s, start=joined.original_seconds(s.start), end=joined.original_seconds(s.end, is_end=True))
+        for s in segments
+    )
+    return restored, info.language
+
+
+def _is_clip_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(clip, dict) for clip in value)
+
+
+def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment], list[list[float]]]:
+    """Collect non-empty segments, advancing a progress bar in seconds of audio; also the
+    ``[start, end]`` of every segment, empty ones included (seconds, rounded to 10 ms)."""
     from tqdm.auto import tqdm
 
     name = os.path.basename(audio.path) if audio.path else "audio"
     total = round(audio.seconds, 1)
     collected = []
-    count = 0
+    raw_spans = []
     with tqdm(total=total, unit="s", desc=name, disable=not progress, leave=False) as bar:
         for segment in segments:
-            count += 1
             text = segment.text.strip()
             end = min(segment.end, audio.seconds)
+            start = min(segment.start, end)
+            raw_spans.append([round(start, 2), round(end, 2)])
             if text:
-                collected.append(Segment(start=min(segment.start, end), end=end, text=text))
+                collected.append(Segment(start=start, end=end, text=text))
             bar.update(max(0.0, round(end, 1) - bar.n))
         bar.update(total - bar.n)
-    return collected, count
+    return collected, raw_spans
 
 
 def _resolve_batch_size(config: Config, model: Model) -> int:
