@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit.core.transcription import transcribe_config
 from whisperkit.core.audio import load_audio
 from whisperkit.core.chunking import Chunk, batched_chunks, join_chunks, spans
 from whisperkit.core.config import Config, matched_options
+from whisperkit.core.transcription import transcribe_config
 from whisperkit.errors import ConfigError
 
 
