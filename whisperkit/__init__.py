@@ -46,6 +46,8 @@ _EXPORTS = {
     "report": "views.report",
     "app": "views.app",
     "transcribe_clips": "core.clips",
+    "diagnose": "experiments.diagnose",
+    "Finding": "experiments.diagnose",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
 _SUBMODULES = {

@@ -11,7 +11,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
+                        help="CTranslate2 workers, for that many concurrent transcribe() calls; they share the "
+                             "weights, each adds its own threads and working memory (default: 1; compare keeps "
+                             "the seed's 24 and 6)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
     parser.add_argument("--language", default=None, help="language code such as en; default: detect")

@@ -44,11 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
     env.set_defaults(func=run_env)
+    from whisperkit.cli import diagnose as diagnose_cli
     from whisperkit.cli import experiments as experiment_cli
     from whisperkit.cli import monitor as monitor_cli
 
     monitor_cli.register(commands)
     experiment_cli.register(commands)
+    diagnose_cli.register(commands)
     return parser
 
 

@@ -17,7 +17,8 @@ def register(commands) -> None:
     add_model_arguments(compare)
     compare.add_argument("--reference", default=None, help="text file with the expected transcript (default: FILE's .txt)")
     compare.add_argument("--repeats", type=int, default=1, help="alternating repeats per side (default: 1)")
-    compare.add_argument("--matched", action="store_true", help="give the sequential side the batched side's decoding options")
+    compare.add_argument("--matched", action="store_true", help="the sequential side decodes the batched side's chunks with its decoding "
+                         "settings; batching (and num_workers) remain")
     compare.add_argument("--interval", type=float, default=0.1, help="seconds between utilization samples")
     compare.add_argument("--output-dir", required=True)
     compare.set_defaults(func=run_compare)

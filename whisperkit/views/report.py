@@ -93,6 +93,7 @@ def _comparison_sections(comparison, runs) -> list[str]:
         _reading_guide(runs),
         _section("Results", _comparison_table(comparison) + _metrics_table(runs)),
         _section("What differs between the sides", _differences(comparison)),
+        _section("Diagnosis", diagnosis_html(comparison)),
         _figures([
             ("Utilization over time", "Before above after, on the same time axis.", plots.timeline(comparison)),
             ("Summary", "Means over the transcription (prepare and decode), model load excluded.",
@@ -131,6 +132,7 @@ def _runs_sections(runs) -> list[str]:
     return [
         _reading_guide(runs),
         _section("Results", _metrics_table(runs)),
+        _section("Diagnosis", diagnosis_html(runs)),
         _figures([
             ("Utilization over time", "", plots.timeline(runs)),
             ("Summary", "Means over the transcription (prepare and decode), model load excluded.",
@@ -228,6 +230,23 @@ def _metric_cell(run, key: str, digits: int | None) -> str:
             return "none (sequential)" if run.config.mode == "sequential" else "n/a"
         return "n/a"
     return _percent(value) if digits is None else _fmt(value, digits)
+
+
+def diagnosis_html(result) -> str:
+    """The findings of :func:`whisperkit.experiments.diagnose.diagnose` for ``result`` (a Run,
+    Comparison, Sweep or list of runs) as an HTML list, most important first."""
+    from whisperkit.experiments.diagnose import diagnose
+
+    findings = diagnose(result)
+    if not findings:
+        return "<p>No findings: nothing points to an idle GPU, a wasted setting or a misread meter.</p>"
+    items = "".join(
+        f"<li><b>{html.escape(f.title)}</b> <code>{html.escape(f.code)}</code>"
+        f"{' (' + html.escape(f.run) + ')' if f.run else ''}<br>{html.escape(f.evidence)}<br>"
+        f"<i>What to do:</i> {html.escape(f.what_to_do)}</li>"
+        for f in findings
+    )
+    return f"<ol>{items}</ol>"
 
 
 def _differences(comparison) -> str:
