@@ -59,6 +59,8 @@ def test_comparison_shows_every_setting_that_differs(comparison):
     assert "fallback" in differing["temperature"][0] and "no fallback" in differing["temperature"][1]
     assert differing["no_speech_threshold"] == (0.6, "ignored")
     assert "beam_size" not in differing and "model" not in differing
+    seq_cut, batched_cut = differing["segmentation"]  # the two pipelines cut the audio differently
+    assert seq_cut.startswith("30 s windows over the whole audio") and batched_cut.startswith("4 chunk(s)")
 
 
 def test_matched_comparison_leaves_batching_as_the_difference():
@@ -69,6 +71,19 @@ def test_matched_comparison_leaves_batching_as_the_difference():
     assert matched.wer_between == 0.0  # one chunk, same decoding: the same words
     assert matched.before.config.options["vad_filter"] is True
     assert matched.to_dict()["matched"] is True
+
+
+def test_matched_comparison_decodes_the_same_chunks_on_both_sides():
+    matched = wk.compare(sample_path(), matched=True, progress=False)
+    before, after = matched.before.transcript, matched.after.transcript
+    assert matched.before.config.segmentation == "batched"
+    assert before.chunks == after.chunks == 4  # the sequential pipeline alone cuts 3 windows here
+    for mine, theirs in zip(before.chunk_spans, after.chunk_spans, strict=True):  # theirs: the pipeline's output
+        assert mine == pytest.approx(theirs, abs=0.02)
+    differing = {d["setting"] for d in matched.differences}
+    assert "segmentation" not in differing and differing <= {"mode", "batch_size", "num_workers"}
+    assert matched.wer_between < 0.03  # same chunks, same decoding: features differ only at chunk edges
+    assert "shall not perish from the earth" in before.text
 
 
 def test_repeats_alternate_and_use_medians():

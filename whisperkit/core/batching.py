@@ -17,9 +17,13 @@ size 8, RTX 3070 Ti). A batch size is then the largest power of two whose estima
 the free device memory less 10 % headroom, between 1 and 64. It is monotone: more memory
 never gives a smaller batch, a larger model never a larger one.
 
-On a CPU memory is rarely the limit; throughput is. Measured on 2 cores (tiny.en int8,
-DESIGN.md): batch 8 runs 2.1x faster than sequential and batch 16 only 4 % faster than 8, so the
-CPU recommendation is 8. :func:`autotune` measures instead of estimating.
+On a CPU memory is rarely the limit; throughput is. Measured on a 2-core machine (faster-whisper
+1.2.1, ctranslate2 4.8.5, tiny.en int8, beam 5, 258 s of speech): sequential 16.2 s, batched at
+batch size 8 7.6 s, at 16 7.3 s (4 % faster than 8). Batched mode also changes the decoding
+settings and the segmentation, so sequential against batched is not batching alone
+(``compare(matched=True)`` isolates it). Rerun on any long file with
+``whisperkit sweep FILE --device cpu --batch-sizes 8,16``. Hence the CPU recommendation, 8;
+:func:`autotune` measures instead of estimating.
 """
 
 from __future__ import annotations

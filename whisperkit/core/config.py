@@ -119,6 +119,9 @@ def decoding_settings(config: Config) -> dict:
         for name in IGNORED_IN_BATCHED:
             settings[name] = "ignored"
     else:
+        for name in IGNORED_IN_BATCHED:  # None turns a threshold off: the same as batched mode ignoring it
+            if settings[name] is None:
+                settings[name] = "ignored"
         settings["temperature"] = (
             f"{temperatures[0]} (no fallback)" if len(temperatures) == 1
             else f"{', '.join(str(t) for t in temperatures)} (fallback)"
@@ -127,11 +130,19 @@ def decoding_settings(config: Config) -> dict:
 
 
 def matched_options(batched: Config) -> dict:
-    """Options that make a sequential run decode as ``batched`` does, to isolate batching itself."""
+    """Options that make a sequential run decode as ``batched`` does.
+
+    With ``Config(segmentation="batched")`` the sequential run also decodes the batched
+    side's chunks: the VAD settings (``vad_filter``, ``vad_parameters``, ``chunk_length``,
+    ``clip_timestamps``) are passed on for cutting them, not to faster-whisper.
+    """
     effective = decoding_settings(batched.replace(mode="batched"))
     temperature = batched.options.get("temperature", 0.0)
     first = temperature[0] if isinstance(temperature, (list, tuple)) else temperature
+    cutting = {k: batched.options[k] for k in ("vad_parameters", "chunk_length", "clip_timestamps")
+               if k in batched.options}
     return {
+        **cutting,
         "vad_filter": effective["vad_filter"],
         "without_timestamps": effective["without_timestamps"],
         "condition_on_previous_text": False,

@@ -66,9 +66,11 @@ def load_model(
       device: ``"auto"`` (cuda where ctranslate2 sees a CUDA device, else cpu), ``"cpu"``, ``"cuda"``.
       compute_type: ``"auto"`` (float16 on cuda, int8 on cpu) or a CTranslate2 compute type
         supported on the device (``int8``, ``int8_float16``, ``float16``, ``float32``, ...).
-      num_workers: model replicas, so that that many threads can call ``transcribe`` at once.
-        One call uses one replica: more workers do not speed up a single transcription.
-      cpu_threads: CTranslate2 intra-op threads per replica (0: its default).
+      num_workers: CTranslate2 workers (``inter_threads``), so that that many Python threads can
+        call ``transcribe`` at once. Workers on one device share the weights; each adds its own
+        thread pool and working memory, and on a GPU its own CUDA stream and caching allocator.
+        One call uses one worker: more workers do not speed up a single transcription.
+      cpu_threads: CTranslate2 intra-op threads per worker (0: its default).
 
     >>> m = load_model()                      # doctest: +SKIP
     >>> m.device, m.compute_type              # doctest: +SKIP

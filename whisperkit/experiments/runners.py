@@ -2,8 +2,10 @@
 
 The seed note's two configurations, exactly as it set them:
 
-- :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``. Those
-  are 24 model replicas for 24 concurrent callers; one call uses one, so they only cost memory.
+- :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``: 24
+  CTranslate2 workers, for 24 concurrent callers. They share the model's weights; each adds its
+  own thread pool and working memory (on a GPU also its own CUDA stream and allocator). One
+  call uses one worker, so for one file the other 23 only cost memory.
 - :data:`SEED_AFTER`: ``BatchedInferencePipeline`` with a batch size chosen from device memory
   and ``num_workers=6``.
 
@@ -88,9 +90,12 @@ def compare(
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
-    ``matched=True`` gives the sequential side the batched side's decoding options (VAD, no
-    timestamps, no previous-text prompt, one temperature, no thresholds), so that what remains
-    different is batching itself. ``on_start(sampler)`` is passed to every :func:`run` (for live
+    ``matched=True`` makes the sequential side decode exactly the batched side's chunks (cut
+    as ``BatchedInferencePipeline`` cuts them, one window each: ``Config(segmentation="batched")``)
+    with the batched side's decoding settings (no timestamps, no previous-text prompt, one
+    temperature, no thresholds), so that batching is what remains (with ``num_workers`` and the
+    batch size, which ``differences`` lists). ``differences`` lists every setting that differs,
+    the segmentation (chunk count and boundaries) included. ``on_start(sampler)`` is passed to every :func:`run` (for live
     charts); ``on_run(side, run)``, when given, is called after each run (side is ``"before"``
     or ``"after"``), so a caller can keep finished runs if a later one fails.
 
@@ -108,7 +113,8 @@ def compare(
             raise WhisperkitError("matched=True needs one sequential and one batched side")
         matched_sequential = sequential.replace(
             options={**sequential.options, **matched_options(batched)},
-            label=(sequential.label or "sequential") + " (matched decoding)",
+            segmentation="batched",
+            label=(sequential.label or "sequential") + " (matched: batched chunks and decoding)",
         )
         before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
     before_runs, after_runs = [], []
@@ -211,15 +217,40 @@ def autotune(
 
 
 def differences(before: Run, after: Run) -> list[dict]:
-    """Every setting, decoding included, whose value differs between two runs."""
+    """Every setting, decoding included, whose value differs between two runs, and the
+    segmentation (how the audio was cut into windows) where it differs."""
     left = {**before.transcript.config, **decoding_settings(before.config)}
     right = {**after.transcript.config, **decoding_settings(after.config)}
-    skip = {"options", "label"}
-    return [
+    skip = {"options", "label", "segmentation"}
+    found = [
         {"setting": key, "before": left.get(key), "after": right.get(key)}
         for key in dict.fromkeys([*left, *right])
         if key not in skip and left.get(key) != right.get(key)
     ]
+    if not _same_chunks(before, after):
+        found.append({"setting": "segmentation", "before": segmentation(before), "after": segmentation(after)})
+    return found
+
+
+def segmentation(run_: Run) -> str:
+    """How a run cut its audio: its chunks where known, else the sequential pipeline's rule."""
+    spans = run_.transcript.chunk_spans
+    if spans is not None:
+        where = ", ".join(f"{start:.2f}-{end:.2f}" for start, end in spans)
+        return f"{len(spans)} chunk(s) of at most 30 s, one window each: {where} s"
+    if run_.config.mode == "batched":
+        return "VAD chunks (160 ms silences, at most 30 s); boundaries known only without timestamps"
+    speech = ("the VAD speech (spans end at 2 s silences) joined" if (run_.config.options or {}).get("vad_filter")
+              else "the whole audio")
+    return f"30 s windows over {speech}, each starting where the previous window's last timestamp ended"
+
+
+def _same_chunks(before: Run, after: Run, tolerance_s: float = 0.02) -> bool:
+    left, right = before.transcript.chunk_spans, after.transcript.chunk_spans
+    if left is None or right is None:
+        return False
+    return len(left) == len(right) and all(
+        abs(a - b) <= tolerance_s for x, y in zip(left, right) for a, b in zip(x, y))
 
 
 def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:

@@ -53,9 +53,10 @@ driver's last sample period, during which at least one kernel was running. That 
 1/6 s and 1 s depending on the product, so sampling faster than it repeats the same value.
 "100 %" does not mean every streaming multiprocessor (SM) is busy: one small kernel on one SM
 reads 100 %. ``gpu{i}_mem_util_percent`` is likewise the share of the period during which device
-memory was read or written. On Hopper and newer GPUs the GPM metrics (``NVML_GPM_METRIC_SM_UTIL``,
-``NVML_GPM_METRIC_SM_OCCUPANCY``) measure the share of SMs actually busy; they are the better
-measure and are not implemented here.
+memory was read or written. On Hopper and newer GPUs the GPM metrics say more:
+``NVML_GPM_METRIC_SM_UTIL`` is the percentage of SMs that were busy, and
+``NVML_GPM_METRIC_SM_OCCUPANCY`` the percentage of warps active against the theoretical maximum
+(NVML's definitions); they are not implemented here.
 
 ``gpu{i}_process_util_percent`` sums the newest ``smUtil`` from
 ``nvmlDeviceGetProcessUtilization`` over the watched process tree. ``NVMLError_NotFound`` (no

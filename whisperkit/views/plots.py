@@ -10,7 +10,8 @@ the figure it gets, :func:`whisperkit.views.report.report` writes it into an HTM
 
 Colours stay the same everywhere: the first run ("before") is red, the second ("after") teal.
 Phases are shaded: ``load`` (the model), ``prepare`` (audio decoding, VAD and log-mel features;
-CPU only) and ``decode`` (the model's windows or batches). Without a visible GPU no empty GPU
+and language detection on the model for a multilingual model with no language given) and
+``decode`` (the model's windows or batches). Without a visible GPU no empty GPU
 panel is drawn; a note says why instead.
 """
 
@@ -308,7 +309,9 @@ def _phase_words(run, label: str) -> tuple[str, str]:
         return "load", "load: the model is read and placed on its device"
     if label == "prepare":
         work = "audio decoding, VAD and log-mel features" if vad else "audio decoding and log-mel features"
-        return "prepare (CPU)", f"prepare: {work}, CPU only"
+        if run.config.language is None and not str(run.transcript.config.get("model") or "").endswith(".en"):
+            return "prepare", f"prepare: {work}, and language detection on the model"
+        return "prepare (CPU)", f"prepare: {work}, CPU only (an English-only model detects no language)"
     if label == "decode":
         batch = run.transcript.config.get("batch_size")
         how = f"batches of up to {batch} chunks" if batched else "one 30 s window at a time"

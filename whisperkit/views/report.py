@@ -38,24 +38,26 @@ READING_GUIDE = """
 <p>Each timeline shows one run from model load to its last segment, on one time axis in seconds.
 The CPU panel shows the whole machine (system) and this Python process, each as a share of all
 {cores} cores: 100&nbsp;% means every core is busy. Shaded phases: <b>load</b> (the model),
-<b>prepare</b> (audio decoding, voice activity detection and log-mel features; CPU only) and <b>decode</b> (the
+<b>prepare</b> (audio decoding, voice activity detection and log-mel features; for a multilingual
+model with no language given also language detection, which runs the model) and <b>decode</b> (the
 model's windows or batches).</p>
 <p>Where a GPU is visible, its panel shows NVML utilization: the share of the driver's last sample
 period (1/6&nbsp;s to 1&nbsp;s) in which at least one kernel ran. 100&nbsp;% means the GPU was never
-idle, not that all of its cores were busy. A run is <b>CPU-bound</b> when the CPU is busy while GPU
-utilization stays low (the GPU waits for work); it is <b>GPU-bound</b> when GPU utilization stays
-near 100&nbsp;%. RTFx is seconds of audio transcribed per second of wall time (higher is faster).</p>
+idle, not that all of its cores were busy. Low GPU utilization while the model is on the GPU means
+the GPU waited (for the CPU, or for work); a busy CPU core alone does not show that, because CUDA's
+default scheduling spins the waiting host thread. The Diagnosis section tells these cases apart.
+RTFx is seconds of audio transcribed per second of wall time (higher is faster).</p>
 """
 
 DIFFERENCES_SENTENCE = (
-    "Batched mode changes decoding as well as batching: every setting below differs between the "
-    "two sides, so a change in speed or in the words is not only a batching effect. "
-    "<code>compare(..., matched=True)</code> (<code>whisperkit compare --matched</code>) gives the "
-    "sequential side the batched side's decoding settings."
+    "Batched mode changes decoding and segmentation as well as batching: every setting below "
+    "differs between the two sides, so a change in speed or in the words is not only a batching "
+    "effect. <code>compare(..., matched=True)</code> (<code>whisperkit compare --matched</code>) "
+    "makes the sequential side decode the batched side's chunks with its decoding settings."
 )
 MATCHED_SENTENCE = (
-    "Decoding is matched: the sequential side uses the batched side's decoding settings, so the "
-    "remaining differences below are about batching and workers, not decoding."
+    "Matched: the sequential side decodes the batched side's chunks with its decoding settings, so "
+    "the remaining differences below are batching and workers, not decoding or segmentation."
 )
 
 
