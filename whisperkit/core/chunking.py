@@ -142,7 +142,7 @@ class JoinedChunks:
         start, end = pieces[index]
         return (start + min(max(sample - offsets[index], 0), end - start)) / SAMPLE_RATE
 
-    def _layout(self) -> tuple[list[float], list[tuple[int, int]]]:
+    def _layout(self) -> tuple[list[int], list[tuple[int, int]]]:
         pieces = [piece for chunk in self.chunks for piece in chunk.pieces]
         offsets, total = [], 0
         for start, end in pieces:
