@@ -135,7 +135,10 @@ def test_02_before_after_runs(kernel_manager_factory):
     matched = text_of(code_cell(notebook, "matched=True"))
     assert "batching alone" in matched and "same chunks" in matched
     assert "settings still different: ['mode', 'batch_size']" in matched  # no segmentation, no workers
-    assert "matched: batched chunks and decoding" in matched
+    spans = [json.loads(re.search(rf"chunks \(s\), {side}: *(\[.*?\]\])", matched).group(1))
+             for side in ("before", "after")]
+    assert len(spans[0]) == len(spans[1]) == 4  # both sides decoded the same 4 chunks
+    assert all(abs(a - b) <= 0.02 for x, y in zip(*spans) for a, b in zip(x, y))
     diagnosis = text_of(code_cell(notebook, "wk.diagnose(comparison)"))
     assert diagnosis.startswith("1. [") and "[workers-over-callers]" in diagnosis
     assert "[batch-larger-than-chunks]" in diagnosis and "4 chunk(s)" in diagnosis  # batch 8 or more, 4 chunks

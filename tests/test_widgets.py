@@ -169,6 +169,7 @@ def test_compare_shows_both_sides_and_what_differs(a):
     table = visible_text(a.table.value)
     for expected in ("before", "after", "RTFx", "Speed-up", "vad_filter", "condition_on_previous_text"):
         assert expected in table
+    assert "Diagnosis" in table and "workers-over-callers" in table  # the diagnosis panel
     words = visible_text(a.transcript.value).lower()
     assert words.count("slow and steady wins the race") == 2
     assert len(a.live_figure.data[0].x) >= 2

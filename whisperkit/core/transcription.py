@@ -299,11 +299,17 @@ def _sequential_on_batched_chunks(model, audio: Audio, kwargs: dict, transcript:
     segments, info = model.whisper.transcribe(
         joined.samples, vad_filter=False, clip_timestamps=joined.clip_timestamps, **kwargs
     )
-    restored = (
-        dataclasses.replace(s, start=joined.original_seconds(s.start), end=joined.original_seconds(s.end, is_end=True))
-        for s in segments
-    )
-    return restored, info.language
+    return (_restore_times(segment, joined) for segment in segments), info.language
+
+
+def _restore_times(segment, joined):
+    """A segment of the joined audio with its times (and its words' times) in the original audio."""
+    words = segment.words and [
+        dataclasses.replace(w, start=joined.original_seconds(w.start), end=joined.original_seconds(w.end, is_end=True))
+        for w in segment.words
+    ]
+    return dataclasses.replace(segment, start=joined.original_seconds(segment.start),
+                               end=joined.original_seconds(segment.end, is_end=True), words=words)
 
 
 def _is_clip_list(value) -> bool:
