@@ -83,7 +83,7 @@ def test_auto_on_a_gpu_without_float16_falls_back(monkeypatch):
     assert models.pick_compute_type("cuda", "auto") == "float32"
 
 
-def test_num_workers_loads_replicas(model):
-    replicated = wk.load_model(num_workers=2)
-    assert replicated.whisper.model.num_workers == 2
-    assert replicated.describe()["num_workers"] == 2
+def test_num_workers_sets_ctranslate2_workers(model):
+    workers = wk.load_model(num_workers=2)
+    assert workers.whisper.model.num_workers == 2
+    assert workers.describe()["num_workers"] == 2
