@@ -47,11 +47,16 @@ def visible_text(html_value: str) -> str:
     return re.sub(r"<[^>]+>", "", html_value)
 
 
-def test_app_is_exported_and_displays_as_a_widget():
+def test_app_is_a_widget_that_nests_in_a_layout_of_ones_own():
+    import ipywidgets
+
     a = wk.app()
-    assert isinstance(a, App)
+    assert isinstance(a, App) and isinstance(a, ipywidgets.Widget)
     bundle = a._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.widget.model_id
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.model_id
+    tab = ipywidgets.Tab([a, ipywidgets.HTML("notes")])
+    assert tab.children[0] is a
+    assert a.controls.transcribe_button is a.transcribe_button and a.live.figure is a.live_figure
     assert a.model.value == "tiny.en (bundled)"
     assert {"tiny", "small", "large-v3"} <= set(a.model.options)
     assert a.device.options == ("auto", "cpu", "cuda")
@@ -76,6 +81,9 @@ def test_transcribe_shows_text_table_live_chart_and_figures(a):
     rtfx = re.search(r"RTFx\s*([0-9.]+)", table)
     assert rtfx and float(rtfx.group(1)) == pytest.approx(a.last_result.metrics["rtfx"], abs=0.01)
     assert "batched, batch 4" in table
+    from whisperkit.experiments.metrics import METRICS
+
+    assert all(m.label in table for m in METRICS)  # the app's table reads the metrics registry
     assert a.progress.value == a.progress.max and a.status.value.startswith("Done in")
 
     live = {trace.name: trace for trace in a.live_figure.data}
@@ -184,8 +192,8 @@ def test_sweep_measures_each_batch_size(a):
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
     assert isinstance(result, results.Sweep)
-    assert [p.batch_size for p in result.points] == [1, 2, 4, 8, 16]
-    assert a.progress.value == a.progress.max == 5
+    assert [p.batch_size for p in result.points] == list(runners.DEFAULT_SWEEP)  # the one default list
+    assert a.progress.value == a.progress.max == len(runners.DEFAULT_SWEEP)
     assert f"Fastest batch size: {result.best}" in visible_text(a.table.value)
     assert reference_text(sample_path("aesop_02")).lower().rstrip(".") in visible_text(a.transcript.value).lower()
 
