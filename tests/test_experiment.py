@@ -13,6 +13,11 @@ from whisperkit.core.config import Config
 from whisperkit.core.samples import sample_path
 from whisperkit.experiments import experiment
 
+try:
+    from tests import machine
+except ImportError:
+    import machine
+
 CLIP = "aesop_03"  # 5.8 s, one chunk
 
 
@@ -35,15 +40,21 @@ def test_seed_configurations_are_the_notes_own():
 def test_comparison_measures_both_sides(comparison):
     before, after = comparison.before, comparison.after
     assert before.transcript.config["mode"] == "sequential" and before.transcript.config["num_workers"] == 24
-    assert after.transcript.config["mode"] == "batched" and after.transcript.config["batch_size"] == 8  # auto on CPU
+    assert after.transcript.config["mode"] == "batched"
+    if after.transcript.config["device"] == "cpu":
+        assert after.transcript.config["batch_size"] == batching.CPU_BATCH_SIZE  # auto on the CPU
     assert comparison.speedup == pytest.approx(before.transcript.wall_seconds / after.transcript.wall_seconds)
     assert comparison.wer_between < 0.08
     assert comparison.wer_vs_reference["before"] < 0.12 and comparison.wer_vs_reference["after"] < 0.12
     for run in (before, after):
         assert run.metrics["peak_rss_mb"] > 100 and 0 < run.metrics["rss_growth_mb"] < run.metrics["peak_rss_mb"]
         assert 0 < run.metrics["mean_process_cpu_percent"] <= 100
-        assert run.metrics["mean_gpu_util_percent"] is None and run.metrics["peak_gpu_mem_mb"] is None
-        assert "NVML unavailable" in run.gpu_unavailable_reason
+        if machine.has_nvml_gpu():
+            assert run.metrics["mean_gpu_util_percent"] >= 0 and run.metrics["peak_gpu_mem_mb"] > 0
+            assert run.gpu_unavailable_reason is None
+        else:
+            assert run.metrics["mean_gpu_util_percent"] is None and run.metrics["peak_gpu_mem_mb"] is None
+            assert run.gpu_unavailable_reason.startswith(machine.nvml_gpus()[1])
         assert list(run.marks["label"]) == ["load", "prepare", "decode"]
     # each side loaded its own model (the cache is cleared between sides)
     assert before.metrics["load_seconds"] > 0 and after.metrics["load_seconds"] > 0
@@ -82,7 +93,10 @@ def test_repeats_alternate_and_use_medians():
 def test_run_records_environment(comparison):
     env = comparison.after.environment
     assert env["cpu_logical_cores"] >= 1 and env["memory_total_mb"] > 1000 and env["cpu_model"]
-    assert env["gpus"] == [] and env["gpu_unavailable_reason"]
+    gpus, reason = machine.nvml_gpus()
+    assert [gpu["name"] for gpu in env["gpus"]] == [gpu["name"] for gpu in gpus]
+    assert env["gpu_unavailable_reason"] == reason
+    assert (env["cuda_unusable_reason"] is None) == machine.cuda_usable()
     assert env["versions"]["whisperkit"] == wk.__version__
     assert env["versions"]["ctranslate2"] and env["versions"]["faster-whisper"]
 
@@ -240,7 +254,13 @@ def test_auto_batch_size_for_a_loaded_model_does_not_count_its_weights_twice(mon
         "large-v3", "float16", memory_gb=free_gb, weights_loaded=True) == 2
 
 
-def test_recommend_without_nvml_falls_back_to_the_cpu_choice():
+def test_recommend_without_nvml_falls_back_to_the_cpu_choice(monkeypatch):
+    import sys
+
+    import pynvml
+    from fake_pynvml import make_fake
+
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake(init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
     assert batching.free_gpu_memory_gb() is None
     assert wk.recommend_batch_size("large-v3", "float16") == batching.CPU_BATCH_SIZE
 

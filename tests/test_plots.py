@@ -1,5 +1,5 @@
-"""Figures from real runs of the bundled model on a short clip; GPU panels from a synthetic
-GPU timeline (no machine here has a GPU)."""
+"""Figures from real runs of the bundled model on a short clip (recorded as without a GPU, see
+conftest.cpu_only); GPU panels from a synthetic GPU timeline, the same on every machine."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_timeline_marks_each_phase_of_each_run(clip_comparison):
 
 def test_timeline_without_gpu_says_why_and_draws_no_gpu_panel(clip_comparison):
     fig = plots.timeline(clip_comparison)
-    assert clip_comparison.before.gpu_unavailable_reason  # no machine here has a GPU
+    assert clip_comparison.before.gpu_unavailable_reason  # recorded as without a GPU
     text = note_text(fig)
     assert text.startswith("No GPU visible: ")
     assert clip_comparison.before.gpu_unavailable_reason.rstrip(". ") in text

@@ -9,9 +9,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and decoding options shared by every command that transcribes."""
     parser.add_argument("--model", default=None, help="size (tiny.en, small, large-v3, ...) or CTranslate2 folder; default: the bundled tiny.en")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--device-index", type=int, default=0,
+                        help="which CUDA device runs the model, in CUDA's numbering (follows CUDA_VISIBLE_DEVICES; default: 0)")
     parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
+                        help="CTranslate2 workers, for that many concurrent calls; they share the weights, each adds a thread pool "
+                             "and working memory (on a GPU a CUDA stream and allocator); one file uses one (default: 1; compare keeps the seed's 24 and 6)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
     parser.add_argument("--language", default=None, help="language code such as en; default: detect")
@@ -35,6 +38,7 @@ def config_from_args(args, **changes):
     values = dict(
         model=args.model,
         device=args.device,
+        device_index=args.device_index,
         compute_type=args.compute_type,
         num_workers=1 if args.num_workers is None else args.num_workers,
         cpu_threads=args.cpu_threads,

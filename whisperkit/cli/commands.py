@@ -68,7 +68,8 @@ def run_transcribe(args) -> int:
     from whisperkit.core.transcription import transcribe_config
 
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
-    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
+    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads,
+                       config.device_index)
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
     failed = 0
     for path in args.files:

@@ -143,6 +143,7 @@ def _with_model_args(config, args):
     return config.replace(
         model=args.model,
         device=args.device,
+        device_index=args.device_index,
         compute_type=args.compute_type,
         cpu_threads=args.cpu_threads,
         beam_size=args.beam_size,

@@ -26,9 +26,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from whisperkit.errors import ConfigError
+from whisperkit.errors import ConfigError, DeviceError, first_line
+from whisperkit.measure.cuda import is_cuda_error, is_out_of_memory
+
+T = TypeVar("T")
 
 MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
@@ -156,3 +161,40 @@ def free_gpu_memory_gb(index: int = 0) -> float | None:
         if gpu["index"] == index and gpu["memory_free_mb"] == gpu["memory_free_mb"]:  # not NaN
             return gpu["memory_free_mb"] / 1024
     return None
+
+
+def halving_on_out_of_memory(
+    attempt: Callable[[int | None], T],
+    batch_size: int | None,
+    *,
+    device: str,
+    retries: list[dict] | None = None,
+    on_retry: Callable[[int], None] | None = None,
+) -> T:
+    """``attempt(batch_size)``, halving the batch size (down to 1) each time the device runs out of memory.
+
+    Every batched path goes through here. Out of memory is any CUDA, cuBLAS or cuDNN allocation
+    failure (:func:`whisperkit.measure.cuda.is_out_of_memory`); each one appends
+    ``{"batch_size": failed size, "error": first line}`` to ``retries`` and calls
+    ``on_retry(new size)`` before the next attempt. ``batch_size=None`` (a sequential run) is
+    tried once. Out of memory at batch size 1 (or sequential), and any other CUDA error, is a
+    one-line :class:`DeviceError`; other errors pass through unchanged.
+    """
+    while True:
+        try:
+            return attempt(batch_size)
+        except RuntimeError as error:
+            if not is_cuda_error(error):
+                raise
+            if not is_out_of_memory(error):
+                raise DeviceError(f"{device} failed while transcribing ({first_line(error)}); "
+                                  "check the GPU with `whisperkit env`, or use device cpu") from None
+            if batch_size is None or batch_size <= 1:
+                where = "sequentially" if batch_size is None else "even at batch size 1"
+                raise DeviceError(f"out of {device} memory {where} ({first_line(error)}); "
+                                  "use a smaller model or compute type") from None
+            if retries is not None:
+                retries.append({"batch_size": batch_size, "error": first_line(error)})
+            batch_size = max(1, batch_size // 2)
+            if on_retry is not None:
+                on_retry(batch_size)

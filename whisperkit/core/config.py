@@ -17,6 +17,10 @@ class Config:
     ``mode="batched"`` is ``BatchedInferencePipeline(model).transcribe(batch_size=...)``;
     ``mode="sequential"`` is ``WhisperModel.transcribe`` (``batch_size`` is then unused).
     ``batch_size="auto"`` asks :func:`whisperkit.recommend_batch_size` for one.
+    ``device_index`` is the CUDA device that runs the model (CUDA's numbering, which follows
+    ``CUDA_VISIBLE_DEVICES``). ``num_workers`` are CTranslate2 workers: they share the model's
+    weights, and each adds its own thread pool and working memory (on a GPU also its own CUDA
+    stream and caching allocator); one transcription uses one worker.
     ``options`` are further keyword arguments for faster-whisper's ``transcribe``
     (``vad_filter``, ``without_timestamps``, ``temperature``, ...).
 
@@ -26,6 +30,7 @@ class Config:
 
     model: str | None = None
     device: str = "auto"
+    device_index: int = 0
     compute_type: str = "auto"
     mode: str = "batched"
     batch_size: int | str = 8
@@ -43,6 +48,8 @@ class Config:
             raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {self.batch_size!r}")
         if not _whole_at_least(self.beam_size, 1):
             raise ConfigError(f"beam size must be a whole number of at least 1, got {self.beam_size!r}")
+        if not _whole_at_least(self.device_index, 0):
+            raise ConfigError(f"device_index must be a whole number of at least 0, got {self.device_index!r}")
         if not _whole_at_least(self.num_workers, 1):
             raise ConfigError(f"num_workers must be a whole number of at least 1, got {self.num_workers!r}")
         if not _whole_at_least(self.cpu_threads, 0):

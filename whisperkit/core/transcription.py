@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from whisperkit.core.audio import Audio, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, load_model
-from whisperkit.errors import DeviceError, WhisperkitError, first_line
+from whisperkit.errors import WhisperkitError
 
 
 @dataclass
@@ -40,7 +40,8 @@ class Transcript:
     segment and leaves out model loading (``load_seconds``, 0 when the model was already
     loaded), so ``rtfx = audio_seconds / wall_seconds`` is the speed of transcription itself.
     ``batch_retries`` lists each out-of-memory retry of a batched run (the batch size that
-    failed and the error), ``warnings`` what was wrong with the input but did not stop the run.
+    failed and the error); the phase times count only the attempt that succeeded, and the
+    failed attempts' time is ``retry_seconds`` (so prepare + decode + retry = wall). ``warnings`` what was wrong with the input but did not stop the run.
     ``chunks`` is the number of speech chunks a batched run decoded (known when it runs
     without timestamps, its default: one segment per chunk; else None); a batch size above it
     changes nothing. ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
@@ -53,6 +54,7 @@ class Transcript:
     prepare_seconds: float = 0.0
     decode_seconds: float = 0.0
     load_seconds: float = 0.0
+    retry_seconds: float = 0.0
     config: dict = field(default_factory=dict)
     audio_path: str | None = None
     warnings: list[str] = field(default_factory=list)
@@ -83,6 +85,7 @@ class Transcript:
             "load_seconds": self.load_seconds,
             "prepare_seconds": self.prepare_seconds,
             "decode_seconds": self.decode_seconds,
+            "retry_seconds": self.retry_seconds,
             "config": self.config,
             "audio_path": self.audio_path,
             "warnings": self.warnings,
@@ -127,6 +130,7 @@ def transcribe(
     beam_size: int = 5,
     language: str | None = None,
     device: str = "auto",
+    device_index: int = 0,
     compute_type: str = "auto",
     num_workers: int = 1,
     cpu_threads: int = 0,
@@ -140,8 +144,8 @@ def transcribe(
     Args:
       audio: a path to any audio or video file PyAV can read, or a 16 kHz mono float32 array.
       model: a :class:`Model` from :func:`load_model`, a faster-whisper ``WhisperModel``, or a
-        name or folder to load (with ``device``, ``compute_type``, ``num_workers``,
-        ``cpu_threads``); None is the bundled tiny.en.
+        name or folder to load (with ``device``, ``device_index``, ``compute_type``,
+        ``num_workers``, ``cpu_threads``; see :func:`whisperkit.load_model`); None is the bundled tiny.en.
       mode: ``"batched"`` or ``"sequential"``.
       batch_size: chunks decoded together in batched mode (at least 1), or ``"auto"``.
       progress: show a progress bar in seconds of audio (tqdm; renders in notebooks too).
@@ -157,12 +161,13 @@ def transcribe(
         model = _wrap_whisper_model(model)
     if isinstance(model, Model):  # already loaded: its placement is the one used
         name, device, compute_type = model.name, model.device, model.compute_type
-        num_workers, cpu_threads = model.num_workers, model.cpu_threads
+        num_workers, cpu_threads, device_index = model.num_workers, model.cpu_threads, model.device_index
     else:
         name = None if model is None else os.fspath(model)
     config = Config(
         model=name,
         device=device,
+        device_index=device_index,
         compute_type=compute_type,
         mode=mode,
         batch_size=batch_size,
@@ -199,7 +204,8 @@ def transcribe_config(
     mark = sampler.mark if sampler is not None else _no_mark
     mark("load")
     if model is None:
-        model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
+        model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads,
+                           config.device_index)
         load_seconds = model.load_seconds
     else:
         load_seconds = 0.0
@@ -224,27 +230,35 @@ def transcribe_config(
         transcript.warnings.append(f"{audio.path or 'audio'}: silent (no sample above -60 dBFS), nothing to transcribe")
         transcript.wall_seconds = transcript.prepare_seconds = time.perf_counter() - started
         return transcript
-    while True:
-        try:
-            _run(model, audio, config, batch_size, transcript, progress, started, mark)
-            break
-        except RuntimeError as error:
-            if config.mode != "batched" or not _is_out_of_memory(error):
-                raise
-            if batch_size == 1:
-                raise DeviceError(
-                    f"out of {model.device} memory even at batch size 1 ({first_line(error)}); "
-                    "use a smaller model or compute type"
-                ) from None
-            transcript.batch_retries.append({"batch_size": batch_size, "error": first_line(error)})
-            batch_size = max(1, batch_size // 2)
-            transcript.config["batch_size"] = batch_size
-            mark("retry")
+    from whisperkit.core.batching import halving_on_out_of_memory
+
+    attempts: list[float] = []  # when each attempt started
+
+    def attempt(size: int | None) -> float:
+        attempts.append(time.perf_counter())
+        return _run(model, audio, config, size, transcript, progress, attempts[-1], mark)
+
+    def retry(size: int) -> None:
+        transcript.config["batch_size"] = size
+        mark("retry")
+
+    if config.mode == "batched":
+        finished = halving_on_out_of_memory(attempt, batch_size, device=model.device, retries=transcript.batch_retries,
+                                            on_retry=retry)
+    else:
+        finished = halving_on_out_of_memory(attempt, None, device=model.device)
+    transcript.prepare_seconds += attempts[0] - started  # reading the audio
+    transcript.retry_seconds = attempts[-1] - attempts[0]
+    transcript.wall_seconds = finished - started
     return transcript
 
 
-def _run(model, audio, config, batch_size, transcript, progress, started, mark) -> None:
-    """One attempt: start the pipeline, read its segments, fill ``transcript`` in place."""
+def _run(model, audio, config, batch_size, transcript, progress, started, mark) -> float:
+    """One attempt from ``started``: start the pipeline, read its segments, fill ``transcript`` in place.
+
+    Its phase times are its own, so a failed attempt before it does not count in them. Returns
+    when it finished (``time.perf_counter()``).
+    """
     kwargs = dict(beam_size=config.beam_size, language=config.language, **config.options)
     if config.mode == "batched":
         from faster_whisper import BatchedInferencePipeline
@@ -263,7 +277,7 @@ def _run(model, audio, config, batch_size, transcript, progress, started, mark) 
     finished = time.perf_counter()
     transcript.prepare_seconds = prepared - started
     transcript.decode_seconds = finished - prepared
-    transcript.wall_seconds = finished - started
+    return finished
 
 
 def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment], int]:
@@ -326,10 +340,6 @@ def _wrap_whisper_model(whisper) -> Model:
         compute_type=inner.compute_type,
         num_workers=inner.num_workers,
     )
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    return "out of memory" in str(error).lower()
 
 
 

@@ -14,14 +14,23 @@ def collect_environment() -> dict:
     Keys: ``python``, ``platform``, ``cpu_model``, ``cpu_logical_cores``, ``cpu_physical_cores``,
     ``memory_total_mb`` (MiB), ``gpus`` (per NVIDIA GPU: index, name, uuid, memory_total_mb,
     memory_free_mb, driver_version, cuda_driver_version), ``gpu_unavailable_reason`` (why
-    ``gpus`` is empty, else None), ``ctranslate2_cuda_devices`` and ``versions``.
+    ``gpus`` is empty, else None), ``ctranslate2_cuda_devices``, ``cuda_libraries`` (the CUDA
+    libraries ctranslate2 needs: ``needed``, ``found`` (library -> file), ``missing``; None
+    where ctranslate2 sees no CUDA device, so nothing was loaded), ``cuda_unusable_reason`` (why
+    ``device="auto"`` runs on the CPU; None where it runs on the GPU) and ``versions``.
     """
     import psutil
 
-    from whisperkit.measure.cuda import cuda_device_count
+    from whisperkit.measure.cuda import GPU_EXTRA_HINT, cuda_device_count, cuda_libraries
     from whisperkit.measure.nvml import gpu_inventory
 
     gpus, gpu_reason = gpu_inventory()
+    cuda_devices = cuda_device_count()
+    libraries = cuda_libraries() if cuda_devices > 0 else None
+    if cuda_devices == 0:
+        unusable = f"ctranslate2 sees no CUDA device; on a GPU machine: install the NVIDIA driver, then {GPU_EXTRA_HINT}"
+    else:
+        unusable = libraries.reason if libraries is not None else None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -31,7 +40,9 @@ def collect_environment() -> dict:
         "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
         "gpus": gpus,
         "gpu_unavailable_reason": gpu_reason,
-        "ctranslate2_cuda_devices": cuda_device_count(),
+        "ctranslate2_cuda_devices": cuda_devices,
+        "cuda_libraries": libraries.to_dict() if libraries is not None else None,
+        "cuda_unusable_reason": unusable,
         "versions": package_versions(),
     }
 
@@ -75,6 +86,14 @@ def format_environment(env: dict) -> str:
     else:
         lines.append(f"GPU: none visible ({env['gpu_unavailable_reason']})")
     lines.append(f"CUDA devices ctranslate2 sees: {env['ctranslate2_cuda_devices']}")
+    libraries = env.get("cuda_libraries")
+    if libraries:
+        for name in libraries["needed"]:
+            where = libraries["found"].get(name)
+            lines.append(f"CUDA library {name}: " + (f"loaded from {where}" if where else
+                                                     f"missing ({libraries['errors'].get(name, 'not found')})"))
+    reason = env.get("cuda_unusable_reason")
+    lines.append(f"device auto: cpu ({reason})" if reason else "device auto: cuda")
     lines.append(f"Python {env['python']} on {env['platform']}")
     lines.extend(f"{name}: {version or 'not installed'}" for name, version in env["versions"].items())
     return "\n".join(lines)
