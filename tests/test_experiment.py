@@ -273,7 +273,7 @@ def test_architecture_from_names_and_folders():
     assert not math.isnan(batching.weights_mb("tiny.en", "int8"))
 
 
-def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
+def test_gpu_metrics_come_from_the_models_gpu_else_the_busiest_during_transcription(comparison):
     import dataclasses
 
     run = comparison.after
@@ -284,9 +284,18 @@ def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
     timeline.loc[decoding, "gpu1_util_percent"] = 90.0  # busy only while transcribing
     timeline["gpu0_mem_used_mb"] = 800.0
     timeline["gpu1_mem_used_mb"] = float("nan")  # memory not supported on this one
-    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline))
-    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # model load excluded
+    environment = {**run.environment, "model_gpu": None}
+    unknown = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": None})
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # the busiest; model load excluded
     assert computed["peak_gpu_mem_mb"] == 800.0
+    # the model ran on NVML GPU 0: another tenant's busy GPU 1 does not count
+    on_gpu0 = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": 0})
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=on_gpu0, environment=environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(5.0) and computed["peak_gpu_mem_mb"] == 800.0
+    from_environment = {**environment, "model_gpu": {"nvml_index": 1}}
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=from_environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0) and computed["peak_gpu_mem_mb"] is None
 
 
 def test_every_computed_metric_is_in_the_registry(clip_comparison):

@@ -29,6 +29,8 @@ _EXPORTS = {
     "list_samples": "core.samples",
     "word_error_rate": "core.accuracy",
     "collect_environment": "measure.environment",
+    "model_gpu": "measure.devices",
+    "cuda_libraries": "measure.cuda",
     "Sampler": "measure.sampler",
     "Run": "experiments.results",
     "Comparison": "experiments.results",

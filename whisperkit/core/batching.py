@@ -119,8 +119,9 @@ def recommend_batch_size(
     Args:
       model: a model size or a folder name containing one.
       compute_type: the CTranslate2 compute type the model runs in.
-      memory_gb: free device memory in GiB; None asks NVML for GPU 0's free memory (and where
-        NVML cannot tell, the CPU choice, 8).
+      memory_gb: free device memory in GiB; None asks NVML for the free memory of CUDA device 0
+        (the NVML device it is, after ``CUDA_VISIBLE_DEVICES``; a MIG instance's own memory), and
+        where NVML cannot tell, gives the CPU choice, 8.
       device: ``"cuda"`` uses the memory model; ``"cpu"`` returns the measured CPU optimum (8).
       weights_loaded: the model is already on the device, so the free memory no longer
         includes its weights and they are not subtracted again.
@@ -147,20 +148,22 @@ def recommend_batch_size(
 
 
 def recommend_for_model(model, beam_size: int = 5) -> int:
-    """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory)."""
-    return recommend_batch_size(model.name, model.compute_type, device=model.device, beam_size=beam_size,
+    """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory),
+    from the free memory of the device that runs it (``model.device_index``)."""
+    memory_gb = free_gpu_memory_gb(model.device_index) if model.device == "cuda" else None
+    if memory_gb is None:
+        return CPU_BATCH_SIZE
+    return recommend_batch_size(model.name, model.compute_type, memory_gb, device=model.device, beam_size=beam_size,
                                 weights_loaded=True)
 
 
-def free_gpu_memory_gb(index: int = 0) -> float | None:
-    """Free memory of GPU ``index`` in GiB from NVML, or None where NVML cannot tell."""
-    from whisperkit.measure.nvml import gpu_inventory
+def free_gpu_memory_gb(cuda_index: int = 0) -> float | None:
+    """Free memory in GiB of CUDA device ``cuda_index`` (CUDA's numbering) from NVML, or None where
+    NVML cannot tell. On a MIG instance it is the instance's memory, not the whole card's."""
+    from whisperkit.measure.devices import model_gpu
 
-    gpus, _ = gpu_inventory()
-    for gpu in gpus:
-        if gpu["index"] == index and gpu["memory_free_mb"] == gpu["memory_free_mb"]:  # not NaN
-            return gpu["memory_free_mb"] / 1024
-    return None
+    free_mb = model_gpu(cuda_index).memory_free_mb
+    return free_mb / 1024 if free_mb == free_mb else None  # NaN: unknown
 
 
 def halving_on_out_of_memory(

@@ -46,6 +46,9 @@ class Model:
     loaded from; ``load_seconds`` how long the first load took (later calls reuse it).
     ``device_index`` is the CUDA device (CUDA's numbering, which follows ``CUDA_VISIBLE_DEVICES``);
     ``device_reason`` says why ``device="auto"`` ran on the CPU on a machine that has a GPU.
+    ``nvml_index`` is the NVML number of the GPU that runs the model (the ``gpu{i}_*`` timeline
+    columns of "the model's GPU"; see :mod:`whisperkit.measure.devices`), None on the CPU or
+    where it cannot be told.
     """
 
     whisper: object
@@ -58,6 +61,7 @@ class Model:
     load_seconds: float = 0.0
     device_index: int = 0
     device_reason: str | None = None
+    nvml_index: int | None = None
 
     def describe(self) -> dict:
         """The settings that identify this model, for configs and reports."""
@@ -69,6 +73,7 @@ class Model:
             "num_workers": self.num_workers,
             "cpu_threads": self.cpu_threads,
             "device_reason": self.device_reason,
+            "nvml_index": self.nvml_index,
         }
 
 
@@ -112,8 +117,13 @@ def load_model(
     choice = device_choice(device, device_index)
     compute_type = pick_compute_type(choice.device, compute_type)
     whisper, load_seconds = _load(path, choice.device, compute_type, num_workers, cpu_threads, choice.device_index)
+    nvml_index = None
+    if choice.device == "cuda":
+        from whisperkit.measure.devices import model_gpu
+
+        nvml_index = model_gpu(choice.device_index).nvml_index
     return Model(whisper, name, path, choice.device, compute_type, num_workers, cpu_threads, load_seconds,
-                 choice.device_index, choice.reason)
+                 choice.device_index, choice.reason, nvml_index)
 
 
 def clear_model_cache() -> None:

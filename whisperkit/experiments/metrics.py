@@ -42,10 +42,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("batch_size", "batch size", "", 0, "batch size"),
     Metric("mean_cpu_percent", "CPU % (system)", "%", 1, "mean CPU % (system)"),
     Metric("mean_process_cpu_percent", "CPU % (process)", "%", 1, "mean CPU % (this process)"),
-    Metric("mean_gpu_util_percent", "GPU util %", "%", 1, "mean GPU utilization % (busiest GPU)", gpu_only=True),
+    Metric("mean_gpu_util_percent", "GPU util %", "%", 1, "mean GPU utilization % (the model's GPU; the busiest where not known)",
+           gpu_only=True),
     Metric("peak_rss_mb", "peak RSS MiB", "MiB", 0, "peak RSS MiB"),
     Metric("rss_growth_mb", "RSS growth MiB", "MiB", 0, "RSS growth MiB (peak minus first sample)"),
-    Metric("peak_gpu_mem_mb", "peak GPU MiB", "MiB", 0, "peak GPU memory MiB", gpu_only=True),
+    Metric("peak_gpu_mem_mb", "peak GPU MiB", "MiB", 0, "peak GPU memory MiB (the model's GPU; the largest where not known)",
+           gpu_only=True),
     Metric("oom_retries", "OOM retries", "", 0, "out-of-memory retries"),
     Metric("wer_vs_reference", "WER vs reference", "", 3, "word error rate vs reference"),
 )
@@ -82,6 +84,9 @@ def compute_metrics(run_: Run) -> dict:
     transcript = run_.transcript
     window = _transcription_window(run_.timeline, run_.marks)
     gpus = gpu_indices(None if window is None else window.columns)
+    model_gpu = model_gpu_index(run_)
+    if model_gpu in gpus:
+        gpus = [model_gpu]
     gpu_util = [gpu_column(i, "util_percent") for i in gpus]
     gpu_mem = [gpu_column(i, "mem_used_mb") for i in gpus]
     return {
@@ -101,6 +106,15 @@ def compute_metrics(run_: Run) -> dict:
         "oom_retries": len(transcript.batch_retries),
         "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
     }
+
+
+def model_gpu_index(run_: Run) -> int | None:
+    """The NVML index of the GPU that ran the model (its ``gpu{i}_*`` columns), None where it ran on
+    the CPU or cannot be told: from the transcript's config, else the run's environment."""
+    index = run_.transcript.config.get("nvml_index") if run_.transcript is not None else None
+    if index is None:
+        index = ((run_.environment or {}).get("model_gpu") or {}).get("nvml_index")
+    return index
 
 
 def side_summary(run_: Run, walls: list[float] | None = None) -> dict:

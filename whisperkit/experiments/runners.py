@@ -57,7 +57,8 @@ def run(
         if on_start is not None:
             on_start(sampler)
         transcript = transcribe_config(audio, config, progress=progress, sampler=sampler)
-    environment = collect_environment()
+    on_gpu = transcript.config.get("device") == "cuda"
+    environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
     result = Run(
         config=config,
         transcript=transcript,

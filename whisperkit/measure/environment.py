@@ -8,7 +8,7 @@ from importlib import metadata
 PACKAGES = ("whisperkit", "faster-whisper", "ctranslate2", "nvidia-ml-py", "onnxruntime", "numpy", "av")
 
 
-def collect_environment() -> dict:
+def collect_environment(cuda_index: int | None = None) -> dict:
     """A JSON-ready description of this machine, so runs from different machines can be told apart.
 
     Keys: ``python``, ``platform``, ``cpu_model``, ``cpu_logical_cores``, ``cpu_physical_cores``,
@@ -17,7 +17,10 @@ def collect_environment() -> dict:
     ``gpus`` is empty, else None), ``ctranslate2_cuda_devices``, ``cuda_libraries`` (the CUDA
     libraries ctranslate2 needs: ``needed``, ``found`` (library -> file), ``missing``; None
     where ctranslate2 sees no CUDA device, so nothing was loaded), ``cuda_unusable_reason`` (why
-    ``device="auto"`` runs on the CPU; None where it runs on the GPU) and ``versions``.
+    ``device="auto"`` runs on the CPU; None where it runs on the GPU), ``model_gpu`` (with
+    ``cuda_index``, the CUDA device that ran the model: its NVML ``nvml_index``, name, UUID, MIG
+    UUID, memory and ``how`` it was matched, see :mod:`whisperkit.measure.devices`; else None)
+    and ``versions``.
     """
     import psutil
 
@@ -43,8 +46,17 @@ def collect_environment() -> dict:
         "ctranslate2_cuda_devices": cuda_devices,
         "cuda_libraries": libraries.to_dict() if libraries is not None else None,
         "cuda_unusable_reason": unusable,
+        "model_gpu": _model_gpu(cuda_index),
         "versions": package_versions(),
     }
+
+
+def _model_gpu(cuda_index: int | None) -> dict | None:
+    if cuda_index is None:
+        return None
+    from whisperkit.measure.devices import model_gpu
+
+    return model_gpu(cuda_index).to_dict()
 
 
 def cpu_model() -> str:
@@ -77,9 +89,10 @@ def format_environment(env: dict) -> str:
         f"Memory: {env['memory_total_mb']} MiB",
     ]
     if env["gpus"]:
+        model_index = (env.get("model_gpu") or {}).get("nvml_index")
         for gpu in env["gpus"]:
             lines.append(
-                f"GPU {gpu['index']}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
+                f"GPU {gpu['index']}{' (runs the model)' if gpu['index'] == model_index else ''}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
                 f"({gpu['memory_free_mb']:.0f} MiB free), driver {gpu['driver_version']}, "
                 f"CUDA {gpu['cuda_driver_version']}"
             )
