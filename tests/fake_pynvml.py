@@ -7,14 +7,21 @@ the way the real module does (``NVMLError(code)`` becomes the matching subclass)
 >>> fake = make_fake([a100(), rtx3090(power_supported=False)])      # doctest: +SKIP
 >>> monkeypatch.setitem(sys.modules, "pynvml", fake)      # doctest: +SKIP
 >>> fake.state.calls[("nvmlDeviceGetPowerUsage", 1)]      # doctest: +SKIP   how often it was asked
+
+The sampler reads NVML in its own process: :func:`install` puts the fake in this process and,
+through ``WHISPERKIT_PYNVML``, an equal fake (same GPUs, its own call counts) in the processes this
+one starts. Changes made to a fake after a Sampler started do not reach the sampler's copy.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 import types
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pynvml as real
 
@@ -300,3 +307,53 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     fake.nvmlDeviceGetMigDeviceHandleByIndex = _mig_handle
     return fake
+
+
+#: the environment variables :func:`install` sets (see whisperkit.measure.nvml)
+PYNVML_ENV = "WHISPERKIT_PYNVML"
+CONFIG_ENV = "WHISPERKIT_FAKE_PYNVML"
+_installed: dict[str, types.ModuleType] = {}
+
+
+def install(monkeypatch, gpus: list[FakeGpu] | None = None, **options) -> types.ModuleType:
+    """Use a fake pynvml here (``sys.modules``) and in every process started from here (the
+    sampler's): returns this process's fake. ``options`` are :func:`make_fake`'s keywords."""
+    config = json.dumps({"gpus": [_gpu_to_json(gpu) for gpu in gpus or []], **options})
+    fake = make_fake(gpus, **options)
+    _installed[config] = fake
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv(PYNVML_ENV, f"{__name__}:from_environment")
+    monkeypatch.setenv(CONFIG_ENV, config)
+    return fake
+
+
+def install_missing(monkeypatch) -> None:
+    """No pynvml module at all, here and in the processes started from here."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    monkeypatch.setenv(PYNVML_ENV, f"{__name__}:missing")
+
+
+def missing() -> types.ModuleType:
+    raise ImportError("No module named 'pynvml'")
+
+
+def from_environment() -> types.ModuleType:
+    """The fake :func:`install` described in ``WHISPERKIT_FAKE_PYNVML`` (one per process)."""
+    config = os.environ[CONFIG_ENV]
+    if config not in _installed:
+        options = json.loads(config)
+        gpus = [_gpu_from_json(gpu) for gpu in options.pop("gpus")]
+        _installed[config] = make_fake(gpus, **options)
+    return _installed[config]
+
+
+def _gpu_to_json(gpu: FakeGpu) -> dict:
+    values = asdict(gpu)
+    values["process_sm_util"] = {str(pid): sm for pid, sm in gpu.process_sm_util.items()}
+    return values
+
+
+def _gpu_from_json(values: dict) -> FakeGpu:
+    values = {**values, "mig": [FakeMig(**mig) for mig in values["mig"]], "calls_made": 0,
+              "process_sm_util": {int(pid): sm for pid, sm in values["process_sm_util"].items()}}
+    return FakeGpu(**values)

@@ -194,15 +194,13 @@ def test_sweep_measures_each_batch_size(a):
 def test_live_chart_draws_one_line_per_gpu(a, monkeypatch):
     """With NVML answering (a fake pynvml with two GPUs), the live chart gains a line per GPU
     whose values are the GPU utilization NVML reported; the CPU run itself is real."""
-    import sys
 
     try:
         from tests import fake_pynvml
     except ImportError:
         import fake_pynvml
 
-    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake(
-        [fake_pynvml.a100(util_gpu_percent=87), fake_pynvml.rtx3090(util_gpu_percent=99)]))
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(util_gpu_percent=87), fake_pynvml.rtx3090(util_gpu_percent=99)])
     click_and_wait(a, a.transcribe_button)
     assert a.message.value == "", visible_text(a.message.value)
     live = {trace.name: trace for trace in a.live_figure.data}
