@@ -486,3 +486,83 @@ def test_monitor_unknown_output_suffix_fails_before_starting(tmp_path):
     out = run_monitor("-o", "run.txt", "--", sys.executable, "-c", "open('started', 'w')", cwd=tmp_path)
     assert out.returncode == 2 and ".csv or .parquet" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "started").exists()
+
+
+# -- per-process GPU utilization: never a false 0 ----------------------------------------------
+
+HOST_PID = 3_999_917  # a PID as the host numbers it: no such process in this namespace
+
+
+@pytest.fixture
+def in_a_container(monkeypatch, tmp_path):
+    """/proc/self/status as inside Docker: NSpid lists the host's PID and the container's."""
+    status = tmp_path / "status"
+    status.write_text(f"Name:\tpython\nNSpid:\t{HOST_PID}\t{os.getpid()}\n")
+    monkeypatch.setattr(nvml, "PROC_STATUS", str(status))
+
+
+def test_pid_namespace_depth_reads_nspid(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nNSpid:\t812\t7\t1\n")
+    assert nvml.pid_namespace_depth(str(status)) == 3
+    assert nvml.pid_namespace_depth(str(tmp_path / "missing")) == 1  # not Linux: assume none
+
+
+def test_in_a_pid_namespace_process_util_is_nan_with_the_reason(monkeypatch, in_a_container):
+    # the driver reports this process under its host PID, which psutil never shows
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={HOST_PID: 40})])
+    with nvml.NvmlSession() as session:
+        values = [session.read({os.getpid()}) for _ in range(3)]
+        assert all(math.isnan(v["gpu0_process_util_percent"]) for v in values)
+        assert "PID namespace" in session.process_util_reason and "host process ids" in session.process_util_reason
+        assert values[-1]["gpu0_util_percent"] == 87  # the device-wide readings go on
+        assert session.drain_errors() == []
+
+
+def test_in_a_pid_namespace_that_nvml_matches_process_util_is_read(monkeypatch, in_a_container):
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={os.getpid(): 40})])
+    with nvml.NvmlSession() as session:
+        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 40
+        assert session.process_util_reason is None
+
+
+def test_nvml_pids_that_do_not_exist_here_mean_nan_not_zero(monkeypatch):
+    """No nested namespace visible, but the busy GPU's compute processes are not this machine's PIDs."""
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={HOST_PID: 55})])
+    with Sampler(interval=0.05) as sampler:
+        time.sleep(0.3)
+    assert sampler.timeline["gpu0_process_util_percent"].isna().all()
+    assert str(HOST_PID) in sampler.process_gpu_unavailable_reason
+    assert "cannot be matched" in sampler.process_gpu_unavailable_reason
+
+
+def test_another_tenants_process_is_a_true_zero_for_ours(monkeypatch):
+    """NVML lists a process that exists here (PID 1), not ours: ours really used 0 %."""
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={1: 70})])
+    with nvml.NvmlSession() as session:
+        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 0
+        assert session.process_util_reason is None
+
+
+def test_the_newest_sample_of_each_process_counts(monkeypatch):
+    """NVML returns several samples per process, each with its own timestamp, in no set order."""
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={os.getpid(): [10, 20, 35]})])
+    with nvml.NvmlSession() as session:
+        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 35
+
+
+def test_empty_process_lists_are_unknown_not_zero(monkeypatch):
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(compute_pids=[])])
+    with nvml.NvmlSession() as session:
+        values = session.read({os.getpid()})
+        assert math.isnan(values["gpu0_process_util_percent"]) and session.process_util_reason is None
+        assert session.drain_errors() == []
+
+
+def test_a_gpu_in_mig_mode_answers_not_supported_for_utilization(monkeypatch):
+    fake_pynvml.install(monkeypatch, [fake_pynvml.h100_mig()])
+    with nvml.NvmlSession() as session:
+        values = session.read({os.getpid()})
+        assert math.isnan(values["gpu0_util_percent"]) and math.isnan(values["gpu0_process_util_percent"])
+        assert values["gpu0_mem_total_mb"] == 80 * 1024 and values["gpu0_power_w"] == 180
+        assert session.drain_errors() == []  # NotSupported is an answer, not an error

@@ -59,6 +59,8 @@ def run(
         transcript = transcribe_config(audio, config, progress=progress, sampler=sampler)
     on_gpu = transcript.config.get("device") == "cuda"
     environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
+    # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
+    environment["process_gpu_unavailable_reason"] = sampler.process_gpu_unavailable_reason
     result = Run(
         config=config,
         transcript=transcript,
