@@ -223,6 +223,12 @@ def test_recommend_batch_size_memory_model():
     assert wk.recommend_batch_size("tiny", "float16", device="cpu") == batching.CPU_BATCH_SIZE
     # the calibration point: faster-whisper's measured 225 MB per item for large-v2 float16 beam 5
     assert batching.per_item_mb("large-v2", "float16") == pytest.approx(225, rel=0.02)
+    # the encoder's attention scores: 20 heads x 1500 x 1500 x 2 bytes, whatever the decoder
+    for model in ("large-v3", "turbo", "distil-large-v3"):
+        assert batching.attention_scores_mb(model, "float16") == pytest.approx(85.8, abs=0.1)
+        assert batching.per_item_mb(model, "float16") > 100
+    assert wk.recommend_batch_size("turbo", "float16", memory_gb=8.0) == 32  # not 64 on 8 GB
+    assert wk.recommend_batch_size("distil-large-v3", "float16", memory_gb=8.0) == 32
     with pytest.raises(wk.ConfigError):
         wk.recommend_batch_size("small", "float16", memory_gb=0)
 
@@ -284,15 +290,21 @@ def test_gpu_metrics_come_from_the_models_gpu_else_the_busiest_during_transcript
     timeline.loc[decoding, "gpu1_util_percent"] = 90.0  # busy only while transcribing
     timeline["gpu0_mem_used_mb"] = 800.0
     timeline["gpu1_mem_used_mb"] = float("nan")  # memory not supported on this one
+    timeline["gpu0_energy_j"] = 1000.0 + 100.0 * timeline["time_s"]  # a steady 100 W
+    timeline["gpu1_energy_j"] = float("nan")  # no energy counter (before Volta)
     environment = {**run.environment, "model_gpu": None}
     unknown = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": None})
     computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # the busiest; model load excluded
     assert computed["peak_gpu_mem_mb"] == 800.0
+    assert math.isnan(computed["gpu_energy_j_per_audio_hour"])  # all GPUs, one without a counter
     # the model ran on NVML GPU 0: another tenant's busy GPU 1 does not count
     on_gpu0 = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": 0})
     computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=on_gpu0, environment=environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(5.0) and computed["peak_gpu_mem_mb"] == 800.0
+    seconds = timeline.loc[decoding, "time_s"]
+    expected = 100.0 * (seconds.iloc[-1] - seconds.iloc[0]) / run.transcript.audio_seconds * 3600
+    assert computed["gpu_energy_j_per_audio_hour"] == pytest.approx(expected)
     from_environment = {**environment, "model_gpu": {"nvml_index": 1}}
     computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=from_environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(90.0) and computed["peak_gpu_mem_mb"] is None

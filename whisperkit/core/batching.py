@@ -9,13 +9,29 @@ The memory model (an estimate, documented so it can be checked and improved)::
                        x (1500 x 8                      encoder output and one layer's working set
                           + 2 x decoder layers x 1500   cross-attention keys and values
                           + beam x 2 x decoder layers x 224)   self-attention cache, 224 tokens
-                       x 0.513                          calibration, see below
+                       x 0.317                          calibration, see below
+                     + encoder heads x 1500 x 1500 x activation bytes   one layer's attention scores
 
-The calibration factor makes large-v2 in float16 with beam 5 cost 225 MiB per batch item,
-which is what faster-whisper's own benchmark reports (4525 MB sequential, 6090 MB at batch
-size 8, RTX 3070 Ti). A batch size is then the largest power of two whose estimate fits in
-the free device memory less 10 % headroom, between 1 and 64. It is monotone: more memory
-never gives a smaller batch, a larger model never a larger one.
+Assumptions, so the model can be checked:
+
+- CTranslate2 without flash attention (its default) materializes each encoder layer's
+  attention scores, heads x 1500 x 1500 per item, one layer at a time: about 86 MiB per item
+  for large-v3, turbo and distil-large-v3 (20 heads) in float16. This term does not shrink with
+  fewer decoder layers, so it dominates for turbo and distil models.
+- Every batch item is a full 30 s window (1500 encoder positions); the decoder's
+  self-attention cache holds 224 tokens per beam (the maximum is 448).
+- Activations are float16 on the GPU except for the float32 and int8 (float32 activation)
+  compute types; int8 weights take about 1.1 bytes per parameter (some layers stay float).
+- The calibration factor makes large-v2 in float16 with beam 5 cost 225 MiB per batch item
+  (attention scores included), which is what faster-whisper's own benchmark reports (4525 MB
+  sequential, 6090 MB at batch size 8, RTX 3070 Ti).
+- The free memory is the model's own device's (a MIG instance's where there is one), read
+  once before the run; other processes that allocate meanwhile are not foreseen.
+
+A batch size is then the largest power of two whose estimate fits in the free device memory
+less 10 % headroom, between 1 and 64. It is monotone: more memory never gives a smaller batch,
+a larger model never a larger one. It is an estimate: :func:`whisperkit.autotune` measures,
+and a batch that does not fit is halved at run time (:func:`halving_on_out_of_memory`).
 
 On a CPU memory is rarely the limit; throughput is. Measured on 2 cores (tiny.en int8,
 DESIGN.md): batch 8 runs 2.1x faster than sequential and batch 16 only 4 % faster than 8, so the
@@ -39,7 +55,7 @@ MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
 HEADROOM = 0.10  # share of free memory left unused
 RUNTIME_OVERHEAD_MB = 1200.0
-CALIBRATION = 0.513
+CALIBRATION = 0.317
 ENCODER_FRAMES = 1500  # encoder positions for a 30 s window
 TYPICAL_TOKENS = 224  # self-attention cache length assumed per beam (max 448)
 
@@ -51,19 +67,21 @@ class Architecture:
     parameters_m: float
     d_model: int
     decoder_layers: int
+    encoder_heads: int
 
 
-# Published sizes of the Whisper family (OpenAI's model card, distil-whisper's).
+# Published sizes of the Whisper family (OpenAI's model card, distil-whisper's); turbo and the
+# distil models keep their teacher's encoder.
 ARCHITECTURES = {
-    "tiny": Architecture(39, 384, 4),
-    "base": Architecture(74, 512, 6),
-    "small": Architecture(244, 768, 12),
-    "medium": Architecture(769, 1024, 24),
-    "large": Architecture(1550, 1280, 32),
-    "turbo": Architecture(809, 1280, 4),
-    "distil-large": Architecture(756, 1280, 2),
-    "distil-medium": Architecture(394, 1024, 2),
-    "distil-small": Architecture(166, 768, 2),
+    "tiny": Architecture(39, 384, 4, 6),
+    "base": Architecture(74, 512, 6, 8),
+    "small": Architecture(244, 768, 12, 12),
+    "medium": Architecture(769, 1024, 24, 16),
+    "large": Architecture(1550, 1280, 32, 20),
+    "turbo": Architecture(809, 1280, 4, 20),
+    "distil-large": Architecture(756, 1280, 2, 20),
+    "distil-medium": Architecture(394, 1024, 2, 16),
+    "distil-small": Architecture(166, 768, 2, 12),
 }
 
 WEIGHT_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int16": 2.0}
@@ -94,7 +112,11 @@ def weights_mb(model: str, compute_type: str) -> float:
 
 
 def per_item_mb(model: str, compute_type: str, beam_size: int = 5) -> float:
-    """Estimated memory of one more batch item (a 30 s chunk) in MiB."""
+    """Estimated memory of one more batch item (a 30 s chunk) in MiB.
+
+    >>> round(attention_scores_mb("large-v3", "float16"), 1)   # of the 225 MiB for large-v3
+    85.8
+    """
     arch = architecture(model)
     activation_bytes = ACTIVATION_BYTES.get(compute_type, 2.0)
     positions = (
@@ -102,7 +124,12 @@ def per_item_mb(model: str, compute_type: str, beam_size: int = 5) -> float:
         + 2 * arch.decoder_layers * ENCODER_FRAMES
         + beam_size * 2 * arch.decoder_layers * TYPICAL_TOKENS
     )
-    return activation_bytes * arch.d_model * positions * CALIBRATION / 2**20
+    return activation_bytes * arch.d_model * positions * CALIBRATION / 2**20 + attention_scores_mb(model, compute_type)
+
+
+def attention_scores_mb(model: str, compute_type: str) -> float:
+    """One encoder layer's self-attention scores for one item: heads x 1500 x 1500 values, MiB."""
+    return architecture(model).encoder_heads * ENCODER_FRAMES**2 * ACTIVATION_BYTES.get(compute_type, 2.0) / 2**20
 
 
 def recommend_batch_size(

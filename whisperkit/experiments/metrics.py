@@ -48,6 +48,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("rss_growth_mb", "RSS growth MiB", "MiB", 0, "RSS growth MiB (peak minus first sample)"),
     Metric("peak_gpu_mem_mb", "peak GPU MiB", "MiB", 0, "peak GPU memory MiB (the model's GPU; the largest where not known)",
            gpu_only=True),
+    Metric("gpu_energy_j_per_audio_hour", "GPU J per audio h", "J", 0,
+           "GPU energy per hour of audio, joules (the model's GPU, else all GPUs; NaN without an energy counter)",
+           gpu_only=True),
     Metric("oom_retries", "OOM retries", "", 0, "out-of-memory retries"),
     Metric("wer_vs_reference", "WER vs reference", "", 3, "word error rate vs reference"),
 )
@@ -102,6 +105,7 @@ def compute_metrics(run_: Run) -> dict:
         "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
         "rss_growth_mb": _growth(run_.timeline, "process_rss_mb"),
         "peak_gpu_mem_mb": _largest(_max(run_.timeline, c) for c in gpu_mem),
+        "gpu_energy_j_per_audio_hour": _energy_per_audio_hour(window, gpus, transcript.audio_seconds),
         "batch_size": transcript.config.get("batch_size"),
         "oom_retries": len(transcript.batch_retries),
         "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
@@ -163,6 +167,23 @@ def _max(frame, column: str) -> float | None:
 def _largest(values: Iterable[float | None]) -> float | None:
     """The largest of the values that were measured (not None), or None."""
     return max((value for value in values if value is not None), default=None)
+
+
+def _energy_per_audio_hour(window, gpus: list[int], audio_seconds: float) -> float | None:
+    """Joules the GPUs used over ``window`` (from NVML's total energy counters) per hour of audio:
+    None without a GPU, NaN where a GPU has no counter (before Volta) or no audio was heard."""
+    from whisperkit.measure.columns import gpu_column
+
+    if window is None or not gpus:
+        return None
+    used = 0.0
+    for i in gpus:
+        column = gpu_column(i, "energy_j")
+        readings = window[column].dropna() if column in window else []
+        if len(readings) < 2:
+            return math.nan
+        used += float(readings.iloc[-1] - readings.iloc[0])
+    return used / audio_seconds * 3600 if audio_seconds > 0 else math.nan
 
 
 def _growth(frame, column: str) -> float | None:
