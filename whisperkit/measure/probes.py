@@ -7,6 +7,7 @@ This runs in the sampler's own process (:mod:`whisperkit.measure.sampler_process
 from __future__ import annotations
 
 import math
+import time
 
 from whisperkit.errors import ConfigError
 
@@ -16,8 +17,11 @@ MIB = 2**20
 #: seconds since the previous one, else it is NaN and the older baseline is kept.
 MIN_CPU_WINDOW_S = 0.02
 #: The watched tree's descendants are found again at most this often (seconds): finding them
-#: reads ``/proc/<pid>/stat`` of every process on the machine (about 1 ms), too dear for 10 Hz.
+#: reads ``/proc/<pid>/stat`` of every process on the machine (1 to 5 ms), too dear for 10 Hz.
 TREE_RESCAN_S = 1.0
+#: ... and on a machine with many processes, less often still: a rescan may cost at most this
+#: share of one core (the period is its CPU time divided by this).
+TREE_RESCAN_SHARE = 0.003
 
 
 class SystemCpu:
@@ -73,6 +77,7 @@ class ProcessTree:
         self._cores = psutil.cpu_count() or 1
         self._exclude = exclude
         self._rescan_s = rescan_s
+        self._period_s = rescan_s
         self._children: list = []
         self._scanned_at: float | None = None
         self._last_cpu: dict[tuple[int, float], float] = {}
@@ -83,7 +88,8 @@ class ProcessTree:
     def read(self, now: float) -> tuple[float, float]:
         """``(cpu_percent, rss_mb)`` at monotonic time ``now``; cpu is NaN on the first call."""
         psutil = self._psutil
-        if self._scanned_at is None or now - self._scanned_at >= self._rescan_s:
+        if self._scanned_at is None or now - self._scanned_at >= self._period_s:
+            cpu_before = time.process_time()
             try:
                 self._children = [c for c in self._root.children(recursive=True) if c.pid not in self._exclude]
             except psutil.NoSuchProcess:
@@ -92,6 +98,7 @@ class ProcessTree:
                 self.errors.append("process_cpu_percent")
                 self._children = []
             self._scanned_at = now
+            self._period_s = max(self._rescan_s, (time.process_time() - cpu_before) / TREE_RESCAN_SHARE)
         cpu: dict[tuple[int, float], float] = {}
         rss = 0
         for process in [self._root, *self._children]:

@@ -31,7 +31,7 @@ Timeline columns (units in the names; MiB for ``_mb``; a value that could not be
 - ``time_s``: seconds since start (monotonic clock).
 - ``cpu_percent``: whole machine, mean over all cores, 0-100; ``cpu{i}_percent`` per core.
 - ``process_cpu_percent``: the watched process and all its descendants but the sampling process
-  (found again every second), as a share of ALL cores, 0-100 (psutil's per-process percent divided
+  (found again every second, or less often where that would cost more than 0.3 % of a core), as a share of ALL cores, 0-100 (psutil's per-process percent divided
   by the core count). A child that exits between two samples loses the CPU time of its last
   partial interval; one found late has all its CPU time counted in the sample that finds it.
 - ``process_rss_mb``: resident memory of that process tree (pages shared between the processes
@@ -123,9 +123,9 @@ class Sampler:
         #: why ``gpu{i}_process_util_percent`` is NaN: the watched PIDs cannot be matched to NVML's
         #: (a container's PID namespace); None while they can. Plots and reports show it.
         self.process_gpu_unavailable_reason: str | None = None
-        #: CPU seconds the sampling process used while sampling (set when it ends; start-up excluded).
+        #: CPU seconds the sampling process used after its first sample (set when it ends; start-up excluded).
         self.thread_cpu_s = NaN
-        #: CPU seconds the sampling process took to start (Python and imports).
+        #: CPU seconds the sampling process took to start (Python, imports and the first sample).
         self.startup_cpu_s = NaN
         self._state = "new"  # new -> starting -> running -> stopping -> stopped
         self._state_lock = threading.Lock()

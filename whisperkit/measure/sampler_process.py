@@ -46,22 +46,22 @@ def main(argv: list[str]) -> int:
     except Exception as error:  # a one-line reason for the parent, which raises it
         _send(out, {"failed": f"{str(error).splitlines()[0] if str(error) else ''} ({type(error).__name__})"})
         return 1
-    startup_cpu_s = time.process_time()
+    cpu = {"startup": math.nan}
     try:
-        _sample_until_stopped(out, probes, float(settings["interval"]), stop, parent)
+        _sample_until_stopped(out, probes, float(settings["interval"]), stop, parent, cpu)
     finally:
         probes.close()
-        _send(out, {"done": {"cpu_s": time.process_time() - startup_cpu_s, "startup_cpu_s": startup_cpu_s}})
+        _send(out, {"done": {"cpu_s": time.process_time() - cpu["startup"], "startup_cpu_s": cpu["startup"]}})
         out.close()
     return 0
 
 
-def _sample_until_stopped(out, probes, interval: float, stop: threading.Event, parent: int) -> None:
+def _sample_until_stopped(out, probes, interval: float, stop: threading.Event, parent: int, cpu: dict) -> None:
     t0 = time.monotonic()
     _send(out, {"started": {"t0": t0, "columns": probes.columns, "gpu_available": probes.gpu_available,
                             "gpu_unavailable_reason": probes.gpu_unavailable_reason}})
-    reason = None
-    _sample(out, probes, t0, t0, reason)
+    reason = _sample(out, probes, t0, t0, None)
+    cpu["startup"] = time.process_time()  # start-up ends with the first sample (its lazy imports)
     slot = 1
     while not stop.wait(max(0.0, t0 + slot * interval - time.monotonic())):
         if os.getppid() != parent:  # the parent died and this process was re-parented
