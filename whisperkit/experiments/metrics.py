@@ -179,7 +179,9 @@ def _energy_per_audio_hour(window, gpus: list[int], audio_seconds: float) -> flo
     used = 0.0
     for i in gpus:
         column = gpu_column(i, "energy_j")
-        readings = window[column].dropna() if column in window else []
+        if column not in window:
+            return math.nan
+        readings = window[column].dropna()
         if len(readings) < 2:
             return math.nan
         used += float(readings.iloc[-1] - readings.iloc[0])

@@ -30,6 +30,7 @@ def collect_environment(cuda_index: int | None = None) -> dict:
     gpus, gpu_reason = gpu_inventory()
     cuda_devices = cuda_device_count()
     libraries = cuda_libraries() if cuda_devices > 0 else None
+    unusable: str | None
     if cuda_devices == 0:
         unusable = f"ctranslate2 sees no CUDA device; on a GPU machine: install the NVIDIA driver, then {GPU_EXTRA_HINT}"
     else:
