@@ -63,7 +63,7 @@ def _add_transcribe(commands) -> None:
     parser.set_defaults(func=run_transcribe)
 
 
-def run_transcribe(args) -> int:
+def run_transcribe(args: argparse.Namespace) -> int:
     from whisperkit.core.models import load_model
     from whisperkit.core.transcription import transcribe_config
 
@@ -90,7 +90,7 @@ def run_transcribe(args) -> int:
     return 0
 
 
-def run_env(args) -> int:
+def run_env(args: argparse.Namespace) -> int:
     import json
 
     from whisperkit.measure.environment import collect_environment, format_environment

@@ -44,12 +44,15 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from whisperkit.errors import ConfigError, DeviceError, first_line
 from whisperkit.measure.cuda import is_cuda_error, is_out_of_memory
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from whisperkit.core.models import Model
 
 MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
@@ -174,7 +177,7 @@ def recommend_batch_size(
     return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
 
 
-def recommend_for_model(model, beam_size: int = 5) -> int:
+def recommend_for_model(model: Model, beam_size: int = 5) -> int:
     """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory),
     from the free memory of the device that runs it (``model.device_index``)."""
     memory_gb = free_gpu_memory_gb(model.device_index) if model.device == "cuda" else None

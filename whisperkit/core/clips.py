@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from whisperkit.checks import is_whole
 from whisperkit.core.audio import SAMPLING_RATE, load_audio
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Segment, Transcript
@@ -61,7 +62,7 @@ def transcribe_clips(
     """
     import numpy as np
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size, 1):
         raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
     model = model if isinstance(model, Model) else load_model(model)
     started = time.perf_counter()

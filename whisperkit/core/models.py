@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from whisperkit.checks import is_whole
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
 from whisperkit.measure.cuda import GPU_EXTRA_HINT, cuda_device_count, cuda_libraries, is_cuda_error, is_out_of_memory, supported_compute_types
 
@@ -107,11 +108,11 @@ def load_model(
     >>> m.device, m.compute_type              # doctest: +SKIP
     ('cpu', 'int8')
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+    if not is_whole(num_workers, 1):
         raise ConfigError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
-    if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 0:
+    if not is_whole(cpu_threads, 0):
         raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {cpu_threads!r}")
-    if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
+    if not is_whole(device_index, 0):
         raise ConfigError(f"device_index must be a whole number of at least 0, got {device_index!r}")
     name, path = resolve_model(model)
     choice = device_choice(device, device_index)

@@ -16,11 +16,16 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.audio import Audio, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, load_model
 from whisperkit.errors import WhisperkitError
+
+if TYPE_CHECKING:
+    from whisperkit.core.audio import AudioSource
+    from whisperkit.measure.sampler import Sampler
 
 
 @dataclass
@@ -122,7 +127,7 @@ class Transcript:
 
 
 def transcribe(
-    audio,
+    audio: AudioSource,
     model: Model | str | os.PathLike | None = None,
     *,
     mode: str = "batched",
@@ -137,7 +142,7 @@ def transcribe(
     progress: bool = True,
     monitor: bool = False,
     monitor_interval: float = 0.1,
-    **options,
+    **options: Any,
 ) -> Transcript:
     """Transcribe one audio file (or a 16 kHz float32 array).
 
@@ -159,6 +164,7 @@ def transcribe(
     """
     if model is not None and not isinstance(model, (Model, str, os.PathLike)):
         model = _wrap_whisper_model(model)
+    name: str | None
     if isinstance(model, Model):  # already loaded: its placement is the one used
         name, device, compute_type = model.name, model.device, model.compute_type
         num_workers, cpu_threads, device_index = model.num_workers, model.cpu_threads, model.device_index
@@ -190,11 +196,11 @@ def transcribe(
 
 
 def transcribe_config(
-    audio,
+    audio: AudioSource,
     config: Config,
     model: Model | None = None,
     progress: bool = True,
-    sampler=None,
+    sampler: Sampler | None = None,
 ) -> Transcript:
     """Transcribe with a :class:`Config`; the engine under :func:`transcribe` and experiments.
 
@@ -301,7 +307,7 @@ def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment
 
 
 def _resolve_batch_size(config: Config, model: Model) -> int:
-    if config.batch_size != "auto":
+    if isinstance(config.batch_size, int):
         return config.batch_size
     from whisperkit.core.batching import recommend_for_model
 

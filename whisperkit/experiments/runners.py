@@ -17,28 +17,38 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
+from whisperkit.checks import is_whole
 from whisperkit.core.config import Config, decoding_settings, matched_options
 from whisperkit.core.transcription import transcribe_config
 from whisperkit.errors import DeviceError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
+if TYPE_CHECKING:
+    from whisperkit.core.audio import AudioSource
+    from whisperkit.measure.sampler import Sampler
+
+#: Called with the running sampler as each run starts (for live charts).
+OnStart = Callable[["Sampler"], None]
+
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
 
 DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
-DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32)
+DEFAULT_SWEEP = (1, 2, 4, 8, 16)  # batch sizes a sweep measures unless told (the CLI and the app too)
 
 
 def run(
-    audio,
+    audio: AudioSource,
     config: Config | None = None,
     *,
     reference: str | os.PathLike | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
+    on_start: OnStart | None = None,
 ) -> Run:
     """Transcribe ``audio`` with ``config`` while sampling CPU and GPU utilization.
 
@@ -77,7 +87,7 @@ def run(
 
 
 def compare(
-    audio,
+    audio: AudioSource,
     before: Config = SEED_BEFORE,
     after: Config = SEED_AFTER,
     *,
@@ -86,8 +96,8 @@ def compare(
     matched: bool = False,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[str, Run], None] | None = None,
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
@@ -103,7 +113,7 @@ def compare(
     """
     from whisperkit.core.accuracy import word_error_rate
 
-    if not isinstance(repeats, int) or repeats < 1:
+    if not is_whole(repeats, 1):
         raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
     if matched:
         sequential, batched = (before, after) if before.mode == "sequential" else (after, before)
@@ -114,7 +124,8 @@ def compare(
             label=(sequential.label or "sequential") + " (matched decoding)",
         )
         before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
-    before_runs, after_runs = [], []
+    before_runs: list[Run] = []
+    after_runs: list[Run] = []
     for _ in range(repeats):
         for side, config, runs in (("before", before, before_runs), ("after", after, after_runs)):
             _release_models()  # each side loads its own model: fair load times, no other side's memory
@@ -143,15 +154,15 @@ def compare(
 
 
 def sweep(
-    audio,
-    batch_sizes=DEFAULT_SWEEP,
+    audio: AudioSource,
+    batch_sizes: Iterable[int] = DEFAULT_SWEEP,
     config: Config | None = None,
     *,
     model: str | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[int, Run], None] | None = None,
 ) -> Sweep:
     """Run batched transcription at each batch size; throughput, memory and utilization per size.
 
@@ -161,17 +172,17 @@ def sweep(
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+    if not sizes or not all(is_whole(s, 1) for s in sizes):
         raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
+        _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
     result.stopped_because = "all batch sizes measured"
     return result
 
 
 def autotune(
-    audio,
+    audio: AudioSource,
     model: str | None = None,
     config: Config | None = None,
     *,
@@ -180,8 +191,8 @@ def autotune(
     min_gain: float = 0.05,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[int, Run], None] | None = None,
 ) -> Sweep:
     """Measure: double the batch size from ``start`` until throughput rises less than ``min_gain``
     (5 %), memory runs out, the batch already holds every speech chunk of the audio (a larger
@@ -190,7 +201,7 @@ def autotune(
     result = Sweep(points=[])
     size = start
     while True:
-        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
+        point = _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
         if point.oom:
             result.stopped_because = f"out of memory at batch size {size}"
             break
@@ -225,16 +236,17 @@ def differences(before: Run, after: Run) -> list[dict]:
     ]
 
 
-def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
+def _sweep_step(result: Sweep, audio, base: Config, size: int, interval, progress, on_start, on_run) -> SweepPoint:
+    config = base.replace(batch_size=size)
     try:
         measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
     except DeviceError:  # out of memory even at batch size 1
-        point = SweepPoint(config.batch_size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
+        point = SweepPoint(size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)
         return point
     metrics = measured.metrics
     point = SweepPoint(
-        batch_size=config.batch_size,
+        batch_size=size,
         rtfx=metrics["rtfx"],
         wall_seconds=metrics["wall_seconds"],
         peak_rss_mb=metrics["peak_rss_mb"],
@@ -246,7 +258,7 @@ def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_sta
     result.points.append(point)
     result.runs.append(measured)
     if on_run is not None:
-        on_run(config.batch_size, measured)
+        on_run(size, measured)
     return point
 
 

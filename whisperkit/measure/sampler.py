@@ -85,8 +85,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NaN = math.nan
 #: phase name of the samples taken before the first mark
@@ -177,7 +182,7 @@ class Sampler:
     def __enter__(self) -> Sampler:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -275,12 +280,12 @@ class Sampler:
         return self._records[start:]
 
     @property
-    def timeline(self):
+    def timeline(self) -> pd.DataFrame:
         """pandas DataFrame, one row per sample, columns as in the module docstring."""
         return self._frame().copy()
 
     @property
-    def marks(self):
+    def marks(self) -> pd.DataFrame:
         """pandas DataFrame of the marks: ``time_s`` (seconds since start) and ``label``."""
         import pandas as pd
 
@@ -296,7 +301,7 @@ class Sampler:
             counts[column] = counts.get(column, 0) + 1
         return counts
 
-    def phases(self, times_s) -> list[str]:
+    def phases(self, times_s: Iterable[float]) -> list[str]:
         """Phase of each time (seconds since start): the label of the last mark at or before it."""
         import bisect
 
@@ -308,7 +313,7 @@ class Sampler:
             phases.append(labels[i - 1] if i else START_PHASE)
         return phases
 
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         """pandas DataFrame indexed by (phase, metric) with ``samples`` (non-NaN readings),
         ``mean``, ``p50``, ``p95``, ``max`` and ``errors`` (failed queries).
 
@@ -340,7 +345,7 @@ class Sampler:
         columns = ["phase", "metric", "samples", "mean", "p50", "p95", "max", "errors"]
         return pd.DataFrame(rows, columns=columns).set_index(["phase", "metric"])
 
-    def _frame(self):
+    def _frame(self) -> pd.DataFrame:
         import pandas as pd
 
         records = self._records[:]
