@@ -104,5 +104,5 @@ def test_the_environment_names_the_models_gpu(node, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     env = collect_environment(cuda_index=0)
     assert env["model_gpu"]["nvml_index"] == 1 and env["model_gpu"]["name"] == "NVIDIA A100-SXM4-40GB"
-    assert "GPU 1 (runs the model): NVIDIA A100" in format_environment(env)
+    assert "GPU 1 (CUDA device 0): NVIDIA A100" in format_environment(env)
     assert collect_environment()["model_gpu"] is None

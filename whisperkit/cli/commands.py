@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcribe(commands)
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
+    env.add_argument("--device-index", type=int, default=0,
+                     help="the CUDA device to find among NVML's GPUs (CUDA's numbering; default: 0)")
     env.set_defaults(func=run_env)
     from whisperkit.cli import experiments as experiment_cli
     from whisperkit.cli import monitor as monitor_cli
@@ -95,7 +97,9 @@ def run_env(args: argparse.Namespace) -> int:
 
     from whisperkit.measure.environment import collect_environment, format_environment
 
-    env = collect_environment()
+    from whisperkit.measure.cuda import cuda_device_count
+
+    env = collect_environment(cuda_index=args.device_index if cuda_device_count() > 0 else None)
     print(json.dumps(env, indent=2) if args.json else format_environment(env))
     return 0
 

@@ -90,10 +90,11 @@ def format_environment(env: dict) -> str:
         f"Memory: {env['memory_total_mb']} MiB",
     ]
     if env["gpus"]:
-        model_index = (env.get("model_gpu") or {}).get("nvml_index")
+        model_gpu = env.get("model_gpu") or {}
         for gpu in env["gpus"]:
+            cuda = f" (CUDA device {model_gpu['cuda_index']})" if gpu["index"] == model_gpu.get("nvml_index") else ""
             lines.append(
-                f"GPU {gpu['index']}{' (runs the model)' if gpu['index'] == model_index else ''}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
+                f"GPU {gpu['index']}{cuda}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
                 f"({gpu['memory_free_mb']:.0f} MiB free), driver {gpu['driver_version']}, "
                 f"CUDA {gpu['cuda_driver_version']}"
             )
