@@ -200,7 +200,7 @@ def test_out_of_memory_at_batch_size_one_is_a_device_error(model, clips, monkeyp
         raise RuntimeError("CUDA failed with error out of memory")
 
     monkeypatch.setattr(model.whisper, "encode", encode)
-    with pytest.raises(wk.DeviceError, match="even at batch size 1"):
+    with pytest.raises(wk.OutOfMemoryError, match="even at batch size 1"):
         wk.transcribe(clips[0], model=model, mode="batched", batch_size=2, progress=False)
 
 

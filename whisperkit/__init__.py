@@ -16,6 +16,7 @@ _EXPORTS = {
     "AudioError": "errors",
     "ModelError": "errors",
     "DeviceError": "errors",
+    "OutOfMemoryError": "errors",
     "ConfigError": "errors",
     "RunError": "errors",
     "Config": "core.config",

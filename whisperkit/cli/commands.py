@@ -95,9 +95,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
 def run_env(args: argparse.Namespace) -> int:
     import json
 
-    from whisperkit.measure.environment import collect_environment, format_environment
-
     from whisperkit.measure.cuda import cuda_device_count
+    from whisperkit.measure.environment import collect_environment, format_environment
 
     env = collect_environment(cuda_index=args.device_index if cuda_device_count() > 0 else None)
     print(json.dumps(env, indent=2) if args.json else format_environment(env))

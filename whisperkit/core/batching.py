@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from whisperkit.errors import ConfigError, DeviceError, first_line
+from whisperkit.errors import ConfigError, DeviceError, OutOfMemoryError, first_line
 from whisperkit.measure.cuda import is_cuda_error, is_out_of_memory
 
 T = TypeVar("T")
@@ -210,8 +210,8 @@ def halving_on_out_of_memory(
     failure (:func:`whisperkit.measure.cuda.is_out_of_memory`); each one appends
     ``{"batch_size": failed size, "error": first line}`` to ``retries`` and calls
     ``on_retry(new size)`` before the next attempt. ``batch_size=None`` (a sequential run) is
-    tried once. Out of memory at batch size 1 (or sequential), and any other CUDA error, is a
-    one-line :class:`DeviceError`; other errors pass through unchanged.
+    tried once. Out of memory at batch size 1 (or sequential) is a one-line :class:`OutOfMemoryError`,
+    any other CUDA error a one-line :class:`DeviceError`; other errors pass through unchanged.
     """
     while True:
         try:
@@ -224,7 +224,7 @@ def halving_on_out_of_memory(
                                   "check the GPU with `whisperkit env`, or use device cpu") from None
             if batch_size is None or batch_size <= 1:
                 where = "sequentially" if batch_size is None else "even at batch size 1"
-                raise DeviceError(f"out of {device} memory {where} ({first_line(error)}); "
+                raise OutOfMemoryError(f"out of {device} memory {where} ({first_line(error)}); "
                                   "use a smaller model or compute type") from None
             if retries is not None:
                 retries.append({"batch_size": batch_size, "error": first_line(error)})

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from whisperkit.checks import is_whole
 from whisperkit.core.config import Config, decoding_settings, matched_options
 from whisperkit.core.transcription import transcribe_config
-from whisperkit.errors import DeviceError, WhisperkitError
+from whisperkit.errors import OutOfMemoryError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
@@ -240,7 +240,7 @@ def _sweep_step(result: Sweep, audio, base: Config, size: int, interval, progres
     config = base.replace(batch_size=size)
     try:
         measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
-    except DeviceError:  # out of memory even at batch size 1
+    except OutOfMemoryError:  # out of memory even at batch size 1
         point = SweepPoint(size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)
         return point
