@@ -164,7 +164,12 @@ def test_the_sampling_process_ends_when_its_parent_dies(tmp_path):
 def test_samples_keep_their_schedule_while_python_and_every_core_are_busy():
     """At 10 Hz over 4.5 s, at least 43 of the 45 slots are sampled on time while this process
     spins a pure-Python loop and other processes keep every core busy (a thread in this
-    interpreter delivered 27 to 38)."""
+    interpreter delivered 27 to 38). Skipped where other work already overloads the machine: the
+    schedule of any process is then the machine's, not the sampler's (benchmarks/sampler_overhead.py
+    compares with a thread there)."""
+    cores = os.cpu_count() or 1
+    if os.getloadavg()[0] > 2 * cores:
+        pytest.skip(f"load average {os.getloadavg()[0]:.1f} on {cores} cores: too busy to judge a schedule")
     spin = "import time\nend = time.monotonic() + 8\nwhile time.monotonic() < end: pass"
     hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
     try:
