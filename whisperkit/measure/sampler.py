@@ -10,13 +10,14 @@ How sampling works
 ------------------
 Samples are taken in a separate process (:mod:`whisperkit.measure.sampler_process`, spawned with
 ``subprocess``, never forked), so the code being watched cannot starve it: a pure-Python loop
-holding the GIL, or a busy machine, no longer delays or drops samples (a sampler thread in the
-same interpreter delivered 27 to 38 of 45 samples at 10 Hz while the main thread spun). The
+holding the GIL no longer delays or drops samples (a sampler thread in the same interpreter
+delivered 27 to 38 of 45 samples at 10 Hz while the main thread spun and every core was busy;
+the process delivers 43 or more, see ``benchmarks/sampler_overhead.py``). The
 process samples at ``t0 + k * interval`` on the monotonic clock (no drift; a slot that passed
 is skipped rather than taken in a burst), one sample at start and one at stop, and streams each
 one back over a pipe, where a reader thread appends it to a list; the pandas DataFrame is built
 only when :attr:`Sampler.timeline` is read. CLOCK_MONOTONIC is system-wide, so :meth:`Sampler.mark`
-in this process lines up with the samples. Starting costs one Python start-up (about 0.2 s).
+in this process lines up with the samples. Starting costs one Python start-up (0.2 to 0.6 s).
 Stopping (or leaving the ``with`` block, also by Ctrl-C or an exception) ends the process; if this
 process dies, the sampling process sees its pipe close and ends too.
 
