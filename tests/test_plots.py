@@ -37,6 +37,8 @@ def with_gpu(run, seed: int = 0):
     timeline["gpu0_sm_clock_mhz"] = 1755.0
     timeline["gpu0_temperature_c"] = 55.0
     timeline["gpu0_process_util_percent"] = timeline["gpu0_util_percent"] * 0.95
+    steps = np.diff(time_s, prepend=time_s[0])
+    timeline["gpu0_energy_j"] = 1000.0 + np.cumsum(timeline["gpu0_power_w"].to_numpy() * steps)  # joules
     metrics = {
         **run.metrics,
         "mean_gpu_util_percent": float(timeline.loc[busy, "gpu0_util_percent"].mean()),
@@ -45,8 +47,12 @@ def with_gpu(run, seed: int = 0):
     gpu = {"index": 0, "name": "NVIDIA L4", "uuid": "GPU-0", "memory_total_mb": 24576.0,
            "memory_free_mb": 21000.0, "driver_version": "550.54.15", "cuda_driver_version": "12.4"}
     environment = {**run.environment, "gpus": [gpu], "gpu_unavailable_reason": None}
-    return dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
-                               gpu_unavailable_reason=None)
+    result = dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
+                                 gpu_unavailable_reason=None)
+    from whisperkit.experiments.metrics import compute_metrics
+
+    result.metrics["gpu_energy_j_per_audio_hour"] = compute_metrics(result)["gpu_energy_j_per_audio_hour"]
+    return result
 
 
 def traces(fig, run, prefix: str = ""):
