@@ -3,7 +3,9 @@
 The seed note's two configurations, exactly as it set them:
 
 - :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``. Those
-  are 24 model replicas for 24 concurrent callers; one call uses one, so they only cost memory.
+  are 24 CTranslate2 workers for 24 concurrent callers, sharing one copy of the weights; each
+  adds its own thread pool and working memory (on a GPU also a CUDA stream and caching
+  allocator). One call uses one worker, so the other 23 only cost memory.
 - :data:`SEED_AFTER`: ``BatchedInferencePipeline`` with a batch size chosen from device memory
   and ``num_workers=6``.
 
