@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from whisperkit.checks import is_whole
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
-from whisperkit.measure.cuda import GPU_EXTRA_HINT, cuda_device_count, cuda_libraries, is_cuda_error, is_out_of_memory, supported_compute_types
+from whisperkit.measure.cuda import (
+    cuda_device_count,
+    cuda_libraries,
+    cuda_unusable_reason,
+    is_cuda_error,
+    is_out_of_memory,
+    supported_compute_types,
+)
 
 BUNDLED_MODEL = "tiny.en"
 DEVICES = ("auto", "cpu", "cuda")
@@ -195,10 +202,10 @@ def device_choice(device: str = "auto", device_index: int = 0) -> DeviceChoice:
 
 
 def _cuda_unusable_reason() -> str | None:
-    """Why ctranslate2 cannot run on a GPU here (None when it can)."""
+    """Why ctranslate2 cannot run on a GPU here (None when it can); looked up here so tests can
+    replace ``cuda_device_count`` and ``cuda_libraries`` in this module."""
     if cuda_device_count() == 0:
-        return ("ctranslate2 sees no CUDA device (no NVIDIA GPU or driver visible); "
-                f"on a GPU machine: install the NVIDIA driver, then {GPU_EXTRA_HINT}")
+        return cuda_unusable_reason()
     return cuda_libraries().reason
 
 

@@ -76,6 +76,14 @@ def is_cuda_error(error: BaseException) -> bool:
     return is_out_of_memory(error) or any(marker in text for marker in CUDA_ERROR_MARKERS)
 
 
+def cuda_unusable_reason() -> str | None:
+    """Why ctranslate2 cannot run on a GPU here, in one line (None when it can)."""
+    if cuda_device_count() == 0:
+        return ("ctranslate2 sees no CUDA device (no NVIDIA GPU or driver visible); "
+                f"on a GPU machine: install the NVIDIA driver, then {GPU_EXTRA_HINT}")
+    return cuda_libraries().reason
+
+
 @dataclass(frozen=True)
 class CudaLibraries:
     """Which run-time CUDA libraries the installed ctranslate2 needs, and where each was found.

@@ -24,17 +24,13 @@ def collect_environment(cuda_index: int | None = None) -> dict:
     """
     import psutil
 
-    from whisperkit.measure.cuda import GPU_EXTRA_HINT, cuda_device_count, cuda_libraries
+    from whisperkit.measure.cuda import cuda_device_count, cuda_libraries, cuda_unusable_reason
     from whisperkit.measure.nvml import gpu_inventory
 
     gpus, gpu_reason = gpu_inventory()
     cuda_devices = cuda_device_count()
     libraries = cuda_libraries() if cuda_devices > 0 else None
-    unusable: str | None
-    if cuda_devices == 0:
-        unusable = f"ctranslate2 sees no CUDA device; on a GPU machine: install the NVIDIA driver, then {GPU_EXTRA_HINT}"
-    else:
-        unusable = libraries.reason if libraries is not None else None
+    unusable = cuda_unusable_reason()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
