@@ -117,6 +117,9 @@ def test_cuda_device_index_beyond_the_visible_ones(monkeypatch):
         models.device_choice("cuda", 2)
     with pytest.raises(wk.ConfigError, match="device_index"):
         wk.load_model(device_index=-1)
+    with pytest.raises(wk.ConfigError, match="device_index"):
+        wk.Config(device_index=True)
+    assert wk.Config(device_index=1).to_dict()["device_index"] == 1
 
 
 def test_cuda_libraries_are_loaded_from_the_nvidia_wheels(monkeypatch, tmp_path, fresh_cuda_libraries):
