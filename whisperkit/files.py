@@ -1,10 +1,11 @@
-"""Writing files so that a crash never leaves half a file behind."""
+"""Writing files so that a crash never leaves half a file behind; standard output that went away."""
 
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+import sys
 
 from whisperkit.errors import WhisperkitError
 
@@ -52,10 +53,21 @@ def temporary_name(path: str) -> str:
 
 
 def _advice(error: OSError) -> str:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return "free some space or choose another folder"
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "choose a folder you can write to"
     if error.errno == errno.ENAMETOOLONG:
         return "choose a shorter name"
     return "check the folder"
+
+
+def stdout_to_devnull() -> None:
+    """Point standard output at /dev/null (after a closed pipe or a full disk), so that later
+    writes and the flush at exit cannot fail again: Python's documented recipe for EPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass

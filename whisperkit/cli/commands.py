@@ -14,7 +14,7 @@ import sys
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
 from whisperkit.errors import ConfigError, WhisperkitError, first_line
-from whisperkit.files import write_text_atomic
+from whisperkit.files import stdout_to_devnull, write_text_atomic
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
 
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         _error("interrupted")
         return 130
     except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
-        _stdout_to_devnull()
+        stdout_to_devnull()
         return 1
     except OSError as error:
         if args.debug:
             raise
-        _stdout_to_devnull()
+        stdout_to_devnull()
         where = f" {error.filename}" if error.filename else ""
         _error(f"cannot read or write{where or ' standard output'}: {error.strerror or error}")
         return 2
@@ -52,15 +52,6 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"internal error ({type(error).__name__}: {first_line(error)}); "
                "rerun with whisperkit --debug ... for the traceback, and report it")
         return 1
-
-
-def _stdout_to_devnull() -> None:
-    """Point standard output at /dev/null, so the flush at exit cannot fail a second time."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout already closed or not a real file
-        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
