@@ -143,7 +143,7 @@ def test_03_sweep_runs(kernel_manager_factory):
     notebook = execute(NOTEBOOKS / "03_batch_size_sweep.ipynb", kernel_manager_factory)
     assert re.search(r"fastest batch size: \d+", text_of(code_cell(notebook, "sw = wk.sweep(")))
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.sweep(sw)"))
-    assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "experiment.autotune(")))
+    assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "runners.autotune(")))
     estimates = text_of(code_cell(notebook, "recommend_batch_size(m,"))
     assert "large-v3" in estimates and "80 GiB" in estimates
     assert "estimated batch size: 8" in text_of(code_cell(notebook, "loaded = wk.load_model("))

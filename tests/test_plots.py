@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit.experiments.experiment import Sweep, SweepPoint
+from whisperkit.experiments.results import Sweep, SweepPoint
 from whisperkit.views import plots
 
 PHASES = ("load", "prepare", "decode")

@@ -55,7 +55,7 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
 
 
 def run_compare(args) -> int:
-    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
+    from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
     before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
     return _compare_and_save(args.file, before, after, args.output_dir, reference=args.reference,
@@ -65,7 +65,7 @@ def run_compare(args) -> int:
 
 def run_sweep(args) -> int:
     from whisperkit.core.config import Config
-    from whisperkit.experiments import experiment
+    from whisperkit.experiments import runners
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
     from whisperkit.views.report import report
 
@@ -77,9 +77,9 @@ def run_sweep(args) -> int:
 
     common = dict(interval=args.interval, progress=not args.quiet, on_run=keep)
     if args.autotune:
-        result = experiment.autotune(args.file, config=base, **common)
+        result = runners.autotune(args.file, config=base, **common)
     else:
-        result = experiment.sweep(args.file, args.batch_sizes, config=base, **common)
+        result = runners.sweep(args.file, args.batch_sizes, config=base, **common)
     save_sweep(result, folder)
     report(result, folder / "report.html")
     print(result.table().to_string())
@@ -99,7 +99,7 @@ def run_report(args) -> int:
 
 def run_demo(args) -> int:
     from whisperkit.core.samples import sample_path
-    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
+    from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
     print("whisperkit demo: the seed's before/after comparison on the bundled 79 s sample, offline.")
     print("before: sequential WhisperModel.transcribe, num_workers=24; after: BatchedInferencePipeline, "
@@ -108,7 +108,7 @@ def run_demo(args) -> int:
 
 
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
-    from whisperkit.experiments.experiment import compare
+    from whisperkit.experiments.runners import compare
     from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
     from whisperkit.views.report import report
 

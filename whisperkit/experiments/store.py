@@ -63,7 +63,7 @@ def load_run(folder: str | os.PathLike):
 
     from whisperkit.core.config import Config
     from whisperkit.core.transcription import Transcript
-    from whisperkit.experiments.experiment import Run
+    from whisperkit.experiments.results import Run
 
     folder = Path(folder)
     document = _read_run_json(folder)

@@ -14,8 +14,8 @@ Every control is an attribute, so code (and tests) can drive the app as a user w
 While a job runs the buttons are disabled and a live chart shows CPU utilization (the whole
 machine and this process) and, where NVML sees NVIDIA GPUs, each GPU's utilization, redrawn at
 most twice a second. Each run's own sampler feeds the chart: Transcribe, Compare and Sweep
-hand ``on_start`` to :func:`whisperkit.experiments.experiment.run`, :func:`~whisperkit.experiments.experiment.compare`
-and :func:`~whisperkit.experiments.experiment.sweep`, so the chart starts afresh with every run.
+hand ``on_start`` to :func:`whisperkit.experiments.runners.run`, :func:`~whisperkit.experiments.runners.compare`
+and :func:`~whisperkit.experiments.runners.sweep`, so the chart starts afresh with every run.
 
 A :class:`whisperkit.WhisperkitError` (a missing file, CUDA asked for where there is none, an
 unknown model) shows as one red line in the app; so does any other exception, as its type and
@@ -78,7 +78,7 @@ class App:
         import plotly.graph_objects as go
         from faster_whisper.utils import available_models
 
-        import whisperkit.experiments.experiment  # noqa: F401  likewise: the job thread then finds it loaded
+        import whisperkit.experiments.runners  # noqa: F401  likewise: the job thread then finds it loaded
         from whisperkit.core.samples import list_samples
 
         wide = {"description_width": "110px"}
@@ -263,16 +263,16 @@ class App:
             self._done.set()
 
     def _transcribe(self, audio: str, config):
-        from whisperkit.experiments import experiment
+        from whisperkit.experiments import runners
 
-        return experiment.run(audio, config, progress=False, on_start=self._watch)
+        return runners.run(audio, config, progress=False, on_start=self._watch)
 
     def _compare(self, audio: str, config):
-        from whisperkit.experiments import experiment
+        from whisperkit.experiments import runners
 
         chosen = {"model": config.model, "device": config.device, "compute_type": config.compute_type}
-        before = experiment.SEED_BEFORE.replace(**chosen)
-        after = experiment.SEED_AFTER.replace(**chosen)
+        before = runners.SEED_BEFORE.replace(**chosen)
+        after = runners.SEED_AFTER.replace(**chosen)
         self.progress.max = 2
         self._job_label = "Comparing: before (sequential, num_workers=24)"
 
@@ -280,10 +280,10 @@ class App:
             self.progress.value += 1
             self._job_label = "Comparing: after (batched)"
 
-        return experiment.compare(audio, before, after, progress=False, on_start=self._watch, on_run=finished)
+        return runners.compare(audio, before, after, progress=False, on_start=self._watch, on_run=finished)
 
     def _sweep(self, audio: str, config):
-        from whisperkit.experiments import experiment
+        from whisperkit.experiments import runners
 
         self.progress.max = len(SWEEP_SIZES)
         self._job_label = f"Sweeping batch sizes: {SWEEP_SIZES[0]} (1 of {len(SWEEP_SIZES)})"
@@ -294,7 +294,7 @@ class App:
                 following = SWEEP_SIZES[self.progress.value]
                 self._job_label = f"Sweeping batch sizes: {following} ({self.progress.value + 1} of {len(SWEEP_SIZES)})"
 
-        return experiment.sweep(audio, SWEEP_SIZES, config.replace(mode="batched"), progress=False,
+        return runners.sweep(audio, SWEEP_SIZES, config.replace(mode="batched"), progress=False,
                                 on_start=self._watch, on_run=finished)
 
     def _fail(self, error: BaseException, text: str) -> None:
@@ -307,7 +307,7 @@ class App:
     # -- the live chart --------------------------------------------------------------------------
 
     def _watch(self, sampler) -> None:
-        """Make ``sampler`` the source of the live chart (experiment.run's ``on_start``)."""
+        """Make ``sampler`` the source of the live chart (runners.run's ``on_start``)."""
         with self._lock:
             self._live_sampler = sampler
             self._live_index = 0
@@ -361,10 +361,10 @@ class App:
     def _show(self, result) -> None:
         import plotly.graph_objects as go
 
-        from whisperkit.experiments import experiment
+        from whisperkit.experiments.results import Comparison, Sweep
         from whisperkit.views import plots
 
-        if isinstance(result, experiment.Comparison):
+        if isinstance(result, Comparison):
             texts = [("before", result.before.transcript.text), ("after", result.after.transcript.text)]
             table = (f"<p>Speed-up (before wall / after wall): <b>{result.speedup:.2f}x</b>; "
                      f"word error rate between the two texts: {result.wer_between:.3f}</p>")
@@ -378,7 +378,7 @@ class App:
                       + "".join(side_by_side) + "</div>")
             figures = [plots.timeline(result), plots.summary(result)]
             notes = _notes(result.after)
-        elif isinstance(result, experiment.Sweep):
+        elif isinstance(result, Sweep):
             best = result.best
             best_run = next((r for r in result.runs if r.transcript.config.get("batch_size") == best), None)
             shown = best_run or (result.runs[-1] if result.runs else None)

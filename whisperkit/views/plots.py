@@ -187,7 +187,7 @@ def sweep(sw):
 
 def runs_of(obj) -> list:
     """The runs inside ``obj``: a Run, a Comparison (before, after), a Sweep or a list of Runs."""
-    from whisperkit.experiments.experiment import Comparison, Run, Sweep
+    from whisperkit.experiments.results import Comparison, Run, Sweep
 
     if isinstance(obj, Run):
         return [obj]
@@ -359,7 +359,7 @@ def _end_seconds(run, last_mark_s: float) -> float:
 
 
 def _timeline_title(obj, runs) -> str:
-    from whisperkit.experiments.experiment import Comparison
+    from whisperkit.experiments.results import Comparison
 
     if isinstance(obj, Comparison):
         return _speedup_title("Utilization over time", obj)
@@ -383,7 +383,7 @@ _SUMMARY_GROUPS = (
 
 
 def _summary_title(obj, runs) -> str:
-    from whisperkit.experiments.experiment import Comparison
+    from whisperkit.experiments.results import Comparison
 
     if isinstance(obj, Comparison):
         return _speedup_title("Before and after", obj)

@@ -66,7 +66,7 @@ def report(obj, path: str | os.PathLike) -> str:
     metrics (speedup, RTFx, wall s, CPU %, GPU %, RSS MiB, word error rates), the settings that
     differ, the figures, the machine, and the transcripts. Returns ``path`` as a string.
     """
-    from whisperkit.experiments.experiment import Comparison, Sweep
+    from whisperkit.experiments.results import Comparison, Sweep
     from whisperkit.views.plots import runs_of
 
     runs = runs_of(obj)

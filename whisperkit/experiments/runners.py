@@ -1,4 +1,4 @@
-"""Experiments: a monitored run, the seed's before/after comparison, batch-size sweeps.
+"""Running experiments: a monitored run, the seed's before/after comparison, batch-size sweeps.
 
 The seed note's two configurations, exactly as it set them:
 
@@ -17,163 +17,18 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 
 from whisperkit.core.config import Config, decoding_settings, matched_options
-from whisperkit.core.transcription import Transcript, transcribe_config
+from whisperkit.core.transcription import transcribe_config
 from whisperkit.errors import DeviceError, WhisperkitError
+from whisperkit.experiments.metrics import compute_metrics
+from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
 
 DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
 DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32)
-
-
-@dataclass
-class Run:
-    """One monitored transcription: what was asked, on what machine, what happened.
-
-    ``metrics`` (units in the names) are computed over the transcription phases, not the
-    model load: ``rtfx``, ``wall_seconds``, ``load_seconds``, ``audio_seconds``,
-    ``mean_cpu_percent`` (system, 0-100), ``mean_process_cpu_percent`` (this process, share of
-    all cores, 0-100), ``mean_gpu_util_percent`` (busiest GPU, None without GPU),
-    ``peak_rss_mb`` (the whole process, so it includes whatever was loaded before the run),
-    ``rss_growth_mb`` (peak minus the first sample: what the run itself added, model load
-    included), ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
-    """
-
-    config: Config
-    transcript: Transcript
-    environment: dict
-    timeline: object  # pandas.DataFrame, one row per sample
-    marks: object  # pandas.DataFrame: time_s, label
-    metrics: dict
-    started_at: str = ""
-    reference: str | None = None
-    gpu_unavailable_reason: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.config.label or f"{self.config.mode}, batch {self.transcript.config.get('batch_size')}"
-
-    def table(self):
-        """The metrics under readable names, one column (pandas DataFrame)."""
-        import pandas as pd
-
-        return pd.DataFrame({"value": _display_metrics(self)})
-
-
-
-@dataclass
-class Comparison:
-    """Two configurations on the same audio: ``before`` and ``after`` (median-wall runs).
-
-    ``speedup`` is the median before wall time over the median after wall time;
-    ``wer_between`` the word error rate of the after text against the before text;
-    ``wer_vs_reference`` per side against the reference, or None without one;
-    ``differences`` every setting, decoding included, that differs between the sides.
-    """
-
-    before: Run
-    after: Run
-    before_runs: list[Run]
-    after_runs: list[Run]
-    speedup: float
-    wer_between: float
-    wer_vs_reference: dict | None
-    differences: list[dict]
-    matched: bool = False
-
-    @property
-    def verdict(self) -> str:
-        """The speedup in words: ``"after is 1.88x faster"`` (or slower, or unknown)."""
-        if self.speedup != self.speedup:
-            return "speedup unknown"
-        if self.speedup >= 1:
-            return f"after is {self.speedup:.2f}x faster"
-        return f"after is {1 / self.speedup:.2f}x slower"
-
-    def to_dict(self) -> dict:
-        """The content of ``comparison.json``."""
-        return {
-            "audio": self.before.transcript.audio_path,
-            "audio_seconds": self.before.transcript.audio_seconds,
-            "matched": self.matched,
-            "before": side_summary(self.before, [r.transcript.wall_seconds for r in self.before_runs]),
-            "after": side_summary(self.after, [r.transcript.wall_seconds for r in self.after_runs]),
-            "speedup": self.speedup,
-            "wer_between": self.wer_between,
-            "wer_vs_reference": self.wer_vs_reference,
-            "differences": self.differences,
-            "environment": self.after.environment,
-        }
-
-    def table(self):
-        """Before and after side by side (pandas DataFrame), for notebooks and the CLI."""
-        import pandas as pd
-
-        return pd.DataFrame({
-            name: {**_display_metrics(run_), "text": run_.transcript.text[:60] + "..."}
-            for name, run_ in (("before", self.before), ("after", self.after))
-        })
-
-
-
-@dataclass
-class SweepPoint:
-    """One batch size of a sweep; ``oom`` is True where it ran out of memory (then retried smaller)."""
-
-    batch_size: int
-    rtfx: float
-    wall_seconds: float
-    peak_rss_mb: float
-    peak_gpu_mem_mb: float | None
-    mean_cpu_percent: float
-    mean_gpu_util_percent: float | None
-    oom: bool = False
-
-
-@dataclass
-class Sweep:
-    """Throughput and memory against batch size; ``best`` is the fastest batch size that fit.
-
-    ``runs`` holds the runs that completed: a batch size that ran out of memory even after
-    halving down to 1 has a point (``oom=True``) but no run.
-    """
-
-    points: list[SweepPoint]
-    runs: list[Run] = field(default_factory=list)
-    stopped_because: str = ""
-
-    @property
-    def best(self) -> int | None:
-        fitting = [p for p in self.points if not p.oom and p.rtfx == p.rtfx]
-        return max(fitting, key=lambda p: p.rtfx).batch_size if fitting else None
-
-    def to_dict(self) -> dict:
-        """The content of ``sweep.json``."""
-        from dataclasses import asdict
-
-        first = self.runs[0] if self.runs else None
-        return {
-            "audio": first.transcript.audio_path if first else None,
-            "audio_seconds": first.transcript.audio_seconds if first else None,
-            "config": first.config.to_dict() if first else None,
-            "points": [asdict(point) for point in self.points],
-            "best": self.best,
-            "stopped_because": self.stopped_because,
-            "environment": first.environment if first else None,
-        }
-
-    def table(self):
-        """One row per batch size (pandas DataFrame)."""
-        from dataclasses import asdict
-
-        import pandas as pd
-
-        return pd.DataFrame([asdict(point) for point in self.points]).set_index("batch_size")
-
 
 
 def run(
@@ -355,52 +210,6 @@ def autotune(
     return result
 
 
-def compute_metrics(run_: Run) -> dict:
-    """Metrics of a run over its transcription phases (``prepare`` onwards); see :class:`Run`."""
-    from whisperkit.core.accuracy import word_error_rate
-    from whisperkit.measure.columns import gpu_column, gpu_indices
-
-    transcript = run_.transcript
-    window = _transcription_window(run_.timeline, run_.marks)
-    gpus = gpu_indices(None if window is None else window.columns)
-    gpu_util = [gpu_column(i, "util_percent") for i in gpus]
-    gpu_mem = [gpu_column(i, "mem_used_mb") for i in gpus]
-    return {
-        "rtfx": transcript.rtfx,
-        "wall_seconds": transcript.wall_seconds,
-        "load_seconds": transcript.load_seconds,
-        "prepare_seconds": transcript.prepare_seconds,
-        "decode_seconds": transcript.decode_seconds,
-        "audio_seconds": transcript.audio_seconds,
-        "mean_cpu_percent": _mean(window, "cpu_percent"),
-        "mean_process_cpu_percent": _mean(window, "process_cpu_percent"),
-        "mean_gpu_util_percent": _largest(_mean(window, c) for c in gpu_util),
-        "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
-        "rss_growth_mb": _growth(run_.timeline, "process_rss_mb"),
-        "peak_gpu_mem_mb": _largest(_max(run_.timeline, c) for c in gpu_mem),
-        "batch_size": transcript.config.get("batch_size"),
-        "oom_retries": len(transcript.batch_retries),
-        "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
-    }
-
-
-def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
-    """One side of ``comparison.json``: config, metrics and text."""
-    metrics = run_.metrics
-    summary = {
-        "config": run_.transcript.config,
-        "label": run_.label,
-        "decoding": decoding_settings(run_.config),
-        **{key: metrics[key] for key in (
-            "rtfx", "wall_seconds", "load_seconds", "mean_cpu_percent", "mean_process_cpu_percent",
-            "mean_gpu_util_percent", "peak_rss_mb", "rss_growth_mb", "peak_gpu_mem_mb", "oom_retries")},
-        "text": run_.transcript.text,
-    }
-    if walls is not None:
-        summary["repeat_wall_seconds"] = walls
-    return summary
-
-
 def differences(before: Run, after: Run) -> list[dict]:
     """Every setting, decoding included, whose value differs between two runs."""
     left = {**before.transcript.config, **decoding_settings(before.config)}
@@ -411,28 +220,6 @@ def differences(before: Run, after: Run) -> list[dict]:
         for key in dict.fromkeys([*left, *right])
         if key not in skip and left.get(key) != right.get(key)
     ]
-
-
-def _display_metrics(run_: Run) -> dict:
-    """A run's metrics under readable names, rounded, for tables (None where not measured)."""
-    metrics = run_.metrics
-    return {
-        "configuration": run_.label,
-        "RTFx": _round(metrics.get("rtfx"), 2),
-        "audio s": _round(metrics.get("audio_seconds"), 2),
-        "wall s": _round(metrics.get("wall_seconds"), 2),
-        "load s": _round(metrics.get("load_seconds"), 2),
-        "prepare s": _round(metrics.get("prepare_seconds"), 2),
-        "decode s": _round(metrics.get("decode_seconds"), 2),
-        "batch size": metrics.get("batch_size"),
-        "CPU % (system)": _round(metrics.get("mean_cpu_percent")),
-        "CPU % (process)": _round(metrics.get("mean_process_cpu_percent")),
-        "GPU util %": _round(metrics.get("mean_gpu_util_percent")),
-        "peak RSS MiB": _round(metrics.get("peak_rss_mb")),
-        "RSS growth MiB": _round(metrics.get("rss_growth_mb")),
-        "peak GPU MiB": _round(metrics.get("peak_gpu_mem_mb")),
-        "WER vs reference": _round(metrics.get("wer_vs_reference"), 3),
-    }
 
 
 def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
@@ -493,44 +280,3 @@ def _reference_for(audio, reference) -> str | None:
         except OSError as error:
             raise WhisperkitError(f"cannot read reference {reference}: {error.strerror or error}") from None
     return str(reference)
-
-
-def _transcription_window(timeline, marks):
-    """Timeline rows from the ``prepare`` mark on (the whole timeline when unmarked)."""
-    if timeline is None or len(timeline) == 0:
-        return timeline
-    starts = marks.loc[marks["label"] == "prepare", "time_s"] if marks is not None and len(marks) else []
-    if len(starts) == 0:
-        return timeline
-    window = timeline[timeline["time_s"] >= float(starts.iloc[0])]
-    return window if len(window) else timeline.tail(1)
-
-
-def _mean(frame, column: str) -> float | None:
-    if frame is None or column not in frame or frame[column].isna().all():
-        return None
-    return float(frame[column].mean())
-
-
-def _max(frame, column: str) -> float | None:
-    if frame is None or column not in frame or frame[column].isna().all():
-        return None
-    return float(frame[column].max())
-
-
-def _largest(values) -> float | None:
-    """The largest of the values that were measured (not None), or None."""
-    return max((value for value in values if value is not None), default=None)
-
-
-def _growth(frame, column: str) -> float | None:
-    """Peak minus the first reading: what the run added (model load included)."""
-    peak = _max(frame, column)
-    if peak is None:
-        return None
-    first = frame[column].dropna().iloc[0]
-    return peak - float(first)
-
-
-def _round(value, digits: int = 1):
-    return None if value is None or value != value else round(value, digits)
