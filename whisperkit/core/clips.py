@@ -13,10 +13,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from whisperkit.checks import check_whole
 from whisperkit.core.audio import SAMPLING_RATE, load_audio
+from whisperkit.core.config import MAX_BATCH_SIZE
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Segment, Transcript
-from whisperkit.errors import ConfigError, WhisperkitError
+from whisperkit.errors import WhisperkitError
 
 MAX_CLIP_SECONDS = 30.0
 
@@ -57,8 +59,7 @@ def transcribe_clips(
     """
     import numpy as np
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
     model = model if isinstance(model, Model) else load_model(model)
     started = time.perf_counter()
     clips, failures = _read_clips(paths)
