@@ -77,7 +77,10 @@ def _read_reference_file(path: str) -> str:
         if os.path.getsize(path) > MAX_REFERENCE_BYTES:
             raise ConfigError(f"reference {path} is over {MAX_REFERENCE_BYTES // 2**20} MiB: not a transcript")
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
+            text = handle.read().strip()
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+        return text
     except UnicodeDecodeError:
         raise ConfigError(f"reference {path} is not UTF-8 text (an audio file?); give the transcript's text file") from None
     except OSError as error:

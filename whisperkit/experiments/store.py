@@ -22,7 +22,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from whisperkit.errors import RunError, first_line
+from whisperkit.errors import RunError, WhisperkitError, first_line
 from whisperkit.files import write_bytes_atomic, write_text_atomic
 
 RUN_KIND = "whisperkit.run"
@@ -84,6 +84,7 @@ def load_run(folder: str | os.PathLike):
         raise RunError(f"{folder}: run has no timeline.parquet; the run is incomplete") from None
     except Exception as error:  # pyarrow raises several kinds for a damaged file
         raise RunError(f"{folder}/timeline.parquet: damaged ({first_line(error)})") from None
+    metrics = _checked_metrics(document.get("metrics"), folder)
     try:
         return Run(
             config=Config.from_dict(document["config"]),
@@ -91,13 +92,25 @@ def load_run(folder: str | os.PathLike):
             environment=document["environment"],
             timeline=timeline,
             marks=pd.DataFrame(document["marks"], columns=["time_s", "label"]),
-            metrics=document["metrics"],
+            metrics=metrics,
             started_at=document.get("started_at", ""),
             reference=document.get("reference"),
             gpu_unavailable_reason=document.get("gpu_unavailable_reason"),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, WhisperkitError) as error:
         raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None
+
+
+def _checked_metrics(metrics, folder: Path) -> dict:
+    """The saved metrics as numbers; a value that is not one (null, text) is missing (shown n/a)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise RunError(f"{folder}/run.json: damaged, its metrics are a {type(metrics).__name__}, not a table")
+    return {
+        str(key): value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        for key, value in metrics.items()
+    }
 
 
 def load_runs(folder: str | os.PathLike) -> list:
