@@ -42,13 +42,14 @@ def check_number(
 
     ``above=True`` excludes ``minimum`` itself (a number above it).
     """
-    ok = (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > minimum if above else value >= minimum)
-        and (maximum is None or value <= maximum)
-    )
+    ok = False
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        ok = (
+            math.isfinite(number)
+            and (number > minimum if above else number >= minimum)
+            and (maximum is None or number <= maximum)
+        )
     if not ok:
         low = f"above {minimum:g}" if above else f"at least {minimum:g}"
         span = f"{low} and at most {maximum:g}" if maximum is not None else low

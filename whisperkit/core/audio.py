@@ -77,10 +77,10 @@ def load_audio(source) -> Audio:
     audio = Audio(samples=decoded.samples, path=name)
     damaged = bool(decoded.bad_packets or decoded.stopped)
     declared = decoded.declared_seconds
-    short = bool(declared) and audio.seconds < 0.99 * declared
-    if len(audio.samples) == 0 and (damaged or _size(source) > HEADER_BYTES):
+    short = declared is not None and declared > 0 and audio.seconds < 0.99 * declared
+    if audio.seconds == 0 and (damaged or _size(source) > HEADER_BYTES):
         raise AudioError(f"{name}: not audio or damaged, nothing could be decoded; check the file")
-    if audio.is_silent and len(audio.samples) and (damaged or short):
+    if audio.is_silent and audio.seconds > 0 and (damaged or short):
         of = f" of the {declared:.1f} s its header declares" if declared else ""
         raise AudioError(f"{name}: damaged, only {audio.seconds:.1f} s of silence could be decoded{of}; "
                          "check the file")

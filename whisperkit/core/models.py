@@ -129,8 +129,8 @@ def model_languages(model: Model) -> tuple[str, ...]:
     """The language codes ``model`` can transcribe: only ``en`` for an English-only model."""
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
-    whisper = model.whisper
-    multilingual = getattr(whisper, "model", None) is None or whisper.model.is_multilingual
+    inner = getattr(model.whisper, "model", None)  # the ctranslate2 Whisper model
+    multilingual = inner is None or bool(inner.is_multilingual)
     return tuple(_LANGUAGE_CODES) if multilingual else ("en",)
 
 

@@ -160,7 +160,8 @@ def transcribe(
             raise ConfigError(f"{flag} must be True or False, got {value!r}")
     if model is not None and not isinstance(model, (Model, str, os.PathLike)):
         model = _wrap_whisper_model(model)
-    if isinstance(model, Model):  # already loaded: its placement is the one used
+    if isinstance(model, Model):  # already loaded: its placement is the one used (checked all the same)
+        Config(num_workers=num_workers, cpu_threads=cpu_threads, device=device, compute_type=compute_type)
         name, device, compute_type = model.name, model.device, model.compute_type
         num_workers, cpu_threads = model.num_workers, model.cpu_threads
     else:
