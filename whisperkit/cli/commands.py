@@ -125,15 +125,15 @@ def output_paths(path: str, formats, output_dir: str) -> list[str]:
 
 def check_output_paths(files, formats, output_dir: str) -> None:
     """Refuse, before any work, outputs that would overwrite an input or another input's output."""
-    inputs = {os.path.realpath(path) for path in files}
+    inputs = {_path_key(path) for path in files}
     owner: dict[str, str] = {}
     for path in files:
         for output in output_paths(path, formats, output_dir):
-            key = os.path.realpath(output)
+            key = _path_key(output)
             if key in inputs:
                 raise ConfigError(f"{output} would overwrite the input file {output}; choose another --output-dir")
             other = owner.setdefault(key, path)
-            if os.path.realpath(other) != os.path.realpath(path):
+            if _path_key(other) != _path_key(path):
                 raise ConfigError(
                     f"{other} and {path} would both be written to {output}; use a separate --output-dir "
                     "for each, or --mode corpus (it keeps each file's relative path)"
@@ -148,6 +148,11 @@ def run_env(args) -> int:
     env = collect_environment()
     print(json.dumps(env, indent=2) if args.json else format_environment(env))
     return 0
+
+
+def _path_key(path: str) -> str:
+    """A file's identity for collision checks; case-folded, as on macOS and Windows file systems."""
+    return os.path.realpath(path).casefold()
 
 
 def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> None:

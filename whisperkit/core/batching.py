@@ -85,6 +85,12 @@ def architecture(model: str) -> Architecture:
     return ARCHITECTURES["large"]
 
 
+def names_an_architecture(model: str) -> bool:
+    """True when a model name (or a folder's name) contains a known size, so estimates apply to it."""
+    text = os.path.basename(os.path.normpath(model)).lower() if model else ""
+    return any(size in text for size in ARCHITECTURES)
+
+
 def weights_mb(model: str, compute_type: str) -> float:
     """Estimated memory of the weights in MiB."""
     bytes_per_weight = WEIGHT_BYTES.get(compute_type, 1.1)  # the int8 kinds keep some float layers
@@ -165,8 +171,7 @@ def _check_model_name(model) -> None:
     text = os.fspath(model)
     if "/" in text or os.sep in text or os.path.isdir(text):
         return
-    known = tuple(ARCHITECTURES)
-    if not any(size in text.lower() for size in known):
+    if not names_an_architecture(text):
         raise ModelError(
             f"unknown model {text!r}; name one of the sizes {', '.join(ARCHITECTURES)} "
             "(with suffixes such as large-v3 or small.en), or a model folder"

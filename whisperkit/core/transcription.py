@@ -337,13 +337,15 @@ def _check_memory(config: Config, model: Model, batch_size: int) -> None:
     """Refuse, before it starts, a CPU run whose estimated working memory exceeds the free memory.
 
     The estimate is :func:`whisperkit.core.batching.per_item_mb` per batch item (beam or best_of
-    candidates included). On a GPU a batch that does not fit is retried smaller instead.
+    candidates included), for a model whose name gives its size. On a GPU a batch that does not
+    fit is retried smaller instead.
     """
-    if model.device != "cpu" or not model.path:
+    from whisperkit.core.batching import names_an_architecture, per_item_mb
+
+    if model.device != "cpu" or not names_an_architecture(model.name):  # no estimate for an unknown model
         return
     import psutil
 
-    from whisperkit.core.batching import per_item_mb
 
     items = batch_size if config.mode == "batched" else 1
     candidates = max(config.beam_size, config.options.get("best_of", 1))
