@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "whisperkit"
 LAYERS = ("base", "measure", "core", "experiments", "views", "cli")
 BASE_MODULES = {"whisperkit._version", "whisperkit.checks", "whisperkit.errors", "whisperkit.files"}
@@ -120,7 +118,6 @@ def test_the_checker_sees_a_function_level_import(tmp_path):
     assert imports_of(source, {"whisperkit.views.plots", "whisperkit.views"}) == [("whisperkit.views.plots", 2)]
 
 
-@pytest.mark.xfail(strict=True, reason="experiment, plots, app and sampler are split next (issue 8)")
 def test_no_module_is_too_long():
     long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 450}
     assert not long, f"modules over 450 lines: {long}"

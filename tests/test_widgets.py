@@ -47,11 +47,16 @@ def visible_text(html_value: str) -> str:
     return re.sub(r"<[^>]+>", "", html_value)
 
 
-def test_app_is_exported_and_displays_as_a_widget():
+def test_app_is_a_widget_that_nests_in_a_layout_of_ones_own():
+    import ipywidgets
+
     a = wk.app()
-    assert isinstance(a, App)
+    assert isinstance(a, App) and isinstance(a, ipywidgets.Widget)
     bundle = a._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.widget.model_id
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.model_id
+    tab = ipywidgets.Tab([a, ipywidgets.HTML("notes")])
+    assert tab.children[0] is a
+    assert a.controls.transcribe_button is a.transcribe_button and a.live.figure is a.live_figure
     assert a.model.value == "tiny.en (bundled)"
     assert {"tiny", "small", "large-v3"} <= set(a.model.options)
     assert a.device.options == ("auto", "cpu", "cuda")
@@ -183,8 +188,8 @@ def test_sweep_measures_each_batch_size(a):
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
     assert isinstance(result, results.Sweep)
-    assert [p.batch_size for p in result.points] == [1, 2, 4, 8, 16]
-    assert a.progress.value == a.progress.max == 5
+    assert [p.batch_size for p in result.points] == list(runners.DEFAULT_SWEEP)  # the one default list
+    assert a.progress.value == a.progress.max == len(runners.DEFAULT_SWEEP)
     assert f"Fastest batch size: {result.best}" in visible_text(a.table.value)
     assert reference_text(sample_path("aesop_02")).lower().rstrip(".") in visible_text(a.transcript.value).lower()
 

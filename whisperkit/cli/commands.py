@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
 from whisperkit.errors import ConfigError, WhisperkitError, first_line
@@ -84,7 +85,7 @@ def _add_transcribe(commands) -> None:
     parser.set_defaults(func=run_transcribe)
 
 
-def run_transcribe(args) -> int:
+def run_transcribe(args: argparse.Namespace) -> int:
     from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
 
@@ -117,13 +118,13 @@ def run_transcribe(args) -> int:
     return 0
 
 
-def output_paths(path: str, formats, output_dir: str) -> list[str]:
+def output_paths(path: str, formats: Sequence[str], output_dir: str) -> list[str]:
     """Where ``transcribe --output-dir`` writes ``path``'s transcript: DIR/<stem>.<format>."""
     stem = os.path.splitext(os.path.basename(path))[0]
     return [os.path.join(output_dir, f"{stem}.{name}") for name in formats]
 
 
-def check_output_paths(files, formats, output_dir: str) -> None:
+def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str) -> None:
     """Refuse, before any work, outputs that would overwrite an input or another input's output."""
     inputs = {_path_key(path) for path in files}
     owner: dict[str, str] = {}
@@ -140,7 +141,7 @@ def check_output_paths(files, formats, output_dir: str) -> None:
                 )
 
 
-def run_env(args) -> int:
+def run_env(args: argparse.Namespace) -> int:
     import json
 
     from whisperkit.measure.environment import collect_environment, format_environment

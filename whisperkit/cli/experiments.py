@@ -5,12 +5,14 @@ Each finished run is saved as soon as it ends, so a failure or Ctrl-C later on k
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
-def register(commands) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
     from whisperkit.cli.args import add_model_arguments
+    from whisperkit.experiments.runners import DEFAULT_SWEEP
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
     compare.add_argument("file", metavar="FILE")
@@ -29,7 +31,8 @@ def register(commands) -> None:
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
     sweep.add_argument("file", metavar="FILE")
     add_model_arguments(sweep)
-    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=(1, 2, 4, 8, 16))
+    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
+                       help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
     sweep.add_argument("--interval", type=interval_argument, default=0.1, help="seconds between utilization samples")
     sweep.add_argument("--output-dir", required=True)
@@ -62,7 +65,6 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
 
 def interval_argument(text: str) -> float:
     """Seconds between utilization samples: a number of at least the sampler's minimum."""
-    import argparse
     import math
 
     from whisperkit.measure.sampler import MIN_INTERVAL_S
@@ -76,7 +78,7 @@ def interval_argument(text: str) -> float:
     return value
 
 
-def run_compare(args) -> int:
+def run_compare(args: argparse.Namespace) -> int:
     from whisperkit.core.accuracy import read_reference
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
     from whisperkit.experiments.store import claim_folder
@@ -93,14 +95,14 @@ def run_compare(args) -> int:
                                  quiet=args.quiet)
 
 
-def run_sweep(args) -> int:
+def run_sweep(args: argparse.Namespace) -> int:
     from whisperkit.experiments.store import claim_folder
 
     with claim_folder(args.output_dir, overwrite=args.overwrite):
         return _sweep_and_save(args)
 
 
-def _sweep_and_save(args) -> int:
+def _sweep_and_save(args: argparse.Namespace) -> int:
     from whisperkit.core.config import Config
     from whisperkit.experiments import runners
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
@@ -125,7 +127,7 @@ def _sweep_and_save(args) -> int:
     return 0
 
 
-def run_report(args) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from whisperkit.errors import ConfigError
     from whisperkit.experiments.store import load_runs
     from whisperkit.views.report import report
@@ -140,7 +142,7 @@ def run_report(args) -> int:
     return 0
 
 
-def run_demo(args) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from whisperkit.core.samples import sample_path
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
@@ -156,6 +158,7 @@ def run_demo(args) -> int:
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
     from whisperkit.experiments.runners import compare
     from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
+    from whisperkit.views import format as fmt
     from whisperkit.views.report import report
 
     folder = Path(output_dir)
@@ -175,8 +178,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
         print("settings that differ: " + "; ".join(
             f"{d['setting']} {d['before']} -> {d['after']}" for d in result.differences))
     reference = result.wer_vs_reference
-    accuracy = f", WER vs reference {reference['before']:.1%} -> {reference['after']:.1%}" if reference else ""
-    print(f"speedup {result.speedup:.2f}x, WER between the two {result.wer_between:.1%}{accuracy}")
+    accuracy = f", WER vs reference {fmt.percent(reference['before'])} -> {fmt.percent(reference['after'])}" if reference else ""
+    print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
               "report's timelines show the accelerator idle before and busy after")

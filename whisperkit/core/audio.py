@@ -24,8 +24,12 @@ import io
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING
 
 from whisperkit.errors import AudioError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLING_RATE = 16000  # Hz, what Whisper models take
 SILENCE_PEAK = 1e-3  # peak amplitude below which audio counts as silence (about -60 dBFS)
@@ -37,7 +41,7 @@ MAX_CHANNELS = 8  # a 2-D array with more than this along both axes is not chann
 class Audio:
     """Decoded audio: ``samples`` at 16 kHz mono float32 in [-1, 1]."""
 
-    samples: object  # numpy.ndarray, float32
+    samples: np.ndarray  # float32
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -52,16 +56,22 @@ class Audio:
         return len(self.samples) == 0 or float(abs(self.samples).max()) < SILENCE_PEAK
 
 
+if TYPE_CHECKING:
+    #: What every function that transcribes takes as audio: a file path (a pipe too), a binary
+    #: file object, decoded Audio, or a 16 kHz array (see the rules above).
+    AudioSource = str | os.PathLike[str] | IO[bytes] | Audio | np.ndarray
+
+
 @dataclass
 class _Decoded:
-    samples: object
+    samples: np.ndarray
     declared_seconds: float | None = None
     bad_packets: int = 0
     lost_seconds: float = 0.0  # duration of the packets that failed, where the container says
     stopped: str | None = None  # why reading the container stopped early, if it did
 
 
-def load_audio(source) -> Audio:
+def load_audio(source: str | os.PathLike | IO[bytes]) -> Audio:
     """Decode an audio file, a pipe or a binary file object to 16 kHz mono float32.
 
     Raises :class:`AudioError` for a missing file, a directory, an empty (0-byte) file, a file
@@ -89,7 +99,7 @@ def load_audio(source) -> Audio:
     return audio
 
 
-def audio_from_array(array, name: str = "audio") -> Audio:
+def audio_from_array(array: object, name: str = "audio") -> Audio:
     """Check a sample array (16 kHz) and convert it to mono float32 in [-1, 1]; see the module rules."""
     import numpy as np
 
@@ -191,7 +201,7 @@ def _decode(source, name: str) -> _Decoded:
 
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE)
     chunks: list = []
-    result = _Decoded(samples=None)
+    result = _Decoded(samples=np.zeros(0, dtype=np.float32))
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
@@ -223,9 +233,7 @@ def _decode(source, name: str) -> _Decoded:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as error:
         raise AudioError(f"{name}: not audio or damaged ({_reason(error)})") from None
-    if not chunks:
-        result.samples = np.zeros(0, dtype=np.float32)
-    else:
+    if chunks:
         result.samples = np.concatenate(chunks).astype(np.float32) / 32768.0
     return result
 

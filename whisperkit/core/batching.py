@@ -27,9 +27,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from whisperkit.checks import check_number, check_whole
 from whisperkit.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from whisperkit.core.models import Model
 
 MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
@@ -164,7 +168,7 @@ def _recommend(model: str, compute_type: str, memory_gb, device: str, beam_size:
     return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
 
 
-def _check_model_name(model) -> None:
+def _check_model_name(model: object) -> None:
     """A plain name must contain a known size; a folder or an "owner/name" id may be anything."""
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError(f"model must be a name or a folder, got {type(model).__name__}")
@@ -178,7 +182,7 @@ def _check_model_name(model) -> None:
         )
 
 
-def recommend_for_model(model, beam_size: int = 5) -> int:
+def recommend_for_model(model: Model, beam_size: int = 5) -> int:
     """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory)."""
     return _recommend(model.name, model.compute_type, None, model.device, beam_size, weights_loaded=True)
 

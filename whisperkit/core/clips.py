@@ -68,7 +68,7 @@ def transcribe_clips(
     for path, audio in speech.items():
         bounds[path] = (offset, offset + audio.seconds)
         offset += audio.seconds
-    segments_by_clip = {path: [] for path in clips}
+    segments_by_clip: dict[str, list[Segment]] = {path: [] for path in clips}
     language_found = language
     if speech:
         from faster_whisper import BatchedInferencePipeline

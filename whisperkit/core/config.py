@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from whisperkit.checks import check_number, check_whole
 from whisperkit.errors import ConfigError
@@ -83,7 +84,7 @@ class Config:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
         check_options(self.options)
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 
@@ -101,7 +102,7 @@ class Config:
         return cls(**values)
 
 
-def check_language(language) -> None:
+def check_language(language: object) -> None:
     """None (detect) or a language code Whisper knows; a ConfigError naming the codes otherwise."""
     if language is None:
         return
@@ -120,7 +121,7 @@ _OPTIONAL_NUMBERS = ("compression_ratio_threshold", "log_prob_threshold", "no_sp
 TASKS = ("transcribe", "translate")
 
 
-def check_options(options: dict) -> None:
+def check_options(options: dict[str, Any]) -> None:
     """Check the faster-whisper options whisperkit knows the meaning of (types and ranges).
 
     Names faster-whisper does not take are refused when the run starts, against its signature.

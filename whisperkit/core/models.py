@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from whisperkit.checks import check_whole
 from whisperkit.core.config import MAX_NUM_WORKERS, THREADS_PER_CORE, max_cpu_threads
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
-from whisperkit.measure.cuda import cuda_device_count, supported_compute_types
+from whisperkit.measure.cuda import cuda_device_count, is_out_of_memory, supported_compute_types
 
 BUNDLED_MODEL = "tiny.en"
 DEVICES = ("auto", "cpu", "cuda")
@@ -212,7 +212,7 @@ def _load(path: str, device: str, compute_type: str, num_workers: int, cpu_threa
         )
     except Exception as error:  # noqa: BLE001 - ctranslate2 and tokenizers raise several kinds for a bad folder
         reason = first_line(error)
-        if "out of memory" in reason.lower():
+        if is_out_of_memory(error):
             raise DeviceError(
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "
                 "use a smaller model, fewer workers, or int8"

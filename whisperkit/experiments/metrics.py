@@ -7,11 +7,11 @@ Metrics are computed over the transcription phases (``prepare`` onwards), not th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from whisperkit.checks import is_missing
 from whisperkit.core.config import decoding_settings
 
 if TYPE_CHECKING:
@@ -58,11 +58,6 @@ def metric(key: str) -> Metric:
         return BY_KEY[key]
     except KeyError:
         raise KeyError(f"unknown metric {key!r}; known: {', '.join(BY_KEY)}") from None
-
-
-def is_missing(value: object) -> bool:
-    """True for a value that was not measured: None or NaN."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def rounded(key: str, value: Any) -> Any:
@@ -125,9 +120,9 @@ def display_metrics(run_: Run) -> dict:
 
 def _transcription_window(timeline, marks):
     """Timeline rows from the ``prepare`` mark on (the whole timeline when unmarked)."""
-    if timeline is None or len(timeline) == 0:
+    if timeline is None or len(timeline) == 0 or marks is None or len(marks) == 0:
         return timeline
-    starts = marks.loc[marks["label"] == "prepare", "time_s"] if marks is not None and len(marks) else []
+    starts = marks.loc[marks["label"] == "prepare", "time_s"]
     if len(starts) == 0:
         return timeline
     window = timeline[timeline["time_s"] >= float(starts.iloc[0])]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from whisperkit.checks import is_missing
 from whisperkit.core.config import Config
 from whisperkit.core.transcription import Transcript
 from whisperkit.experiments.metrics import display_metrics, side_summary
@@ -74,7 +75,7 @@ class Comparison:
     @property
     def verdict(self) -> str:
         """The speedup in words: ``"after is 1.88x faster"`` (or slower, or unknown)."""
-        if self.speedup != self.speedup:
+        if is_missing(self.speedup):
             return "speedup unknown"
         if self.speedup >= 1:
             return f"after is {self.speedup:.2f}x faster"
@@ -133,7 +134,7 @@ class Sweep:
 
     @property
     def best(self) -> int | None:
-        fitting = [p for p in self.points if not p.oom and p.rtfx == p.rtfx]
+        fitting = [p for p in self.points if not p.oom and not is_missing(p.rtfx)]
         return max(fitting, key=lambda p: p.rtfx).batch_size if fitting else None
 
     def to_dict(self) -> dict:

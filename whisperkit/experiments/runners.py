@@ -17,6 +17,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from whisperkit.checks import check_number, check_whole
 from whisperkit.core.config import MAX_BATCH_SIZE, Config, decoding_settings, matched_options
@@ -25,22 +27,29 @@ from whisperkit.errors import ConfigError, DeviceError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
+if TYPE_CHECKING:
+    from whisperkit.core.audio import AudioSource
+    from whisperkit.measure.sampler import Sampler
+
+#: Called with the running sampler as each run starts (for live charts).
+OnStart = Callable[["Sampler"], None]
+
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
 
 DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
-DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32)
+DEFAULT_SWEEP = (1, 2, 4, 8, 16)  # batch sizes a sweep measures unless told (the CLI and the app too)
 MAX_REPEATS = 100  # alternating repeats per side of a comparison
 
 
 def run(
-    audio,
+    audio: AudioSource,
     config: Config | None = None,
     *,
     reference: str | os.PathLike | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
+    on_start: OnStart | None = None,
 ) -> Run:
     """Transcribe ``audio`` with ``config`` while sampling CPU and GPU utilization.
 
@@ -76,7 +85,7 @@ def run(
 
 
 def compare(
-    audio,
+    audio: AudioSource,
     before: Config = SEED_BEFORE,
     after: Config = SEED_AFTER,
     *,
@@ -85,8 +94,8 @@ def compare(
     matched: bool = False,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[str, Run], None] | None = None,
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
@@ -112,7 +121,8 @@ def compare(
             label=(sequential.label or "sequential") + " (matched decoding)",
         )
         before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
-    before_runs, after_runs = [], []
+    before_runs: list[Run] = []
+    after_runs: list[Run] = []
     for _ in range(repeats):
         for side, config, runs in (("before", before, before_runs), ("after", after, after_runs)):
             _release_models()  # each side loads its own model: fair load times, no other side's memory
@@ -141,15 +151,15 @@ def compare(
 
 
 def sweep(
-    audio,
-    batch_sizes=DEFAULT_SWEEP,
+    audio: AudioSource,
+    batch_sizes: Iterable[int] = DEFAULT_SWEEP,
     config: Config | None = None,
     *,
     model: str | None = None,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[int, Run], None] | None = None,
 ) -> Sweep:
     """Run batched transcription at each batch size; throughput, memory and utilization per size.
 
@@ -165,13 +175,13 @@ def sweep(
         check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
+        _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
     result.stopped_because = "all batch sizes measured"
     return result
 
 
 def autotune(
-    audio,
+    audio: AudioSource,
     model: str | None = None,
     config: Config | None = None,
     *,
@@ -180,8 +190,8 @@ def autotune(
     min_gain: float = 0.05,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
-    on_start=None,
-    on_run=None,
+    on_start: OnStart | None = None,
+    on_run: Callable[[int, Run], None] | None = None,
 ) -> Sweep:
     """Measure: double the batch size from ``start`` until throughput rises less than ``min_gain``
     (5 %), memory runs out, the batch already holds every speech chunk of the audio (a larger
@@ -193,7 +203,7 @@ def autotune(
     result = Sweep(points=[])
     size = start
     while True:
-        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
+        point = _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
         if point.oom:
             result.stopped_because = f"out of memory at batch size {size}"
             break
@@ -228,16 +238,17 @@ def differences(before: Run, after: Run) -> list[dict]:
     ]
 
 
-def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
+def _sweep_step(result: Sweep, audio, base: Config, size: int, interval, progress, on_start, on_run) -> SweepPoint:
+    config = base.replace(batch_size=size)
     try:
         measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
     except DeviceError:  # out of memory even at batch size 1
-        point = SweepPoint(config.batch_size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
+        point = SweepPoint(size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)
         return point
     metrics = measured.metrics
     point = SweepPoint(
-        batch_size=config.batch_size,
+        batch_size=size,
         rtfx=metrics["rtfx"],
         wall_seconds=metrics["wall_seconds"],
         peak_rss_mb=metrics["peak_rss_mb"],
@@ -249,7 +260,7 @@ def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_sta
     result.points.append(point)
     result.runs.append(measured)
     if on_run is not None:
-        on_run(config.batch_size, measured)
+        on_run(size, measured)
     return point
 
 
