@@ -45,7 +45,7 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 MAX_REFERENCE_BYTES = 10 * 2**20  # a reference transcript larger than this is not one
 
 
-def read_reference(reference) -> str:
+def read_reference(reference: object) -> str:
     """The expected text from ``reference``: a file's text, or the text itself.
 
     A path object is always a file, of any extension. A string is a file when it names an
