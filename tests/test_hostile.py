@@ -256,6 +256,9 @@ def test_an_output_never_overwrites_its_input(clip, tmp_path):
     assert result.returncode == 2
     one_error_line(result, "would overwrite the input file")
     assert audio.read_bytes() == Path(clip).read_bytes()
+    into_a_file = whisperkit("transcribe", clip, "--output-dir", str(audio), timeout=60)
+    assert into_a_file.returncode == 2
+    one_error_line(into_a_file, "is a file, not a folder")
 
 
 @pytest.fixture(scope="module")
