@@ -114,3 +114,19 @@ def test_docstring_examples_run():
         module = importlib.import_module(f"whisperkit.{name}")
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, name
+
+
+def test_every_wk_name_in_the_readme_resolves():
+    import re
+
+    names = sorted(set(re.findall(r"\bwk\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", (ROOT / "README.md").read_text())))
+    assert len(names) >= 15, names  # the README's examples use the API; the pattern still finds them
+    broken = []
+    for dotted in names:
+        value = whisperkit
+        try:
+            for part in dotted.split("."):
+                value = getattr(value, part)
+        except AttributeError as error:
+            broken.append(f"wk.{dotted}: {error}")
+    assert not broken, "README names that do not resolve:\n" + "\n".join(broken)
