@@ -30,10 +30,16 @@ WORDS = "slow and steady wins the race"
 MEMORY_LIMIT = 3 * 2**30  # bytes of address space for a command that must stop before any real work
 
 
+def environment() -> dict[str, str]:
+    """This environment with this checkout first on PYTHONPATH (anything already there is kept)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1"}
+
+
 def whisperkit(*args: str, cwd=None, stdin=None, stdout=subprocess.PIPE, memory_limit: int | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m whisperkit ARGS`` with PYTHONPATH at this checkout."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = environment()
 
     def limits():
         if memory_limit:
@@ -52,6 +58,12 @@ def one_error_line(result, *words: str) -> str:
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The bundled tiny.en on the CPU (these cases are about input, not placement)."""
+    return wk.load_model(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +276,7 @@ def test_an_output_never_overwrites_its_input(clip, tmp_path):
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory, clip):
     folder = tmp_path_factory.mktemp("runs") / "run"
-    wk.save(wk.run(clip, progress=False), folder)
+    wk.save(wk.run(clip, wk.Config(device="cpu"), progress=False), folder)
     return folder
 
 
@@ -315,7 +327,7 @@ def test_a_failed_write_loses_only_that_files_output(tmp_path):
     out = tmp_path / "out"
     (out / "aesop_02.txt").mkdir(parents=True)  # something in the way of one output
     result = whisperkit("transcribe", sample_path("aesop_02"), sample_path("aesop_09"), "--output-dir", str(out),
-                        "--quiet", timeout=120)
+                        "--quiet", "--device", "cpu", timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"cannot write {out / 'aesop_02.txt'}" in result.stderr and "1 of 2 file(s) failed" in result.stderr
@@ -323,7 +335,7 @@ def test_a_failed_write_loses_only_that_files_output(tmp_path):
 
 
 def test_monitor_writes_its_timeline_on_sigterm_and_passes_the_status(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     process = subprocess.Popen(
         [sys.executable, "-m", "whisperkit", "monitor", "--interval", "0.05", "-o", "t.csv", "--",
          sys.executable, "-c", "import time; time.sleep(60)"],
@@ -343,7 +355,7 @@ def test_monitor_output_on_a_full_disk_leaves_no_file_and_keeps_the_status(tmp_p
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (512, 512))  # a "full disk" after 512 bytes
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     result = subprocess.run(
         [sys.executable, "-m", "whisperkit", "monitor", "--interval", "0.02", "-o", "t.csv", "--",
          sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(3)"],
@@ -365,8 +377,8 @@ def test_temporary_names_stay_within_the_name_limit(tmp_path):
 # -- class 5: tracebacks reaching the user ----------------------------------------------------------
 
 def test_a_closed_pipe_ends_quietly(clip):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "whisperkit", "transcribe", clip, "--quiet"],
+    env = environment()
+    process = subprocess.Popen([sys.executable, "-m", "whisperkit", "transcribe", clip, "--quiet", "--device", "cpu"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # the reader is gone before the first line (as with | head -c5)
     stderr = process.stderr.read().decode()
@@ -378,7 +390,7 @@ def test_standard_output_on_a_full_device_is_one_line(clip):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
     with open("/dev/full", "w") as full:
-        result = whisperkit("transcribe", clip, "--quiet", stdout=full, timeout=120)
+        result = whisperkit("transcribe", clip, "--quiet", "--device", "cpu", stdout=full, timeout=120)
     assert result.returncode == 2
     one_error_line(result, "No space left on device")
 

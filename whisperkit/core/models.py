@@ -217,7 +217,8 @@ def _load(path: str, device: str, compute_type: str, num_workers: int, cpu_threa
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "
                 "use a smaller model, fewer workers, or int8"
             ) from None
-        raise ModelError(
-            f"could not load model from {path} ({reason}); check its model.bin, config.json and tokenizer.json"
-        ) from None
+        on_device = any(word in reason for word in ("CUDA", "cuBLAS", "cuDNN", "libcu"))
+        hint = "check the CUDA libraries, or use device cpu" if on_device else \
+            "check its model.bin, config.json and tokenizer.json"
+        raise ModelError(f"could not load model from {path} ({reason}); {hint}") from None
     return whisper, time.perf_counter() - started
