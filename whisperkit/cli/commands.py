@@ -79,7 +79,7 @@ def _add_transcribe(commands) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
     add_model_arguments(parser)
     parser.add_argument("--mode", choices=("batched", "sequential"), default="batched")
-    parser.add_argument("--batch-size", type=batch_size_argument, default=8, help="chunks per batch, or auto (default: 8)")
+    parser.add_argument("--batch-size", type=batch_size_argument, default=8, help="chunks per batch, 1-256, or auto (default: 8)")
     parser.add_argument("--output-dir", default=None, help="write DIR/<stem>.<format>; default: text to standard output")
     parser.add_argument("--output-format", choices=(*OUTPUT_FORMATS, "all"), default="txt")
     parser.set_defaults(func=run_transcribe)

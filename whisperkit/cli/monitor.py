@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
-                        help="seconds between samples (default 0.5)")
+                        help="seconds between samples, at least 0.01 (default 0.5)")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write the timeline to FILE.csv or FILE.parquet at the end")
     parser.add_argument("command", nargs=argparse.REMAINDER,
