@@ -305,6 +305,14 @@ def test_an_experiment_folder_holds_one_experiment(clip, tmp_path):
     assert not (tmp_path / "busy" / LOCK_NAME).exists()
 
 
+def test_an_experiment_that_fails_before_writing_leaves_no_folder(tmp_path):
+    from whisperkit.experiments.store import claim_folder
+
+    with pytest.raises(wk.ConfigError), claim_folder(tmp_path / "new"):
+        wk.Config(beam_size=0)
+    assert not (tmp_path / "new").exists()
+
+
 def test_overwrite_removes_only_an_experiments_own_files(tmp_path):
     from whisperkit.experiments.store import claim_folder
 

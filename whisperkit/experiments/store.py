@@ -162,6 +162,7 @@ def claim_folder(folder: str | os.PathLike, overwrite: bool = False) -> Iterator
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunError(f"{folder} is a file, not a folder; choose a folder for the experiment")
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -174,6 +175,8 @@ def claim_folder(folder: str | os.PathLike, overwrite: bool = False) -> Iterator
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()
+            if created:  # an experiment that failed before writing anything leaves no empty folder
+                folder.rmdir()
 
 
 def _take_lock(lock: Path) -> None:
