@@ -149,6 +149,16 @@ def test_api_settings_are_checked_with_a_config_error_naming_them(model, clip, s
         wk.transcribe(clip, model=model, **settings)
 
 
+@pytest.mark.parametrize("settings, words", [
+    (dict(batch_size=0), "batch_size must be a whole number from 1 to 256"),
+    (dict(beam_size=99), "beam_size must be a whole number from 1 to 16"),
+    (dict(language="de"), "English-only"),
+])
+def test_clip_batches_check_the_same_settings(model, settings, words):
+    with pytest.raises(wk.ConfigError, match=words):
+        wk.transcribe_clips([sample_path(CLIP)], model=model, progress=False, **settings)
+
+
 def test_sampler_interval_minimum():
     from whisperkit.measure.sampler import MIN_INTERVAL_S
 
