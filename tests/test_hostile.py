@@ -276,7 +276,7 @@ def test_an_output_never_overwrites_its_input(clip, tmp_path):
     audio.write_bytes(Path(clip).read_bytes())
     result = whisperkit("transcribe", str(audio), "--output-dir", str(tmp_path), timeout=60)
     assert result.returncode == 2
-    one_error_line(result, "would overwrite the input file")
+    one_error_line(result, "would overwrite an input file")
     assert audio.read_bytes() == Path(clip).read_bytes()
     into_a_file = whisperkit("transcribe", clip, "--output-dir", str(audio), timeout=60)
     assert into_a_file.returncode == 2

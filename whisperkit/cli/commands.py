@@ -134,7 +134,7 @@ def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir:
         for output in output_paths(path, formats, output_dir):
             key = _path_key(output)
             if key in inputs:
-                raise ConfigError(f"{output} would overwrite the input file {output}; choose another --output-dir")
+                raise ConfigError(f"the output {output} would overwrite an input file; choose another --output-dir")
             other = owner.setdefault(key, path)
             if _path_key(other) != _path_key(path):
                 raise ConfigError(
