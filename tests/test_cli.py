@@ -59,7 +59,7 @@ def test_one_bad_file_among_several(cli, tmp_path, bad_audio):
         pytest.param(["--device", "cuda"], "device cuda was asked for", id="cuda-where-it-cannot-run"),
         (["--device-index", "7", "--device", "cuda"], "was asked for"),
         (["--model", "huge-v9"], "unknown model 'huge-v9'"),
-        (["--batch-size", "0"], "batch size must be a whole number of at least 1"),
+        (["--batch-size", "0"], "batch_size must be a whole number from 1 to 256"),
         (["--device", "cpu", "--compute-type", "float16"], "'float16' is not supported on cpu"),
         (["--model", "small"], "not in the local cache"),  # the hub is offline in the CLI tests
     ],

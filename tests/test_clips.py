@@ -51,7 +51,7 @@ def test_bad_and_long_files_are_reported_and_the_rest_transcribed(model, clips, 
 
 
 def test_batch_size_below_one_is_an_error(model, clips):
-    with pytest.raises(wk.ConfigError, match="batch size"):
+    with pytest.raises(wk.ConfigError, match="batch_size must be a whole number from 1 to 256"):
         wk.transcribe_clips(clips, model=model, batch_size=0)
 
 

@@ -73,7 +73,7 @@ def test_sweep_writes_points_and_best(cli, tmp_path):
     "args, message",
     [
         (["compare", "missing.flac", "--output-dir", "out"], "missing.flac: no such file"),
-        (["sweep", "x.flac", "--batch-sizes", "1,0", "--output-dir", "out"], "batch sizes must be whole numbers"),
+        (["sweep", "x.flac", "--batch-sizes", "1,0", "--output-dir", "out"], "batch sizes: each must be a whole number from 1 to 256"),
         (["compare", "x.flac", "--repeats", "0", "--output-dir", "out"], "repeats must be a whole number"),
     ],
 )

@@ -129,7 +129,7 @@ def test_silence_and_empty_audio_give_empty_transcript(mode, model, quiet_audio)
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_batch_size_below_one_or_not_whole_is_an_error(bad, model, clips):
-    with pytest.raises(wk.ConfigError, match="batch size"):
+    with pytest.raises(wk.ConfigError, match="batch_size must be a whole number from 1 to 256"):
         wk.transcribe(clips[0], model=model, batch_size=bad)
 
 

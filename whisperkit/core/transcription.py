@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from whisperkit.core.audio import Audio, load_audio
+from whisperkit.core.audio import Audio, audio_from_array, load_audio
 from whisperkit.core.config import Config
-from whisperkit.core.models import Model, load_model
-from whisperkit.errors import WhisperkitError
+from whisperkit.core.models import Model, check_model_language, load_model
+from whisperkit.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from whisperkit.core.audio import AudioSource
@@ -147,7 +147,9 @@ def transcribe(
     """Transcribe one audio file (or a 16 kHz float32 array).
 
     Args:
-      audio: a path to any audio or video file PyAV can read, or a 16 kHz mono float32 array.
+      audio: a path to any audio or video file PyAV can read (a pipe such as ``/dev/stdin`` too),
+        a file object opened in binary mode, or a 16 kHz array (see :func:`audio_from_array`
+        for the rules: integer PCM is scaled, stereo averaged, NaN refused).
       model: a :class:`Model` from :func:`load_model`, a faster-whisper ``WhisperModel``, or a
         name or folder to load (with ``device``, ``device_index``, ``compute_type``,
         ``num_workers``, ``cpu_threads``; see :func:`whisperkit.load_model`); None is the bundled tiny.en.
@@ -162,10 +164,14 @@ def transcribe(
     >>> t.text[:20], round(t.rtfx)                                     # doctest: +SKIP
     ('Four score and seven', 12)
     """
+    for flag, value in (("progress", progress), ("monitor", monitor)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be True or False, got {value!r}")
     if model is not None and not isinstance(model, (Model, str, os.PathLike)):
         model = _wrap_whisper_model(model)
     name: str | None
-    if isinstance(model, Model):  # already loaded: its placement is the one used
+    if isinstance(model, Model):  # already loaded: its placement is the one used (checked all the same)
+        Config(num_workers=num_workers, cpu_threads=cpu_threads, device=device, compute_type=compute_type)
         name, device, compute_type = model.name, model.device, model.compute_type
         num_workers, cpu_threads, device_index = model.num_workers, model.cpu_threads, model.device_index
     else:
@@ -215,7 +221,10 @@ def transcribe_config(
         load_seconds = model.load_seconds
     else:
         load_seconds = 0.0
+    check_model_language(model, config.language)
     batch_size = _resolve_batch_size(config, model)
+    _check_option_names(config)
+    _check_memory(config, model, batch_size)
     mark("prepare")
     started = time.perf_counter()
     audio = _as_audio(audio)
@@ -266,14 +275,17 @@ def _run(model, audio, config, batch_size, transcript, progress, started, mark) 
     when it finished (``time.perf_counter()``).
     """
     kwargs = dict(beam_size=config.beam_size, language=config.language, **config.options)
-    if config.mode == "batched":
-        from faster_whisper import BatchedInferencePipeline
+    try:
+        if config.mode == "batched":
+            from faster_whisper import BatchedInferencePipeline
 
-        segments, info = BatchedInferencePipeline(model.whisper).transcribe(
-            audio.samples, batch_size=batch_size, **kwargs
-        )
-    else:
-        segments, info = model.whisper.transcribe(audio.samples, **kwargs)
+            segments, info = BatchedInferencePipeline(model.whisper).transcribe(
+                audio.samples, batch_size=batch_size, **kwargs
+            )
+        else:
+            segments, info = model.whisper.transcribe(audio.samples, **kwargs)
+    except (TypeError, ValueError) as error:  # a setting faster-whisper refuses, of a kind not checked above
+        raise ConfigError(f"faster-whisper refused the settings ({first_line(error)}); check the options") from None
     prepared = time.perf_counter()
     mark("decode")
     transcript.language = info.language
@@ -314,27 +326,63 @@ def _resolve_batch_size(config: Config, model: Model) -> int:
     return recommend_for_model(model, beam_size=config.beam_size)
 
 
-def _as_audio(audio) -> Audio:
+def _as_audio(audio: AudioSource) -> Audio:
+    """A path, a pipe or a binary file object is decoded; anything else is checked as an array."""
     if isinstance(audio, Audio):
         return audio
-    if isinstance(audio, (str, os.PathLike)):
-        return load_audio(audio)
-    import numpy as np
+    if isinstance(audio, (str, os.PathLike)) or callable(getattr(audio, "read", None)):
+        return load_audio(audio)  # type: ignore[arg-type]  # a file object, by its read()
+    return audio_from_array(audio)
 
-    samples = np.asarray(audio, dtype=np.float32)
-    if samples.ndim != 1:
-        raise WhisperkitError(
-            f"audio array must be one-dimensional 16 kHz mono, got shape {samples.shape}; "
-            f"average the channels first"
+
+def _check_option_names(config: Config) -> None:
+    """Refuse options faster-whisper's ``transcribe`` for this mode does not take, naming close ones."""
+    if not config.options:
+        return
+    import difflib
+    import inspect
+
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    function = BatchedInferencePipeline.transcribe if config.mode == "batched" else WhisperModel.transcribe
+    known = [name for name in inspect.signature(function).parameters if name not in ("self", "audio")]
+    for name in config.options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown option {name!r} for {config.mode} transcription; {hint}")
+
+
+def _check_memory(config: Config, model: Model, batch_size: int) -> None:
+    """Refuse, before it starts, a CPU run whose estimated working memory exceeds the free memory.
+
+    The estimate is :func:`whisperkit.core.batching.per_item_mb` per batch item (beam or best_of
+    candidates included), for a model whose name gives its size. On a GPU a batch that does not
+    fit is retried smaller instead.
+    """
+    from whisperkit.core.batching import names_an_architecture, per_item_mb
+
+    if model.device != "cpu" or not names_an_architecture(model.name):  # no estimate for an unknown model
+        return
+    import psutil
+
+
+    items = batch_size if config.mode == "batched" else 1
+    candidates = max(config.beam_size, config.options.get("best_of", 1))
+    needed_mb = items * per_item_mb(model.name, model.compute_type, candidates)
+    free_mb = psutil.virtual_memory().available / 2**20
+    if needed_mb > free_mb:
+        raise ConfigError(
+            f"batch size {items} with beam {candidates} needs about {needed_mb:.0f} MiB for {model.name} "
+            f"(estimate), but {free_mb:.0f} MiB of memory are free; use a smaller batch or beam size"
         )
-    return Audio(samples=samples)
 
 
 def _wrap_whisper_model(whisper) -> Model:
     """Describe a faster-whisper ``WhisperModel`` the user loaded themselves."""
     inner = getattr(whisper, "model", None)
     if inner is None or not hasattr(whisper, "transcribe"):
-        raise WhisperkitError(
+        raise ConfigError(
             f"model must be a name, a folder, a whisperkit Model or a faster_whisper.WhisperModel, "
             f"got {type(whisper).__name__}"
         )

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from whisperkit.checks import is_whole
-from whisperkit.core.config import Config, decoding_settings, matched_options
+from whisperkit.checks import check_number, check_whole
+from whisperkit.core.config import MAX_BATCH_SIZE, Config, decoding_settings, matched_options
 from whisperkit.core.transcription import transcribe_config
-from whisperkit.errors import OutOfMemoryError, WhisperkitError
+from whisperkit.errors import ConfigError, OutOfMemoryError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
@@ -41,6 +41,7 @@ SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="aft
 
 DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
 DEFAULT_SWEEP = (1, 2, 4, 8, 16)  # batch sizes a sweep measures unless told (the CLI and the app too)
+MAX_REPEATS = 100  # alternating repeats per side of a comparison
 
 
 def run(
@@ -115,8 +116,7 @@ def compare(
     """
     from whisperkit.core.accuracy import word_error_rate
 
-    if not is_whole(repeats, 1):
-        raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
+    check_whole(repeats, "repeats", 1, MAX_REPEATS)
     if matched:
         sequential, batched = (before, after) if before.mode == "sequential" else (after, before)
         if sequential.mode != "sequential" or batched.mode != "batched":
@@ -174,8 +174,10 @@ def sweep(
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
-    if not sizes or not all(is_whole(s, 1) for s in sizes):
-        raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
+    if not sizes:
+        raise ConfigError("batch sizes: give at least one")
+    for size in sizes:
+        check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
     result = Sweep(points=[])
     for size in sizes:
         _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
@@ -200,6 +202,9 @@ def autotune(
     (5 %), memory runs out, the batch already holds every speech chunk of the audio (a larger
     one would change nothing), or ``limit`` is passed. ``result.best`` is the batch size to use."""
     base = _batched_base(config, model)
+    check_whole(limit, "limit", 1, MAX_BATCH_SIZE)
+    check_whole(start, "start", 1, limit)
+    check_number(min_gain, "min_gain", 0.0, 10.0)
     result = Sweep(points=[])
     size = start
     while True:
@@ -286,14 +291,9 @@ def _median_run(runs: list[Run]) -> Run:
 
 
 def _reference_for(audio, reference) -> str | None:
+    from whisperkit.core.accuracy import read_reference
     from whisperkit.core.samples import reference_text
 
     if reference is None:
         return reference_text(audio) if isinstance(audio, (str, os.PathLike)) else None
-    if isinstance(reference, os.PathLike) or (isinstance(reference, str) and reference.endswith(".txt")):
-        try:
-            with open(reference, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as error:
-            raise WhisperkitError(f"cannot read reference {reference}: {error.strerror or error}") from None
-    return str(reference)
+    return read_reference(reference)

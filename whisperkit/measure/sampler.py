@@ -95,6 +95,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 NaN = math.nan
+#: The shortest sampling interval accepted (seconds): 100 samples a second. Shorter ones only
+#: burn a core in the sampling process and grow the timeline without bound.
+MIN_INTERVAL_S = 0.01
 #: phase name of the samples taken before the first mark
 START_PHASE = "start"
 #: seconds to wait for the sampling process to start, and to finish after stop
@@ -118,8 +121,9 @@ class Sampler:
 
     def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not math.isfinite(interval) or interval <= 0:
-            raise ConfigError(f"sampling interval must be a number of seconds > 0, got {interval!r}")
+                or not math.isfinite(interval) or interval < MIN_INTERVAL_S:
+            raise ConfigError(f"sampling interval must be a number of seconds of at least {MIN_INTERVAL_S}, "
+                              f"got {interval!r}")
         self.interval = float(interval)
         self.pid = os.getpid() if pid is None else int(pid)
         self.gpus = bool(gpus)
