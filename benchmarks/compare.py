@@ -33,16 +33,12 @@ def raw_side(config, path: str) -> float:
         segments, _ = BatchedInferencePipeline(model.whisper).transcribe(
             path, batch_size=batch_size, beam_size=config.beam_size, **config.options)
     elif config.segmentation == "batched":  # the batched pipeline's chunks, one window each
-        from whisperkit.core.audio import load_audio
-        from whisperkit.core.chunking import batched_chunks, join_chunks
+        from faster_whisper import decode_audio
 
-        options = dict(config.options)
-        cut = {k: options.pop(k) for k in ("vad_filter", "vad_parameters", "chunk_length", "clip_timestamps")
-               if k in options}
-        samples = load_audio(path).samples
-        joined = join_chunks(samples, batched_chunks(samples, **cut))
-        segments, _ = model.whisper.transcribe(joined.samples, beam_size=config.beam_size, vad_filter=False,
-                                               clip_timestamps=joined.clip_timestamps, **options)
+        from whisperkit.core.chunking import transcribe_batched_chunks
+
+        segments, _, _ = transcribe_batched_chunks(model.whisper, decode_audio(path),
+                                                   {"beam_size": config.beam_size, **config.options})
     else:
         segments, _ = model.whisper.transcribe(path, beam_size=config.beam_size, **config.options)
     list(segments)

@@ -160,7 +160,7 @@ def test_model_on_cpu_says_why_auto_fell_back(cpu_model_busy_gpu):
             **run.transcript.config, "device_reason": "libcublas.so.12 cannot be loaded"}))
     first = diagnose(fallback)[0]
     assert first.code == "model-on-cpu" and "libcublas.so.12 cannot be loaded" in first.evidence
-    assert "nvidia-cublas-cu12" in first.what_to_do
+    assert "whisperkit[gpu]" in first.what_to_do
     no_cuda = dataclasses.replace(fallback, transcript=run.transcript,
                                   environment={**run.environment, "ctranslate2_cuda_devices": 0})
     assert "ctranslate2 saw no CUDA device" in diagnose(no_cuda)[0].evidence
@@ -208,6 +208,19 @@ def test_language_detection_on_the_gpu_inside_prepare(idle_gpu_with_detection):
     given = dataclasses.replace(idle_gpu_with_detection,
                                 config=idle_gpu_with_detection.config.replace(language="en"))
     assert "language-detection-in-prepare" not in codes(diagnose(given))
+
+
+def test_auto_falling_back_to_the_cpu_is_diagnosed_first(monkeypatch):
+    """device='auto' on a machine whose NVML shows a GPU but whose CUDA libraries cannot load."""
+    from whisperkit.core import models
+
+    missing = "the CUDA libraries ctranslate2 needs cannot be loaded (libcublas.so.12 not found)"
+    monkeypatch.setattr(models, "_cuda_unusable_reason", lambda: missing)
+    run = run_with_fake_gpu(monkeypatch, Config(mode="batched", device="auto"), {"decode": (0, 0)})
+    assert run.transcript.config["device"] == "cpu" and run.transcript.text.startswith("A crow")
+    first = diagnose(run)[0]
+    assert first.code == "model-on-cpu" and "libcublas.so.12 not found" in first.evidence
+    assert "device='auto' ran on the CPU" in first.evidence
 
 
 # ---- the command, the report, the text ---------------------------------------------------

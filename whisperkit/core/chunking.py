@@ -26,6 +26,8 @@ as ``clip_timestamps``, so that without timestamps every chunk is decoded as one
 from __future__ import annotations
 
 import bisect
+import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from whisperkit.errors import ConfigError
@@ -169,3 +171,42 @@ def join_chunks(samples, chunks: list[Chunk]) -> JoinedChunks:
 def spans(chunks: list[Chunk]) -> list[list[float]]:
     """Each chunk's ``[start, end]`` in seconds of the original audio, rounded to 10 ms."""
     return [[round(chunk.start, 2), round(chunk.end, 2)] for chunk in chunks]
+
+
+CUTTING_OPTIONS = ("vad_filter", "vad_parameters", "chunk_length", "clip_timestamps")
+
+
+def transcribe_batched_chunks(whisper, samples, options: dict) -> tuple[Iterator, str | None, list[list[float]]]:
+    """Sequential ``whisper.transcribe`` of the chunks the batched pipeline would cut, one window each.
+
+    ``options`` are ``transcribe`` keywords; the cutting ones (:data:`CUTTING_OPTIONS`, with the
+    batched pipeline's defaults) decide the chunks and are not passed on. Returns the segments
+    (a generator, times in the original audio), the language, and the chunks' :func:`spans`.
+    """
+    options = dict(options)
+    cut = {k: options.pop(k) for k in CUTTING_OPTIONS if k in options}
+    chunks = batched_chunks(samples, **cut)
+    if not chunks:
+        return iter(()), options.get("language"), []
+    joined = join_chunks(samples, chunks)
+    segments, info = whisper.transcribe(joined.samples, vad_filter=False, clip_timestamps=joined.clip_timestamps,
+                                        **options)
+    return (_restore_times(segment, joined) for segment in segments), info.language, spans(chunks)
+
+
+def _restore_times(segment, joined: JoinedChunks):
+    """A segment of the joined audio with its times (and its words' times) in the original audio."""
+    words = segment.words and [
+        dataclasses.replace(w, start=joined.original_seconds(w.start), end=joined.original_seconds(w.end, is_end=True))
+        for w in segment.words
+    ]
+    return dataclasses.replace(segment, start=joined.original_seconds(segment.start),
+                               end=joined.original_seconds(segment.end, is_end=True), words=words)
+
+
+def flat_clip_timestamps(clips: object) -> object:
+    """``clip_timestamps`` for ``WhisperModel.transcribe``: the batched form (one ``{"start", "end"}``
+    dict per clip, seconds) flattened to ``[start0, end0, start1, ...]``; any other form unchanged."""
+    if isinstance(clips, list) and clips and all(isinstance(clip, dict) for clip in clips):
+        return [t for clip in clips for t in (clip["start"], clip["end"])]
+    return clips

@@ -14,11 +14,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from whisperkit.checks import is_whole
+from whisperkit.checks import check_whole
 from whisperkit.core.audio import SAMPLING_RATE, load_audio
-from whisperkit.core.models import Model, load_model
+from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, check_language
+from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.transcription import Segment, Transcript
-from whisperkit.errors import ConfigError, WhisperkitError
+from whisperkit.errors import WhisperkitError
 
 MAX_CLIP_SECONDS = 30.0
 
@@ -29,6 +30,8 @@ class ClipsResult:
 
     ``wall_seconds`` covers reading every clip and decoding them all; ``failures`` maps a
     path that could not be used to the reason, and those clips have no transcript.
+    ``batch_size`` is the size that succeeded; ``batch_retries`` lists each out-of-memory retry
+    (the size that failed and the error) and ``retry_seconds`` the time the failed attempts took.
     """
 
     transcripts: dict[str, Transcript]
@@ -36,6 +39,8 @@ class ClipsResult:
     wall_seconds: float
     batch_size: int
     failures: dict[str, str] = field(default_factory=dict)
+    batch_retries: list[dict] = field(default_factory=list)
+    retry_seconds: float = 0.0
 
     @property
     def rtfx(self) -> float:
@@ -59,9 +64,11 @@ def transcribe_clips(
     """
     import numpy as np
 
-    if not is_whole(batch_size, 1):
-        raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+    check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
+    check_language(language)
     model = model if isinstance(model, Model) else load_model(model)
+    check_model_language(model, language)
     started = time.perf_counter()
     clips, failures = _read_clips(paths)
     speech = {path: audio for path, audio in clips.items() if not audio.is_silent}
@@ -71,32 +78,21 @@ def transcribe_clips(
         offset += audio.seconds
     segments_by_clip: dict[str, list[Segment]] = {path: [] for path in clips}
     language_found = language
+    retries: list[dict] = []
+    attempts: list[float] = []
     if speech:
-        from faster_whisper import BatchedInferencePipeline
-        from tqdm.auto import tqdm
+        from whisperkit.core.batching import halving_on_out_of_memory
 
         joined = np.concatenate([audio.samples for audio in speech.values()])
-        segments, info = BatchedInferencePipeline(model.whisper).transcribe(
-            joined,
-            batch_size=batch_size,
-            beam_size=beam_size,
-            language=language,
-            vad_filter=False,  # ignored with clip_timestamps in 1.2.1; says what is meant
-            clip_timestamps=[{"start": start, "end": end} for start, end in bounds.values()],
-        )
-        language_found = info.language
-        done = set()
-        with tqdm(total=len(speech), unit="clip", disable=not progress, leave=False) as bar:
-            for segment in segments:
-                path = _clip_of(segment.start, bounds)
-                start = bounds[path][0]
-                text = segment.text.strip()
-                if text:
-                    end = min(segment.end - start, speech[path].seconds)
-                    segments_by_clip[path].append(Segment(max(0.0, min(segment.start - start, end)), end, text))
-                if path not in done:
-                    done.add(path)
-                    bar.update(1)
+
+        def attempt(size: int | None) -> tuple[str | None, dict[str, list[Segment]]]:
+            nonlocal batch_size
+            attempts.append(time.perf_counter())
+            batch_size = size or 1
+            return _decode(model, joined, bounds, speech, size or 1, beam_size, language, progress)
+
+        language_found, decoded = halving_on_out_of_memory(attempt, batch_size, device=model.device, retries=retries)
+        segments_by_clip.update(decoded)
     wall_seconds = time.perf_counter() - started
     config = {**model.describe(), "mode": "batched across clips", "batch_size": batch_size, "beam_size": beam_size}
     transcripts = {
@@ -117,7 +113,38 @@ def transcribe_clips(
         wall_seconds=wall_seconds,
         batch_size=batch_size,
         failures=failures,
+        batch_retries=retries,
+        retry_seconds=attempts[-1] - attempts[0] if attempts else 0.0,
     )
+
+
+def _decode(model, joined, bounds, speech, batch_size, beam_size, language, progress):
+    """One attempt: decode the joined clips; returns (language, segments per clip, relative times)."""
+    from faster_whisper import BatchedInferencePipeline
+    from tqdm.auto import tqdm
+
+    segments, info = BatchedInferencePipeline(model.whisper).transcribe(
+        joined,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        language=language,
+        vad_filter=False,  # ignored with clip_timestamps in 1.2.1; says what is meant
+        clip_timestamps=[{"start": start, "end": end} for start, end in bounds.values()],
+    )
+    by_clip: dict[str, list[Segment]] = {path: [] for path in speech}
+    done = set()
+    with tqdm(total=len(speech), unit="clip", disable=not progress, leave=False) as bar:
+        for segment in segments:
+            path = _clip_of(segment.start, bounds)
+            start = bounds[path][0]
+            text = segment.text.strip()
+            if text:
+                end = min(segment.end - start, speech[path].seconds)
+                by_clip[path].append(Segment(max(0.0, min(segment.start - start, end)), end, text))
+            if path not in done:
+                done.add(path)
+                bar.update(1)
+    return info.language, by_clip
 
 
 def _read_clips(paths) -> tuple[dict, dict[str, str]]:

@@ -152,15 +152,18 @@ def _model_on_cpu(facts: _Facts) -> Finding | None:
     if facts.device != "cpu" or not facts.gpu_present():
         return None
     names = ", ".join(sorted({g.get("name", "?") for g in facts.nvml_gpus})) or f"{len(facts.gpus)} GPU(s)"
-    cuda_devices = (facts.run.environment or {}).get("ctranslate2_cuda_devices")
-    reason = facts.used.get("device_reason") or (facts.run.environment or {}).get("cpu_fallback_reason")
+    from whisperkit.measure.cuda import GPU_EXTRA_HINT
+
+    environment = facts.run.environment or {}
+    cuda_devices = environment.get("ctranslate2_cuda_devices")
+    reason = facts.used.get("device_reason") or environment.get("cuda_unusable_reason")
     if getattr(facts.run.config, "device", None) == "cpu":
         why = "the run asked for device='cpu'"
         todo = "set device='cuda' (or 'auto') to run the model on the GPU"
     elif reason:
         why = f"device='auto' ran on the CPU: {reason}"
-        todo = ("install the CUDA libraries ctranslate2 loads (pip install nvidia-cublas-cu12 "
-                "'nvidia-cudnn-cu12==9.*'); `whisperkit env` shows what ctranslate2 sees")
+        todo = (f"install the CUDA libraries ctranslate2 loads, cuBLAS 12 and cuDNN 9 ({GPU_EXTRA_HINT}); "
+                "`whisperkit env` shows what ctranslate2 sees and which libraries are missing")
     elif cuda_devices == 0:
         why = ("ctranslate2 saw no CUDA device although NVML lists the GPU (a ctranslate2 build "
                "without CUDA, or CUDA_VISIBLE_DEVICES hiding the GPU)")
