@@ -66,6 +66,29 @@ class FakeGpu:
     energy_start_mj: int | None = 5_000_000
     created_s: float = field(default_factory=time.monotonic)
     calls_made: int = 0
+    #: a JSON file ``{"util_gpu_percent": 85, "process_sm_util": {"<pid>": 0}}`` read at every
+    #: utilization call when set, so a test can change the readings of a fake that runs in the
+    #: sampler's own process (see :func:`set_readings`)
+    readings_file: str | None = None
+
+
+def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int]) -> None:
+    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``."""
+    gpu.util_gpu_percent, gpu.process_sm_util = util_gpu_percent, dict(process_sm_util)
+    with open(f"{gpu.readings_file}.tmp", "w", encoding="utf-8") as handle:
+        json.dump({"util_gpu_percent": util_gpu_percent,
+                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()}}, handle)
+    os.replace(f"{gpu.readings_file}.tmp", gpu.readings_file)
+
+
+def _read_readings(gpu: FakeGpu) -> None:
+    """Take ``gpu.readings_file``'s values, when there is one."""
+    if gpu.readings_file is None or not os.path.exists(gpu.readings_file):
+        return
+    with open(gpu.readings_file, encoding="utf-8") as handle:
+        values = json.load(handle)
+    gpu.util_gpu_percent = values["util_gpu_percent"]
+    gpu.process_sm_util = {int(pid): sm for pid, sm in values["process_sm_util"].items()}
 
 
 def a100(**changes) -> FakeGpu:
@@ -228,6 +251,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetUtilizationRates")
     def _util(gpu):
+        _read_readings(gpu)
         return real.c_nvmlUtilization_t(gpu=gpu.util_gpu_percent, memory=gpu.util_memory_percent)
 
     @device("nvmlDeviceGetPowerUsage")
@@ -250,6 +274,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetProcessUtilization")
     def _process_util(gpu, last_seen_us):
+        _read_readings(gpu)
         # the driver closes a sample period every sample_period_s; only newer samples are returned
         period_us = int(state.sample_period_s * 1e6)
         stamp = time.time_ns() // 1000 // period_us * period_us
@@ -266,6 +291,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetComputeRunningProcesses")
     def _compute_processes(gpu):
+        _read_readings(gpu)
         pids = gpu.compute_pids if gpu.compute_pids is not None else list(gpu.process_sm_util)
         return [real.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=512 * 2**20, gpuInstanceId=0xFFFFFFFF,
                                             computeInstanceId=0xFFFFFFFF) for pid in pids]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
+import tempfile
 import time
 
 import pytest
@@ -39,15 +39,16 @@ def run_with_fake_gpu(monkeypatch, config: Config, phases: dict, interval: float
     """A real CPU run sampled against a fake A100 whose utilization (device %, this process %)
     changes at each phase mark: ``phases = {"decode": (85, 0), ...}``; ``hold = {"prepare": 0.3}``
     stretches a phase on the timeline by that many seconds (a short clip's prepare is a few ms)."""
-    gpu = fake_pynvml.a100(util_gpu_percent=0, util_memory_percent=0)
-    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake([gpu]))
+    gpu = fake_pynvml.a100(util_gpu_percent=0, util_memory_percent=0,
+                           readings_file=os.path.join(tempfile.mkdtemp(prefix="wk-fake-gpu-"), "readings.json"))
+    fake_pynvml.set_readings(gpu, 0, {})
+    fake_pynvml.install(monkeypatch, [gpu])  # here and in the sampler's process
     mark = Sampler.mark
 
     def mark_and_switch(sampler, label):
         if label in phases:
             device, own = phases[label]
-            gpu.util_gpu_percent = device
-            gpu.process_sm_util = {os.getpid(): own} if own else {}
+            fake_pynvml.set_readings(gpu, device, {os.getpid(): own} if own else {})
         mark(sampler, label)
         time.sleep((hold or {}).get(label, 0.0))
 
@@ -154,6 +155,7 @@ def test_model_on_cpu_while_a_gpu_is_present_comes_first(cpu_model_busy_gpu):
 
 def test_model_on_cpu_says_why_auto_fell_back(cpu_model_busy_gpu):
     run = cpu_model_busy_gpu
+    missing = "the CUDA libraries ctranslate2 needs cannot be loaded (libcudnn.so.9 not found)"
     fallback = dataclasses.replace(
         run, config=run.config.replace(device="auto"),
         transcript=dataclasses.replace(run.transcript, config={
@@ -162,8 +164,11 @@ def test_model_on_cpu_says_why_auto_fell_back(cpu_model_busy_gpu):
     assert first.code == "model-on-cpu" and "libcublas.so.12 cannot be loaded" in first.evidence
     assert "whisperkit[gpu]" in first.what_to_do
     no_cuda = dataclasses.replace(fallback, transcript=run.transcript,
-                                  environment={**run.environment, "ctranslate2_cuda_devices": 0})
+                                  environment={**run.environment, "ctranslate2_cuda_devices": 0,
+                                               "cuda_unusable_reason": None})  # a run saved without the reason
     assert "ctranslate2 saw no CUDA device" in diagnose(no_cuda)[0].evidence
+    recorded = dataclasses.replace(no_cuda, environment={**no_cuda.environment, "cuda_unusable_reason": missing})
+    assert missing in diagnose(recorded)[0].evidence
 
 
 def test_another_process_on_the_gpu(cpu_model_busy_gpu):
@@ -217,7 +222,7 @@ def test_auto_falling_back_to_the_cpu_is_diagnosed_first(monkeypatch):
     missing = "the CUDA libraries ctranslate2 needs cannot be loaded (libcublas.so.12 not found)"
     monkeypatch.setattr(models, "_cuda_unusable_reason", lambda: missing)
     run = run_with_fake_gpu(monkeypatch, Config(mode="batched", device="auto"), {"decode": (0, 0)})
-    assert run.transcript.config["device"] == "cpu" and run.transcript.text.startswith("A crow")
+    assert run.transcript.config["device"] == "cpu" and "half dead with thirst" in run.transcript.text
     first = diagnose(run)[0]
     assert first.code == "model-on-cpu" and "libcublas.so.12 not found" in first.evidence
     assert "device='auto' ran on the CPU" in first.evidence
