@@ -18,14 +18,14 @@ SEGMENTATIONS = ("own", "batched")
 MAX_BATCH_SIZE = 256  # chunks decoded at once; memory grows with it (batching.py estimates how much)
 MAX_BEAM_SIZE = 16  # beam width; decoder memory and time grow with it (5 is Whisper's own choice)
 MAX_BEST_OF = 16  # candidates sampled when temperature > 0; memory grows like the beam's
-MAX_NUM_WORKERS = 64  # model replicas; each adds a thread pool and working memory
+MAX_NUM_WORKERS = 64  # CTranslate2 workers; they share the weights, each adds a thread pool and working memory
 THREADS_PER_CORE = 4  # cpu_threads at most this many times os.cpu_count()
 MAX_TEMPERATURE = 2.0  # sampling temperature (Whisper's fallback goes up to 1.0)
 MAX_PATIENCE = 10.0  # beam search keeps beam_size x patience candidates
 
 
 def max_cpu_threads() -> int:
-    """The most CTranslate2 threads per replica accepted here: 4 x the logical CPUs."""
+    """The most CTranslate2 threads per worker accepted here: 4 x the logical CPUs."""
     return THREADS_PER_CORE * (os.cpu_count() or 1)
 
 
