@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 
-def register(commands) -> None:
+
+def register(commands: argparse._SubParsersAction) -> None:
     """Add ``diagnose`` to the ``whisperkit`` argument parser."""
     parser = commands.add_parser(
         "diagnose", help="why a GPU sat idle: findings from saved runs, with evidence and what to do"
@@ -13,7 +15,7 @@ def register(commands) -> None:
     parser.set_defaults(func=run_diagnose)
 
 
-def run_diagnose(args) -> int:
+def run_diagnose(args: argparse.Namespace) -> int:
     import json
 
     from whisperkit.experiments.diagnose import diagnose, format_findings

@@ -29,8 +29,14 @@ import bisect
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from faster_whisper import WhisperModel
+    from faster_whisper.vad import VadOptions
 
 SAMPLE_RATE = 16000
 DEFAULT_CHUNK_LENGTH_S = 30  # faster-whisper's FeatureExtractor.chunk_length
@@ -60,10 +66,10 @@ class Chunk:
 
 
 def batched_chunks(
-    samples,
+    samples: np.ndarray,
     *,
     vad_filter: bool = True,
-    vad_parameters=None,
+    vad_parameters: dict | VadOptions | None = None,
     chunk_length: int | None = None,
     clip_timestamps: list[dict] | None = None,
 ) -> list[Chunk]:
@@ -153,7 +159,7 @@ class JoinedChunks:
         return offsets, pieces
 
 
-def join_chunks(samples, chunks: list[Chunk]) -> JoinedChunks:
+def join_chunks(samples: np.ndarray, chunks: list[Chunk]) -> JoinedChunks:
     """The chunks' speech joined in order, with each chunk's span as ``clip_timestamps``."""
     import numpy as np
 
@@ -176,7 +182,7 @@ def spans(chunks: list[Chunk]) -> list[list[float]]:
 CUTTING_OPTIONS = ("vad_filter", "vad_parameters", "chunk_length", "clip_timestamps")
 
 
-def transcribe_batched_chunks(whisper, samples, options: dict) -> tuple[Iterator, str | None, list[list[float]]]:
+def transcribe_batched_chunks(whisper: WhisperModel, samples: np.ndarray, options: dict) -> tuple[Iterator, str | None, list[list[float]]]:
     """Sequential ``whisper.transcribe`` of the chunks the batched pipeline would cut, one window each.
 
     ``options`` are ``transcribe`` keywords; the cutting ones (:data:`CUTTING_OPTIONS`, with the

@@ -23,6 +23,10 @@ batch-larger-than-chunks
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from whisperkit.experiments.results import Comparison, Run, Sweep
 
 #: Finding codes, most important first: the order :func:`diagnose` returns them in.
 ORDER = (
@@ -59,11 +63,13 @@ class Finding:
         return asdict(self)
 
 
-def diagnose(result) -> list[Finding]:
+def diagnose(result: Run | Comparison | Sweep | list[Run]) -> list[Finding]:
     """Findings for a Run, a Comparison (both sides), a Sweep or a list of runs, most important first."""
-    if hasattr(result, "before") and hasattr(result, "after"):
+    from whisperkit.experiments.results import Comparison, Sweep
+
+    if isinstance(result, Comparison):
         runs = [result.before, result.after]
-    elif hasattr(result, "points"):  # a Sweep
+    elif isinstance(result, Sweep):
         runs = list(result.runs)
     elif isinstance(result, (list, tuple)):
         runs = list(result)
@@ -73,7 +79,7 @@ def diagnose(result) -> list[Finding]:
     return sorted(findings, key=lambda f: ORDER.index(f.code))  # stable: sides keep their order
 
 
-def diagnose_run(run) -> list[Finding]:
+def diagnose_run(run: Run) -> list[Finding]:
     """The findings of one run, most important first."""
     facts = _Facts(run)
     checks = (_model_on_cpu, _other_process, _gpu_idle_decode, _long_prepare, _language_detection,

@@ -211,7 +211,7 @@ def _metrics_table(runs: list[Run]) -> str:
     return _table(["metric", *(run.label for run in runs)], metric_rows(runs, long=True))
 
 
-def diagnosis_html(result) -> str:
+def diagnosis_html(result: Run | Comparison | Sweep | list[Run]) -> str:
     """The findings of :func:`whisperkit.experiments.diagnose.diagnose` for ``result`` (a Run,
     Comparison, Sweep or list of runs) as an HTML list, most important first."""
     from whisperkit.experiments.diagnose import diagnose
