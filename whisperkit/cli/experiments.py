@@ -183,7 +183,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
     print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
-              "report's timelines show the accelerator idle before and busy after")
+              "report's timelines show how busy the accelerator was on each side, and "
+              f"`whisperkit diagnose {folder}` says why it idled")
     print(f"report: {folder / 'report.html'}  (runs and comparison.json beside it)")
     return 0
 
