@@ -11,10 +11,43 @@ import pytest
 import whisperkit as wk
 from whisperkit.core.samples import reference_text, short_clips
 
+try:
+    from tests import machine
+except ImportError:
+    import machine
+
+
+def pytest_configure(config):
+    # read the real machine once, before any test puts a fake pynvml or ctranslate2 in place
+    machine.auto_device()
+    machine.nvml_gpus()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a usable CUDA GPU: skipped, with the reason, where there is none."""
+    device, reason = machine.auto_device()
+    if device == "cuda":
+        return
+    skip = pytest.mark.skip(reason=f"needs a usable CUDA GPU: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The Hugging Face hub offline, so a test that must not download fails fast instead."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:
+        return
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
 
 @pytest.fixture(scope="session")
 def model():
-    """The bundled tiny.en on the CPU, loaded once."""
+    """The bundled tiny.en where ``device="auto"`` puts it (the CPU unless a usable GPU), loaded once."""
     return wk.load_model()
 
 
@@ -46,8 +79,11 @@ def sequential(model, long_sample):
 
 
 def run_cli(*args: str, timeout: float = 300, cwd: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m whisperkit ARGS`` in a subprocess, as a user would from a terminal."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """Run ``python -m whisperkit ARGS`` in a subprocess, as a user would from a terminal.
+
+    The Hugging Face hub is offline in it: no test downloads a model.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "whisperkit", *args],
         capture_output=True,
@@ -105,13 +141,40 @@ def quiet_audio(tmp_path_factory):
     return paths
 
 
+NO_NVML_REASON = "NVML unavailable: NVIDIA driver library not found (NVMLError_LibraryNotFound); recording CPU only"
+
+
+def cpu_only(run):
+    """``run`` as a machine without an NVIDIA driver records it: no GPU columns, metrics or GPUs,
+    and NVML's reason. Figures and reports of the no-GPU case are then the same on every machine."""
+    import dataclasses
+
+    from whisperkit.measure.columns import parse_gpu_column
+
+    timeline = run.timeline[[c for c in run.timeline.columns if parse_gpu_column(c) is None]]
+    metrics = {k: (None if "gpu" in k else v) for k, v in run.metrics.items()}
+    environment = {**run.environment, "gpus": [], "gpu_unavailable_reason": NO_NVML_REASON.split(";")[0]}
+    return dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
+                               gpu_unavailable_reason=NO_NVML_REASON)
+
+
 @pytest.fixture(scope="session")
 def clip_comparison():
-    """The seed's comparison on one short clip (one chunk), for tests of figures and reports."""
-    return wk.compare(wk.sample_path("aesop_03"), progress=False)
+    """The seed's comparison on one short clip (one chunk), for tests of figures and reports,
+    as recorded without a GPU (see :func:`cpu_only`); tests of GPU panels add a synthetic one."""
+    import dataclasses
+
+    comparison = wk.compare(wk.sample_path("aesop_03"), progress=False)
+    return dataclasses.replace(comparison, before=cpu_only(comparison.before), after=cpu_only(comparison.after),
+                               before_runs=[cpu_only(r) for r in comparison.before_runs],
+                               after_runs=[cpu_only(r) for r in comparison.after_runs])
 
 
 @pytest.fixture(scope="session")
 def clip_sweep():
-    """Batch sizes 1 and 4 on one short clip, for tests of figures and reports."""
-    return wk.sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 4], progress=False)
+    """Batch sizes 1 and 4 on one short clip, for tests of figures and reports (without a GPU)."""
+    import dataclasses
+
+    sweep = wk.sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 4], progress=False)
+    points = [dataclasses.replace(p, peak_gpu_mem_mb=None, mean_gpu_util_percent=None) for p in sweep.points]
+    return dataclasses.replace(sweep, runs=[cpu_only(r) for r in sweep.runs], points=points)

@@ -7,18 +7,34 @@ the way the real module does (``NVMLError(code)`` becomes the matching subclass)
 >>> fake = make_fake([a100(), rtx3090(power_supported=False)])      # doctest: +SKIP
 >>> monkeypatch.setitem(sys.modules, "pynvml", fake)      # doctest: +SKIP
 >>> fake.state.calls[("nvmlDeviceGetPowerUsage", 1)]      # doctest: +SKIP   how often it was asked
+
+The sampler reads NVML in its own process: :func:`install` puts the fake in this process and,
+through ``WHISPERKIT_PYNVML``, an equal fake (same GPUs, its own call counts) in the processes this
+one starts. Changes made to a fake after a Sampler started do not reach the sampler's copy.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 import types
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pynvml as real
 
 GIB = 2**30
+
+
+@dataclass
+class FakeMig:
+    """One MIG instance: its UUID and its own memory (NVML answers only these for a MIG handle)."""
+
+    uuid: str
+    memory_total_bytes: int
+    memory_used_bytes: int
 
 
 @dataclass
@@ -37,9 +53,42 @@ class FakeGpu:
     power_supported: bool = True
     #: after this many NVML calls on this device, every call raises NVMLError_GpuIsLost
     lost_after_calls: int | None = None
-    #: pid -> smUtil reported by nvmlDeviceGetProcessUtilization (empty: NotFound)
-    process_sm_util: dict[int, int] = field(default_factory=dict)
+    #: pid -> smUtil reported by nvmlDeviceGetProcessUtilization (empty: NotFound); a list is
+    #: that process's samples, oldest first, one driver period apart (each with its own timestamp)
+    process_sm_util: dict[int, int | list[int]] = field(default_factory=dict)
+    #: pids nvmlDeviceGetComputeRunningProcesses lists (None: the keys of process_sm_util)
+    compute_pids: list[int] | None = None
+    pci_bus_id: str = "00000000:07:00.0"
+    #: MIG instances; when there are any, MIG mode is on and the parent's utilization is NotSupported
+    mig: list[FakeMig] = field(default_factory=list)
+    mig_capable: bool = True
+    #: nvmlDeviceGetTotalEnergyConsumption: millijoules at creation (None: NotSupported, pre-Volta)
+    energy_start_mj: int | None = 5_000_000
+    created_s: float = field(default_factory=time.monotonic)
     calls_made: int = 0
+    #: a JSON file ``{"util_gpu_percent": 85, "process_sm_util": {"<pid>": 0}}`` read at every
+    #: utilization call when set, so a test can change the readings of a fake that runs in the
+    #: sampler's own process (see :func:`set_readings`)
+    readings_file: str | None = None
+
+
+def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int]) -> None:
+    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``."""
+    gpu.util_gpu_percent, gpu.process_sm_util = util_gpu_percent, dict(process_sm_util)
+    with open(f"{gpu.readings_file}.tmp", "w", encoding="utf-8") as handle:
+        json.dump({"util_gpu_percent": util_gpu_percent,
+                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()}}, handle)
+    os.replace(f"{gpu.readings_file}.tmp", gpu.readings_file)
+
+
+def _read_readings(gpu: FakeGpu) -> None:
+    """Take ``gpu.readings_file``'s values, when there is one."""
+    if gpu.readings_file is None or not os.path.exists(gpu.readings_file):
+        return
+    with open(gpu.readings_file, encoding="utf-8") as handle:
+        values = json.load(handle)
+    gpu.util_gpu_percent = values["util_gpu_percent"]
+    gpu.process_sm_util = {int(pid): sm for pid, sm in values["process_sm_util"].items()}
 
 
 def a100(**changes) -> FakeGpu:
@@ -59,7 +108,20 @@ def rtx3090(**changes) -> FakeGpu:
         name="NVIDIA GeForce RTX 3090", uuid="GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
         memory_total_bytes=24 * GIB, memory_used_bytes=10 * GIB,
         util_gpu_percent=99, util_memory_percent=63, power_mw=348_250, sm_clock_mhz=1695,
-        temperature_c=71,
+        temperature_c=71, pci_bus_id="00000000:65:00.0", mig_capable=False,
+    )
+    return FakeGpu(**{**values, **changes})
+
+
+def h100_mig(**changes) -> FakeGpu:
+    """An NVIDIA H100 80GB in MIG mode with a 1g.10gb and a 3g.40gb instance."""
+    values = dict(
+        name="NVIDIA H100 80GB HBM3", uuid="GPU-9d1c7a52-3f0e-4c1b-8a2d-5e6f7a8b9c0d",
+        memory_total_bytes=80 * GIB, memory_used_bytes=12 * GIB,
+        util_gpu_percent=0, util_memory_percent=0, power_mw=180_000, sm_clock_mhz=1980,
+        temperature_c=40, pci_bus_id="00000000:1A:00.0",
+        mig=[FakeMig("MIG-4a2b6c8d-1e3f-5a7b-9c0d-2e4f6a8b0c1d", 10 * GIB, 1 * GIB),
+             FakeMig("MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f", 40 * GIB, 2 * GIB)],
     )
     return FakeGpu(**{**values, **changes})
 
@@ -83,11 +145,18 @@ class FakeState:
 class _Handle:
     """Stands in for the opaque ``c_nvmlDevice_t`` pointer."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, mig: int | None = None) -> None:
         self.index = index
+        self.mig = mig
 
     def __repr__(self) -> str:
-        return f"<fake nvmlDevice {self.index}>"
+        return f"<fake nvmlDevice {self.index}{'' if self.mig is None else f' MIG {self.mig}'}>"
+
+
+#: what NVML answers for a MIG device handle; everything else is NotSupported there
+MIG_HANDLE_FUNCTIONS = {"nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo"}
+#: NotSupported on the parent of a GPU in MIG mode
+MIG_PARENT_UNSUPPORTED = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization"}
 
 
 def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None,
@@ -123,6 +192,14 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
                 gpu.calls_made += 1
                 if gpu.lost_after_calls is not None and gpu.calls_made > gpu.lost_after_calls:
                     raise real.NVMLError(real.NVML_ERROR_GPU_IS_LOST)
+                if handle.mig is not None:
+                    if name not in MIG_HANDLE_FUNCTIONS:
+                        raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+                    mig = gpu.mig[handle.mig]
+                    return func(FakeGpu(gpu.name, mig.uuid, mig.memory_total_bytes, mig.memory_used_bytes,
+                                        0, 0, 0, 0, 0), *args)
+                if gpu.mig and name in MIG_PARENT_UNSUPPORTED:
+                    raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
                 return func(gpu, *args)
             call.__name__ = name
             setattr(fake, name, call)
@@ -174,6 +251,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetUtilizationRates")
     def _util(gpu):
+        _read_readings(gpu)
         return real.c_nvmlUtilization_t(gpu=gpu.util_gpu_percent, memory=gpu.util_memory_percent)
 
     @device("nvmlDeviceGetPowerUsage")
@@ -196,15 +274,112 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetProcessUtilization")
     def _process_util(gpu, last_seen_us):
+        _read_readings(gpu)
         # the driver closes a sample period every sample_period_s; only newer samples are returned
         period_us = int(state.sample_period_s * 1e6)
         stamp = time.time_ns() // 1000 // period_us * period_us
         if not gpu.process_sm_util or stamp <= last_seen_us:
             raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
-        return [
-            real.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=stamp, smUtil=sm, memUtil=sm // 2,
-                                                  encUtil=0, decUtil=0)
-            for pid, sm in gpu.process_sm_util.items()
-        ]
+        samples = []
+        for pid, values in gpu.process_sm_util.items():
+            history = values if isinstance(values, list) else [values]
+            for age, sm in enumerate(reversed(history)):  # newest first, each one period older
+                if stamp - age * period_us > last_seen_us:
+                    samples.append(real.c_nvmlProcessUtilizationSample_t(
+                        pid=pid, timeStamp=stamp - age * period_us, smUtil=sm, memUtil=sm // 2, encUtil=0, decUtil=0))
+        return samples[::-1]  # NVML gives no order; oldest first here, so the newest must be chosen
 
+    @device("nvmlDeviceGetComputeRunningProcesses")
+    def _compute_processes(gpu):
+        _read_readings(gpu)
+        pids = gpu.compute_pids if gpu.compute_pids is not None else list(gpu.process_sm_util)
+        return [real.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=512 * 2**20, gpuInstanceId=0xFFFFFFFF,
+                                            computeInstanceId=0xFFFFFFFF) for pid in pids]
+
+    @device("nvmlDeviceGetTotalEnergyConsumption")
+    def _energy(gpu):
+        if gpu.energy_start_mj is None:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        return gpu.energy_start_mj + int(gpu.power_mw * (time.monotonic() - gpu.created_s))
+
+    @device("nvmlDeviceGetPciInfo")
+    def _pci(gpu):
+        bus_id = gpu.pci_bus_id.encode()
+        return real.nvmlPciInfo_t(busId=bus_id, busIdLegacy=bus_id[4:])
+
+    @device("nvmlDeviceGetMigMode")
+    def _mig_mode(gpu):
+        if not gpu.mig_capable:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        mode = 1 if gpu.mig else 0
+        return [mode, mode]
+
+    @device("nvmlDeviceGetMaxMigDeviceCount")
+    def _mig_count(gpu):
+        if not gpu.mig_capable:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        return 7 if gpu.mig else 0
+
+    def _mig_handle(handle, index):
+        if not state.initialized:
+            raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+        gpu = state.gpus[handle.index]
+        state.calls[("nvmlDeviceGetMigDeviceHandleByIndex", handle.index)] += 1
+        if not gpu.mig_capable:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
+        if not 0 <= index < len(gpu.mig):
+            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
+        return _Handle(handle.index, mig=index)
+
+    fake.nvmlDeviceGetMigDeviceHandleByIndex = _mig_handle
     return fake
+
+
+#: the environment variables :func:`install` sets (see whisperkit.measure.nvml)
+PYNVML_ENV = "WHISPERKIT_PYNVML"
+CONFIG_ENV = "WHISPERKIT_FAKE_PYNVML"
+_installed: dict[str, types.ModuleType] = {}
+
+
+def install(monkeypatch, gpus: list[FakeGpu] | None = None, **options) -> types.ModuleType:
+    """Use a fake pynvml here (``sys.modules``) and in every process started from here (the
+    sampler's): returns this process's fake. ``options`` are :func:`make_fake`'s keywords."""
+    config = json.dumps({"gpus": [_gpu_to_json(gpu) for gpu in gpus or []], **options})
+    fake = make_fake(gpus, **options)
+    _installed[config] = fake
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv(PYNVML_ENV, f"{__name__}:from_environment")
+    monkeypatch.setenv(CONFIG_ENV, config)
+    return fake
+
+
+def install_missing(monkeypatch) -> None:
+    """No pynvml module at all, here and in the processes started from here."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    monkeypatch.setenv(PYNVML_ENV, f"{__name__}:missing")
+
+
+def missing() -> types.ModuleType:
+    raise ImportError("No module named 'pynvml'")
+
+
+def from_environment() -> types.ModuleType:
+    """The fake :func:`install` described in ``WHISPERKIT_FAKE_PYNVML`` (one per process)."""
+    config = os.environ[CONFIG_ENV]
+    if config not in _installed:
+        options = json.loads(config)
+        gpus = [_gpu_from_json(gpu) for gpu in options.pop("gpus")]
+        _installed[config] = make_fake(gpus, **options)
+    return _installed[config]
+
+
+def _gpu_to_json(gpu: FakeGpu) -> dict:
+    values = asdict(gpu)
+    values["process_sm_util"] = {str(pid): sm for pid, sm in gpu.process_sm_util.items()}
+    return values
+
+
+def _gpu_from_json(values: dict) -> FakeGpu:
+    values = {**values, "mig": [FakeMig(**mig) for mig in values["mig"]], "calls_made": 0,
+              "process_sm_util": {int(pid): sm for pid, sm in values["process_sm_util"].items()}}
+    return FakeGpu(**values)

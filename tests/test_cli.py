@@ -9,6 +9,11 @@ import pytest
 
 from whisperkit.core.samples import sample_path
 
+try:
+    from tests import machine
+except ImportError:
+    import machine
+
 
 def test_transcribe_prints_text_to_stdout(cli):
     result = cli("transcribe", sample_path("aesop_02"), "--quiet")
@@ -31,7 +36,8 @@ def test_transcribe_writes_every_format(cli, tmp_path):
     config = data["config"]
     assert {k: config[k] for k in ("model", "device", "compute_type", "mode", "batch_size", "beam_size",
                                    "num_workers", "cpu_threads")} == {
-        "model": "tiny.en", "device": "cpu", "compute_type": "int8", "mode": "sequential", "batch_size": None,
+        "model": "tiny.en", "device": machine.auto_device()[0], "compute_type": machine.auto_compute_type(),
+        "mode": "sequential", "batch_size": None,
         "beam_size": 5, "num_workers": 1, "cpu_threads": 0}
     assert (tmp_path / "aesop_04.vtt").read_text().startswith("WEBVTT")
     assert (tmp_path / "aesop_04.srt").read_text().startswith("1\n00:00:00,")
@@ -50,14 +56,17 @@ def test_one_bad_file_among_several(cli, tmp_path, bad_audio):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--device", "cuda"], "device cuda was asked for"),
+        pytest.param(["--device", "cuda"], "device cuda was asked for", id="cuda-where-it-cannot-run"),
+        (["--device-index", "7", "--device", "cuda"], "was asked for"),
         (["--model", "huge-v9"], "unknown model 'huge-v9'"),
-        (["--batch-size", "0"], "batch size must be a whole number of at least 1"),
-        (["--compute-type", "float16"], "'float16' is not supported on cpu"),
-        (["--model", "small"], "not in the local cache"),
+        (["--batch-size", "0"], "batch_size must be a whole number from 1 to 256"),
+        (["--device", "cpu", "--compute-type", "float16"], "'float16' is not supported on cpu"),
+        (["--model", "small"], "not in the local cache"),  # the hub is offline in the CLI tests
     ],
 )
 def test_bad_settings_exit_2_with_one_line(cli, args, message):
+    if args == ["--device", "cuda"] and machine.cuda_usable():
+        pytest.skip("CUDA runs here")
     result = cli("transcribe", sample_path("aesop_02"), *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -82,7 +91,14 @@ def test_env_describes_the_machine(cli):
     result = cli("env")
     assert result.returncode == 0, result.stderr
     assert "CPU:" in result.stdout
-    assert "GPU: none visible (NVML unavailable" in result.stdout
-    assert "CUDA devices ctranslate2 sees: 0" in result.stdout
+    gpus, reason = machine.nvml_gpus()
+    if gpus:
+        assert f": {gpus[0]['name']}" in result.stdout and result.stdout.count("\nGPU ") == len(gpus)
+    else:
+        assert f"GPU: none visible ({reason})" in result.stdout
+    assert f"CUDA devices ctranslate2 sees: {machine.cuda_device_count()}" in result.stdout
+    device, why = machine.auto_device()
+    assert (f"device auto: cpu ({why.removesuffix('; running on the CPU')})" if why else "device auto: cuda") in result.stdout
     data = json.loads(cli("env", "--json").stdout)
-    assert data["gpus"] == [] and data["versions"]["faster-whisper"].startswith("1.2")
+    assert len(data["gpus"]) == len(gpus) and data["versions"]["faster-whisper"].startswith("1.2")
+    assert (data["cuda_unusable_reason"] is None) == (device == "cuda")

@@ -51,5 +51,23 @@ def test_bad_files_are_reported_and_the_rest_transcribed(model, clips, bad_audio
 
 
 def test_batch_size_below_one_is_an_error(model, clips):
-    with pytest.raises(wk.ConfigError, match="batch size"):
+    with pytest.raises(wk.ConfigError, match="batch_size must be a whole number from 1 to 256"):
         wk.transcribe_clips(clips, model=model, batch_size=0)
+
+
+def test_allocation_failure_halves_the_clip_batch(together, model, clips, monkeypatch):
+    """cuDNN's wording for a failed allocation, injected at the encoder call above 2 clips."""
+    real_encode = model.whisper.encode
+
+    def encode(features):
+        if len(features) > 2:
+            raise RuntimeError("cuDNN failed with status CUDNN_STATUS_ALLOC_FAILED")
+        return real_encode(features)
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    result = wk.transcribe_clips(clips, model=model, batch_size=8, progress=False)
+    assert [retry["batch_size"] for retry in result.batch_retries] == [8, 4]
+    assert result.batch_size == 2 and result.retry_seconds > 0
+    assert next(iter(result.transcripts.values())).config["batch_size"] == 2
+    for path in clips:
+        assert result.transcripts[path].text == together.transcripts[path].text

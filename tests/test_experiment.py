@@ -13,6 +13,11 @@ from whisperkit.core.config import Config
 from whisperkit.core.samples import sample_path
 from whisperkit.experiments import metrics, results, runners
 
+try:
+    from tests import machine
+except ImportError:
+    import machine
+
 CLIP = "aesop_03"  # 5.8 s, one chunk
 
 
@@ -35,15 +40,21 @@ def test_seed_configurations_are_the_notes_own():
 def test_comparison_measures_both_sides(comparison):
     before, after = comparison.before, comparison.after
     assert before.transcript.config["mode"] == "sequential" and before.transcript.config["num_workers"] == 24
-    assert after.transcript.config["mode"] == "batched" and after.transcript.config["batch_size"] == 8  # auto on CPU
+    assert after.transcript.config["mode"] == "batched"
+    if after.transcript.config["device"] == "cpu":
+        assert after.transcript.config["batch_size"] == batching.CPU_BATCH_SIZE  # auto on the CPU
     assert comparison.speedup == pytest.approx(before.transcript.wall_seconds / after.transcript.wall_seconds)
     assert comparison.wer_between < 0.08
     assert comparison.wer_vs_reference["before"] < 0.12 and comparison.wer_vs_reference["after"] < 0.12
     for run in (before, after):
         assert run.metrics["peak_rss_mb"] > 100 and 0 < run.metrics["rss_growth_mb"] < run.metrics["peak_rss_mb"]
         assert 0 < run.metrics["mean_process_cpu_percent"] <= 100
-        assert run.metrics["mean_gpu_util_percent"] is None and run.metrics["peak_gpu_mem_mb"] is None
-        assert "NVML unavailable" in run.gpu_unavailable_reason
+        if machine.has_nvml_gpu():
+            assert run.metrics["mean_gpu_util_percent"] >= 0 and run.metrics["peak_gpu_mem_mb"] > 0
+            assert run.gpu_unavailable_reason is None
+        else:
+            assert run.metrics["mean_gpu_util_percent"] is None and run.metrics["peak_gpu_mem_mb"] is None
+            assert run.gpu_unavailable_reason.startswith(machine.nvml_gpus()[1])
         assert list(run.marks["label"]) == ["load", "prepare", "decode"]
     # each side loaded its own model (the cache is cleared between sides)
     assert before.metrics["load_seconds"] > 0 and after.metrics["load_seconds"] > 0
@@ -59,6 +70,8 @@ def test_comparison_shows_every_setting_that_differs(comparison):
     assert "fallback" in differing["temperature"][0] and "no fallback" in differing["temperature"][1]
     assert differing["no_speech_threshold"] == (0.6, "ignored")
     assert "beam_size" not in differing and "model" not in differing
+    seq_cut, batched_cut = differing["segmentation"]  # the two pipelines cut the audio differently
+    assert seq_cut.startswith("30 s windows over the whole audio") and batched_cut.startswith("4 chunk(s)")
 
 
 def test_matched_comparison_leaves_batching_as_the_difference():
@@ -69,6 +82,19 @@ def test_matched_comparison_leaves_batching_as_the_difference():
     assert matched.wer_between == 0.0  # one chunk, same decoding: the same words
     assert matched.before.config.options["vad_filter"] is True
     assert matched.to_dict()["matched"] is True
+
+
+def test_matched_comparison_decodes_the_same_chunks_on_both_sides():
+    matched = wk.compare(sample_path(), matched=True, progress=False)
+    before, after = matched.before.transcript, matched.after.transcript
+    assert matched.before.config.segmentation == "batched"
+    assert before.chunks == after.chunks == 4  # the sequential pipeline alone cuts 3 windows here
+    for mine, theirs in zip(before.chunk_spans, after.chunk_spans, strict=True):  # theirs: the pipeline's output
+        assert mine == pytest.approx(theirs, abs=0.02)
+    differing = {d["setting"] for d in matched.differences}
+    assert "segmentation" not in differing and differing <= {"mode", "batch_size", "num_workers"}
+    assert matched.wer_between < 0.03  # same chunks, same decoding: features differ only at chunk edges
+    assert "shall not perish from the earth" in before.text
 
 
 def test_repeats_alternate_and_use_medians():
@@ -82,7 +108,10 @@ def test_repeats_alternate_and_use_medians():
 def test_run_records_environment(comparison):
     env = comparison.after.environment
     assert env["cpu_logical_cores"] >= 1 and env["memory_total_mb"] > 1000 and env["cpu_model"]
-    assert env["gpus"] == [] and env["gpu_unavailable_reason"]
+    gpus, reason = machine.nvml_gpus()
+    assert [gpu["name"] for gpu in env["gpus"]] == [gpu["name"] for gpu in gpus]
+    assert env["gpu_unavailable_reason"] == reason
+    assert (env["cuda_unusable_reason"] is None) == machine.cuda_usable()
     assert env["versions"]["whisperkit"] == wk.__version__
     assert env["versions"]["ctranslate2"] and env["versions"]["faster-whisper"]
 
@@ -209,6 +238,12 @@ def test_recommend_batch_size_memory_model():
     assert wk.recommend_batch_size("tiny", "float16", device="cpu") == batching.CPU_BATCH_SIZE
     # the calibration point: faster-whisper's measured 225 MB per item for large-v2 float16 beam 5
     assert batching.per_item_mb("large-v2", "float16") == pytest.approx(225, rel=0.02)
+    # the encoder's attention scores: 20 heads x 1500 x 1500 x 2 bytes, whatever the decoder
+    for model in ("large-v3", "turbo", "distil-large-v3"):
+        assert batching.attention_scores_mb(model, "float16") == pytest.approx(85.8, abs=0.1)
+        assert batching.per_item_mb(model, "float16") > 100
+    assert wk.recommend_batch_size("turbo", "float16", memory_gb=8.0) == 32  # not 64 on 8 GB
+    assert wk.recommend_batch_size("distil-large-v3", "float16", memory_gb=8.0) == 32
     with pytest.raises(wk.ConfigError):
         wk.recommend_batch_size("small", "float16", memory_gb=0)
 
@@ -240,7 +275,13 @@ def test_auto_batch_size_for_a_loaded_model_does_not_count_its_weights_twice(mon
         "large-v3", "float16", memory_gb=free_gb, weights_loaded=True) == 2
 
 
-def test_recommend_without_nvml_falls_back_to_the_cpu_choice():
+def test_recommend_without_nvml_falls_back_to_the_cpu_choice(monkeypatch):
+    import sys
+
+    import pynvml
+    from fake_pynvml import make_fake
+
+    monkeypatch.setitem(sys.modules, "pynvml", make_fake(init_error=pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
     assert batching.free_gpu_memory_gb() is None
     assert wk.recommend_batch_size("large-v3", "float16") == batching.CPU_BATCH_SIZE
 
@@ -253,7 +294,7 @@ def test_architecture_from_names_and_folders():
     assert not math.isnan(batching.weights_mb("tiny.en", "int8"))
 
 
-def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
+def test_gpu_metrics_come_from_the_models_gpu_else_the_busiest_during_transcription(comparison):
     import dataclasses
 
     run = comparison.after
@@ -264,9 +305,24 @@ def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
     timeline.loc[decoding, "gpu1_util_percent"] = 90.0  # busy only while transcribing
     timeline["gpu0_mem_used_mb"] = 800.0
     timeline["gpu1_mem_used_mb"] = float("nan")  # memory not supported on this one
-    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline))
-    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # model load excluded
+    timeline["gpu0_energy_j"] = 1000.0 + 100.0 * timeline["time_s"]  # a steady 100 W
+    timeline["gpu1_energy_j"] = float("nan")  # no energy counter (before Volta)
+    environment = {**run.environment, "model_gpu": None}
+    unknown = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": None})
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # the busiest; model load excluded
     assert computed["peak_gpu_mem_mb"] == 800.0
+    assert math.isnan(computed["gpu_energy_j_per_audio_hour"])  # all GPUs, one without a counter
+    # the model ran on NVML GPU 0: another tenant's busy GPU 1 does not count
+    on_gpu0 = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": 0})
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=on_gpu0, environment=environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(5.0) and computed["peak_gpu_mem_mb"] == 800.0
+    seconds = timeline.loc[decoding, "time_s"]
+    expected = 100.0 * (seconds.iloc[-1] - seconds.iloc[0]) / run.transcript.audio_seconds * 3600
+    assert computed["gpu_energy_j_per_audio_hour"] == pytest.approx(expected)
+    from_environment = {**environment, "model_gpu": {"nvml_index": 1}}
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=from_environment))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0) and computed["peak_gpu_mem_mb"] is None
 
 
 def test_every_computed_metric_is_in_the_registry(clip_comparison):

@@ -1,6 +1,6 @@
 """The package's layers import downward only, and no modules import each other in a cycle.
 
-Layers, lowest first: the base modules (errors, files, version), ``measure``, ``core``,
+Layers, lowest first: the base modules (errors, checks, files, version), ``measure``, ``core``,
 ``experiments``, ``views``, ``cli``. A module may import its own layer or any layer below it,
 at module level or inside a function. Read from the source, so a lazy import counts too; an
 import under ``if TYPE_CHECKING:`` (annotations only) does not.

@@ -1,4 +1,4 @@
-"""Finding models and choosing device and compute type."""
+"""Finding models and choosing device and compute type (expectations follow what this machine has)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,23 @@ import pytest
 
 import whisperkit as wk
 from whisperkit.core import models
+from whisperkit.measure import cuda
+
+try:
+    from tests import machine
+except ImportError:
+    import machine
 
 
-def test_default_is_the_bundled_tiny_en_on_cpu_int8(model):
+def test_default_is_the_bundled_tiny_en_where_auto_puts_it(model):
     assert model.name == "tiny.en"
     assert model.path == models.bundled_model_path()
-    assert (model.device, model.compute_type) == ("cpu", "int8")
-    assert model.whisper.model.device == "cpu"
+    device, reason = machine.auto_device()
+    assert (model.device, model.compute_type) == (device, machine.auto_compute_type())
+    assert model.whisper.model.device == device
+    assert model.device_reason == reason and model.describe()["device_reason"] == reason
+    if device == "cpu":
+        assert model.compute_type == "int8" and reason
 
 
 def test_same_settings_reuse_the_loaded_model():
@@ -35,7 +45,7 @@ def test_unknown_model_name_lists_the_choices():
         wk.load_model("huge-v9")
 
 
-def test_named_model_not_cached_offline_says_what_to_do():
+def test_named_model_not_cached_offline_says_what_to_do(offline_hub):
     started = time.monotonic()
     with pytest.raises(wk.ModelError, match=r"'small' is not in the local cache and could not be downloaded.*local CTranslate2 folder"):
         wk.load_model("small")
@@ -49,15 +59,128 @@ def test_missing_folder_and_folder_without_weights(tmp_path):
         wk.load_model(str(tmp_path))
 
 
-def test_cuda_where_none_is_visible_is_a_device_error():
-    assert models.cuda_device_count() == 0  # no machine of this project has a GPU
-    with pytest.raises(wk.DeviceError, match="device cuda was asked for.*no CUDA device.*use device cpu or auto"):
+def test_cuda_where_it_cannot_run_is_a_one_line_device_error():
+    device, reason = machine.auto_device()
+    if device == "cuda":
+        pytest.skip("CUDA runs here; see test_cuda_transcribes_on_the_gpu")
+    with pytest.raises(wk.DeviceError, match="device cuda was asked for, but .*use device cpu or auto") as caught:
         wk.load_model(device="cuda")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert reason.removesuffix("; running on the CPU") in message  # what auto said, e.g. the missing library
+
+
+@pytest.mark.gpu
+def test_cuda_transcribes_on_the_gpu(clips):
+    on_gpu = wk.load_model(device="cuda")
+    assert (on_gpu.device, on_gpu.device_reason, on_gpu.whisper.model.device) == ("cuda", None, "cuda")
+    transcript = wk.transcribe(clips[1], model=on_gpu, mode="batched", batch_size=4, progress=False)
+    assert "steady wins the race" in transcript.text.lower()
+
+
+@pytest.fixture
+def fresh_cuda_libraries():
+    cuda.cuda_libraries.cache_clear()
+    yield
+    cuda.cuda_libraries.cache_clear()
+
+
+def gpu_without_cublas(monkeypatch):
+    """ctranslate2 sees a GPU, but no libcublas.so.12 anywhere (as on a box set up without CUDA 12)."""
+    monkeypatch.setattr(models, "cuda_device_count", lambda: 1)
+    missing = cuda.CudaLibraries(("libcublas.so.12",), {}, ("libcublas.so.12",),
+                                 {"libcublas.so.12": "libcublas.so.12: cannot open shared object file"})
+    monkeypatch.setattr(models, "cuda_libraries", lambda: missing)
+
+
+def test_auto_runs_on_the_cpu_where_cublas_is_missing_and_says_why(monkeypatch):
+    gpu_without_cublas(monkeypatch)
+    choice = models.device_choice("auto")
+    assert choice.device == "cpu"
+    assert "libcublas.so.12 (CUDA 12 cuBLAS)" in choice.reason and "pip install 'whisperkit[gpu]'" in choice.reason
+    assert choice.reason.endswith("running on the CPU")
+
+
+def test_cuda_where_cublas_is_missing_names_the_library_and_the_fix(monkeypatch):
+    gpu_without_cublas(monkeypatch)
+    with pytest.raises(wk.DeviceError) as caught:
+        wk.load_model(device="cuda")
+    message = str(caught.value)
+    assert "\n" not in message and "libcublas.so.12" in message and "pip install 'whisperkit[gpu]'" in message
+
+
+def test_cuda_device_index_beyond_the_visible_ones(monkeypatch):
+    monkeypatch.setattr(models, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(models, "cuda_libraries", lambda: cuda.CudaLibraries(("libcublas.so.12",), {"libcublas.so.12": "x"}))
+    assert models.device_choice("cuda", 1) == models.DeviceChoice("cuda", 1)
+    with pytest.raises(wk.DeviceError, match="CUDA device index 2 was asked for, but ctranslate2 sees 2"):
+        models.device_choice("cuda", 2)
+    with pytest.raises(wk.ConfigError, match="device_index"):
+        wk.load_model(device_index=-1)
+    with pytest.raises(wk.ConfigError, match="device_index"):
+        wk.Config(device_index=True)
+    assert wk.Config(device_index=1).to_dict()["device_index"] == 1
+
+
+def test_cuda_libraries_are_loaded_from_the_nvidia_wheels(monkeypatch, tmp_path, fresh_cuda_libraries):
+    """Not on the system's library path, but in site-packages/nvidia/cublas/lib (pip install whisperkit[gpu])."""
+    wheel = tmp_path / "nvidia" / "cublas" / "lib"
+    wheel.mkdir(parents=True)
+    for name in ("libcublas.so.12", "libcublasLt.so.12"):
+        (wheel / name).write_bytes(b"")
+    loaded = []
+
+    def dlopen(name_or_path):
+        if "/" not in name_or_path:
+            raise OSError(f"{name_or_path}: cannot open shared object file: No such file or directory")
+        loaded.append(name_or_path)
+
+    monkeypatch.setattr(cuda, "_dlopen", dlopen)
+    monkeypatch.setattr(cuda, "needed_libraries", lambda: ("libcublas.so.12", "libcudnn.so.9"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = cuda.cuda_libraries()
+    assert loaded == [str(wheel / "libcublasLt.so.12"), str(wheel / "libcublas.so.12")]  # cuBLASLt first
+    assert found.found == {"libcublas.so.12": str(wheel / "libcublas.so.12")}
+    assert found.missing == ("libcudnn.so.9",) and "cannot open shared object" in found.errors["libcudnn.so.9"]
+    assert found.reason == "ctranslate2 cannot load libcudnn.so.9 (cuDNN 9); pip install 'whisperkit[gpu]'"
+
+
+def test_the_installed_ctranslate2_needs_cublas_12():
+    assert "libcublas.so.12" in cuda.needed_libraries()
+
+
+@pytest.mark.parametrize("message, oom", [
+    ("CUDA failed with error out of memory", True),
+    ("cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED", True),
+    ("cuDNN failed with status CUDNN_STATUS_ALLOC_FAILED", True),
+    ("CUDA failed with error an illegal memory access was encountered", False),
+    ("cuBLAS failed with status CUBLAS_STATUS_EXECUTION_FAILED", False),
+])
+def test_one_detector_for_device_allocation_failures(message, oom):
+    assert cuda.is_out_of_memory(RuntimeError(message)) is oom
+    assert cuda.is_cuda_error(RuntimeError(message))
+    assert not cuda.is_cuda_error(RuntimeError("Unable to open file 'model.bin'"))
+
+
+def test_at_most_one_model_stays_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(models, "_load_now", lambda *args: (object(), 0.1))
+    models.clear_model_cache()
+    try:
+        first = models._load("/m/large-v3", "cuda", "float16", 1, 0, 0)
+        assert models._load("/m/large-v3", "cuda", "float16", 1, 0, 0) is first
+        models._load("/m/turbo", "cuda", "float16", 1, 0, 0)
+        on_gpu = [key for key in models._cache if key[1] == "cuda"]
+        assert [key[0] for key in on_gpu] == ["/m/turbo"]
+        for name in ("a", "b", "c", "d", "e"):
+            models._load(f"/m/{name}", "cpu", "int8", 1, 0, 0)
+        assert sum(key[1] == "cpu" for key in models._cache) == models.CACHED_CPU_MODELS
+    finally:
+        models.clear_model_cache()
 
 
 def test_unsupported_compute_type_lists_supported_ones():
     with pytest.raises(wk.DeviceError, match=r"'float16' is not supported on cpu; supported here: .*int8"):
-        wk.load_model(compute_type="float16")
+        wk.load_model(device="cpu", compute_type="float16")
 
 
 def test_unknown_device_and_bad_worker_counts():
@@ -69,11 +192,12 @@ def test_unknown_device_and_bad_worker_counts():
         wk.load_model(cpu_threads=-1)
 
 
-def test_auto_picks_cuda_and_float16_where_ctranslate2_sees_a_gpu(monkeypatch):
+def test_auto_picks_cuda_and_float16_where_ctranslate2_sees_a_gpu_and_its_libraries(monkeypatch):
     monkeypatch.setattr(models, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(models, "cuda_libraries", lambda: cuda.CudaLibraries(("libcublas.so.12",), {"libcublas.so.12": "x"}))
     monkeypatch.setattr(models, "supported_compute_types",
                         lambda device: {"float16", "int8_float16", "int8", "float32"} if device == "cuda" else {"int8", "float32"})
-    assert models.pick_device("auto") == "cuda"
+    assert models.pick_device("auto") == "cuda" and models.device_choice("auto").reason is None
     assert models.pick_compute_type("cuda", "auto") == "float16"
     assert models.pick_compute_type("cpu", "auto") == "int8"
 
@@ -83,7 +207,7 @@ def test_auto_on_a_gpu_without_float16_falls_back(monkeypatch):
     assert models.pick_compute_type("cuda", "auto") == "float32"
 
 
-def test_num_workers_loads_replicas(model):
-    replicated = wk.load_model(num_workers=2)
-    assert replicated.whisper.model.num_workers == 2
-    assert replicated.describe()["num_workers"] == 2
+def test_num_workers_sets_ctranslate2_workers(model):
+    workers = wk.load_model(num_workers=2)  # two workers sharing one copy of the weights
+    assert workers.whisper.model.num_workers == 2
+    assert workers.describe()["num_workers"] == 2

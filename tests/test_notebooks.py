@@ -135,7 +135,15 @@ def test_02_before_after_runs(kernel_manager_factory):
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.summary(comparison)"))
     assert "vad_filter" in text_of(code_cell(notebook, "pd.DataFrame(comparison.differences)"))
     matched = text_of(code_cell(notebook, "matched=True"))
-    assert "batching alone" in matched and "matched decoding" in matched
+    assert "batching alone" in matched and "same chunks" in matched
+    assert "settings still different: ['mode', 'batch_size']" in matched  # no segmentation, no workers
+    spans = [json.loads(re.search(rf"chunks \(s\), {side}: *(\[.*?\]\])", matched).group(1))
+             for side in ("before", "after")]
+    assert len(spans[0]) == len(spans[1]) == 4  # both sides decoded the same 4 chunks
+    assert all(abs(a - b) <= 0.02 for x, y in zip(*spans) for a, b in zip(x, y))
+    diagnosis = text_of(code_cell(notebook, "wk.diagnose(comparison)"))
+    assert diagnosis.startswith("1. [") and "[workers-over-callers]" in diagnosis
+    assert "[batch-larger-than-chunks]" in diagnosis and "4 chunk(s)" in diagnosis  # batch 8 or more, 4 chunks
     seed_call = text_of(code_cell(notebook, "use_bettertransformer=True"))
     assert "the seed's call fails:" in seed_call and "unexpected keyword argument" in seed_call
     assert "slow and steady wins the race" in seed_call.lower()
@@ -154,8 +162,10 @@ def test_03_sweep_runs(kernel_manager_factory):
 def test_04_workers_threads_batches_runs(kernel_manager_factory):
     notebook = execute(NOTEBOOKS / "04_workers_threads_batches.ipynb", kernel_manager_factory)
     single = text_of(code_cell(notebook, "for workers in (1, 24)"))
-    extra = re.search(r"23 extra replicas cost (-?\d+) MiB", single)
-    assert extra and int(extra.group(1)) > 50, "24 model replicas should cost visibly more memory than 1"
+    extra = re.search(r"23 more workers added (-?\d+) MiB to the peak; the weights are (\d+) MiB", single)
+    assert extra, single
+    added, weights = int(extra.group(1)), int(extra.group(2))
+    assert weights > 30 and added < 23 * weights, "the workers share the weights: no 23 copies"
     many = code_cell(notebook, "def transcribe_files(")
     assert "slow and steady wins the race" in text_of(many).lower()
     batched = text_of(code_cell(notebook, "wk.transcribe_clips(")).lower()

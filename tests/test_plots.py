@@ -1,5 +1,5 @@
-"""Figures from real runs of the bundled model on a short clip; GPU panels from a synthetic
-GPU timeline (no machine here has a GPU)."""
+"""Figures from real runs of the bundled model on a short clip (recorded as without a GPU, see
+conftest.cpu_only); GPU panels from a synthetic GPU timeline, the same on every machine."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def with_gpu(run, seed: int = 0):
     timeline["gpu0_sm_clock_mhz"] = 1755.0
     timeline["gpu0_temperature_c"] = 55.0
     timeline["gpu0_process_util_percent"] = timeline["gpu0_util_percent"] * 0.95
+    steps = np.diff(time_s, prepend=time_s[0])
+    timeline["gpu0_energy_j"] = 1000.0 + np.cumsum(timeline["gpu0_power_w"].to_numpy() * steps)  # joules
     metrics = {
         **run.metrics,
         "mean_gpu_util_percent": float(timeline.loc[busy, "gpu0_util_percent"].mean()),
@@ -45,8 +47,12 @@ def with_gpu(run, seed: int = 0):
     gpu = {"index": 0, "name": "NVIDIA L4", "uuid": "GPU-0", "memory_total_mb": 24576.0,
            "memory_free_mb": 21000.0, "driver_version": "550.54.15", "cuda_driver_version": "12.4"}
     environment = {**run.environment, "gpus": [gpu], "gpu_unavailable_reason": None}
-    return dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
-                               gpu_unavailable_reason=None)
+    result = dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
+                                 gpu_unavailable_reason=None)
+    from whisperkit.experiments.metrics import compute_metrics
+
+    result.metrics["gpu_energy_j_per_audio_hour"] = compute_metrics(result)["gpu_energy_j_per_audio_hour"]
+    return result
 
 
 def traces(fig, run, prefix: str = ""):
@@ -103,7 +109,7 @@ def test_timeline_marks_each_phase_of_each_run(clip_comparison):
 
 def test_timeline_without_gpu_says_why_and_draws_no_gpu_panel(clip_comparison):
     fig = plots.timeline(clip_comparison)
-    assert clip_comparison.before.gpu_unavailable_reason  # no machine here has a GPU
+    assert clip_comparison.before.gpu_unavailable_reason  # recorded as without a GPU
     text = note_text(fig)
     assert text.startswith("No GPU visible: ")
     assert clip_comparison.before.gpu_unavailable_reason.rstrip(". ") in text

@@ -11,6 +11,11 @@ import pytest
 import whisperkit as wk
 from whisperkit.core.samples import reference_text
 
+try:
+    from tests import machine
+except ImportError:
+    import machine
+
 # Measured on the bundled samples (flite voices, tiny.en int8, beam 5): the long sample
 # scores 7.4 % batched and 7.7 % sequential; the ten clips 5-6 % on average. The bounds
 # leave room for other CPUs' rounding, not for a broken pipeline.
@@ -64,8 +69,9 @@ def test_timings_add_up(batched):
 def test_config_records_what_was_used(batched, sequential):
     assert batched.config["mode"] == "batched" and batched.config["batch_size"] == 8
     assert sequential.config["mode"] == "sequential" and sequential.config["batch_size"] is None
-    for key, value in {"model": "tiny.en", "device": "cpu", "compute_type": "int8", "beam_size": 5,
-                       "num_workers": 1, "cpu_threads": 0}.items():
+    device, reason = machine.auto_device()
+    for key, value in {"model": "tiny.en", "device": device, "compute_type": machine.auto_compute_type(), "beam_size": 5,
+                       "num_workers": 1, "cpu_threads": 0, "device_index": 0, "device_reason": reason}.items():
         assert batched.config[key] == value
 
 
@@ -111,7 +117,7 @@ def test_array_input_gives_same_words(model, long_sample, sequential):
 def test_user_loaded_whisper_model_is_accepted(model, clips):
     transcript = wk.transcribe(clips[1], model=model.whisper, mode="sequential", progress=False)
     assert "steady wins the race" in transcript.text.lower()
-    assert transcript.config["device"] == "cpu"
+    assert transcript.config["device"] == machine.auto_device()[0]
 
 
 @pytest.mark.parametrize("mode", ["batched", "sequential"])
@@ -123,7 +129,7 @@ def test_silence_and_empty_audio_give_empty_transcript(mode, model, quiet_audio)
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_batch_size_below_one_or_not_whole_is_an_error(bad, model, clips):
-    with pytest.raises(wk.ConfigError, match="batch size"):
+    with pytest.raises(wk.ConfigError, match="batch_size must be a whole number from 1 to 256"):
         wk.transcribe(clips[0], model=model, batch_size=bad)
 
 
@@ -152,12 +158,49 @@ def test_out_of_memory_halves_the_batch_and_goes_on(model, long_sample, monkeypa
     assert transcript.text == batched.text
 
 
+def test_cublas_allocation_failure_halves_the_batch_to_two(model, long_sample, monkeypatch, batched):
+    """cuBLAS's wording for a failed allocation, injected at the encoder call above 2 chunks."""
+    real_encode = model.whisper.encode
+    sizes = []
+
+    def encode(features):
+        sizes.append(len(features))
+        if len(features) > 2:
+            raise RuntimeError("cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED")
+        return real_encode(features)
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    transcript = wk.transcribe(long_sample, model=model, mode="batched", batch_size=8, progress=False, monitor=True)
+    assert transcript.batch_retries == [
+        {"batch_size": 8, "error": "cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED"},
+        {"batch_size": 4, "error": "cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED"}]
+    assert transcript.config["batch_size"] == 2 and max(sizes[2:]) <= 2
+    assert transcript.text == batched.text
+    assert list(transcript.marks["label"]).count("retry") == 2
+    # the phase times are the successful attempt's; the failed ones are retry time
+    assert transcript.retry_seconds > 0
+    assert transcript.prepare_seconds + transcript.decode_seconds + transcript.retry_seconds == pytest.approx(
+        transcript.wall_seconds, rel=1e-6)
+    assert transcript.to_dict()["retry_seconds"] == transcript.retry_seconds
+
+
+def test_other_cuda_errors_are_one_line_device_errors(model, clips, monkeypatch):
+    def encode(features):
+        raise RuntimeError("CUDA failed with error an illegal memory access was encountered\n  at ...")
+
+    monkeypatch.setattr(model.whisper, "encode", encode)
+    for mode in ("batched", "sequential"):
+        with pytest.raises(wk.DeviceError, match=r"failed while transcribing \(CUDA failed with error an illegal memory access was encountered\); check the GPU") as caught:
+            wk.transcribe(clips[0], model=model, mode=mode, progress=False)
+        assert "\n" not in str(caught.value)
+
+
 def test_out_of_memory_at_batch_size_one_is_a_device_error(model, clips, monkeypatch):
     def encode(features):
         raise RuntimeError("CUDA failed with error out of memory")
 
     monkeypatch.setattr(model.whisper, "encode", encode)
-    with pytest.raises(wk.DeviceError, match="even at batch size 1"):
+    with pytest.raises(wk.OutOfMemoryError, match="even at batch size 1"):
         wk.transcribe(clips[0], model=model, mode="batched", batch_size=2, progress=False)
 
 

@@ -126,16 +126,18 @@ def test_missing_audio_file_is_one_red_line_in_the_app(a, tmp_path):
     assert a.transcript.value == "" and a.progress.bar_style == "danger"
 
 
-def test_cuda_where_there_is_none_is_shown_in_the_app(a):
-    from whisperkit.measure.cuda import cuda_device_count
+def test_cuda_where_it_cannot_run_is_shown_in_the_app(a):
+    from whisperkit.core.models import device_choice
 
-    if cuda_device_count() > 0:
-        pytest.skip("this machine has a CUDA device")
+    choice = device_choice("auto")
+    if choice.device == "cuda":
+        pytest.skip("CUDA runs here")
     a.device.value = "cuda"
     click_and_wait(a, a.transcribe_button)
     assert isinstance(a.last_error, wk.DeviceError)
     text = visible_text(a.message.value)
-    assert "cuda" in text and "no CUDA device" in text and "Traceback" not in text
+    assert "device cuda was asked for" in text and "Traceback" not in text
+    assert choice.reason.removesuffix("; running on the CPU").split(";")[0] in text
 
 
 def test_unknown_model_folder_is_shown_in_the_app(a, tmp_path):
@@ -177,6 +179,7 @@ def test_compare_shows_both_sides_and_what_differs(a):
     table = visible_text(a.table.value)
     for expected in ("before", "after", "RTFx", "Speed-up", "vad_filter", "condition_on_previous_text"):
         assert expected in table
+    assert "Diagnosis" in table and "workers-over-callers" in table  # the diagnosis panel
     words = visible_text(a.transcript.value).lower()
     assert words.count("slow and steady wins the race") == 2
     assert len(a.live_figure.data[0].x) >= 2
@@ -200,15 +203,13 @@ def test_sweep_measures_each_batch_size(a):
 def test_live_chart_draws_one_line_per_gpu(a, monkeypatch):
     """With NVML answering (a fake pynvml with two GPUs), the live chart gains a line per GPU
     whose values are the GPU utilization NVML reported; the CPU run itself is real."""
-    import sys
 
     try:
         from tests import fake_pynvml
     except ImportError:
         import fake_pynvml
 
-    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake(
-        [fake_pynvml.a100(util_gpu_percent=87), fake_pynvml.rtx3090(util_gpu_percent=99)]))
+    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(util_gpu_percent=87), fake_pynvml.rtx3090(util_gpu_percent=99)])
     click_and_wait(a, a.transcribe_button)
     assert a.message.value == "", visible_text(a.message.value)
     live = {trace.name: trace for trace in a.live_figure.data}

@@ -16,12 +16,14 @@ _EXPORTS = {
     "AudioError": "errors",
     "ModelError": "errors",
     "DeviceError": "errors",
+    "OutOfMemoryError": "errors",
     "ConfigError": "errors",
     "RunError": "errors",
     "Config": "core.config",
     "Model": "core.models",
     "load_model": "core.models",
     "load_audio": "core.audio",
+    "audio_from_array": "core.audio",
     "Transcript": "core.transcription",
     "Segment": "core.transcription",
     "transcribe": "core.transcription",
@@ -29,6 +31,8 @@ _EXPORTS = {
     "list_samples": "core.samples",
     "word_error_rate": "core.accuracy",
     "collect_environment": "measure.environment",
+    "model_gpu": "measure.devices",
+    "cuda_libraries": "measure.cuda",
     "Sampler": "measure.sampler",
     "Run": "experiments.results",
     "Comparison": "experiments.results",
@@ -48,6 +52,8 @@ _EXPORTS = {
     "transcribe_clips": "core.clips",
     "transcribe_corpus": "core.corpus.transcribe",
     "CorpusResult": "core.corpus.transcribe",
+    "diagnose": "experiments.diagnose",
+    "Finding": "experiments.diagnose",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
 _SUBMODULES = {

@@ -21,6 +21,10 @@ class DeviceError(WhisperkitError):
     """A device or compute type was asked for that this machine cannot provide."""
 
 
+class OutOfMemoryError(DeviceError):
+    """The model does not fit in device memory even at batch size 1 (or sequentially)."""
+
+
 class ConfigError(WhisperkitError):
     """A setting is out of range (batch size below 1, unknown mode, ...)."""
 

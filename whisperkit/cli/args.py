@@ -13,12 +13,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and decoding options shared by every command that transcribes."""
     parser.add_argument("--model", default=None, help="size (tiny.en, small, large-v3, ...) or CTranslate2 folder; default: the bundled tiny.en")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--device-index", type=int, default=0,
+                        help="which CUDA device runs the model, in CUDA's numbering (follows CUDA_VISIBLE_DEVICES; default: 0)")
     parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="model replicas for concurrent calls (default: 1; compare keeps the seed's 24 and 6)")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default")
-    parser.add_argument("--beam-size", type=int, default=5, help="beam width (default: 5)")
-    parser.add_argument("--language", default=None, help="language code such as en; default: detect")
+                        help="CTranslate2 workers, 1-64, for that many concurrent calls; they share the weights, each adds a thread pool "
+                             "and working memory (on a GPU a CUDA stream and allocator); one file uses one (default: 1; compare keeps the seed's 24 and 6)")
+    parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default, at most 4 x the CPUs")
+    parser.add_argument("--beam-size", type=int, default=5, help="beam width, 1-16 (default: 5)")
+    parser.add_argument("--language", default=None, help="language code such as en (English-only models: en only); default: detect")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
 
 
@@ -39,6 +42,7 @@ def config_from_args(args: argparse.Namespace, **changes: Any) -> Config:
     values = dict(
         model=args.model,
         device=args.device,
+        device_index=args.device_index,
         compute_type=args.compute_type,
         num_workers=1 if args.num_workers is None else args.num_workers,
         cpu_threads=args.cpu_threads,

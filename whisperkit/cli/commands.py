@@ -1,7 +1,9 @@
 """The ``whisperkit`` command: transcribe files, and describe this machine.
 
 Every error caused by input (a missing file, an unknown model, CUDA where there is none)
-prints one line, ``whisperkit: error: ...``, and exits with status 2; no traceback.
+prints one line, ``whisperkit: error: ...``, and exits with status 2; no traceback. Any other
+exception is an internal error: one line with a hint, exit status 1, and the traceback only
+with ``whisperkit --debug ...``. A closed pipe (``... | head``) ends quietly with status 1.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
-from whisperkit.errors import WhisperkitError
-from whisperkit.files import write_text_atomic
+from whisperkit.errors import ConfigError, WhisperkitError, first_line
+from whisperkit.files import stdout_to_devnull, write_text_atomic
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
 
@@ -25,13 +28,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
     except WhisperkitError as error:
         _error(str(error))
         return 2
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
+        stdout_to_devnull()
+        return 1
+    except OSError as error:
+        if args.debug:
+            raise
+        stdout_to_devnull()
+        where = f" {error.filename}" if error.filename else ""
+        _error(f"cannot read or write{where or ' standard output'}: {error.strerror or error}")
+        return 2
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        _error(f"internal error ({type(error).__name__}: {first_line(error)}); "
+               "rerun with whisperkit --debug ... for the traceback, and report it")
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,16 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="whisperkit", description="See and measure how Whisper uses a GPU.")
     parser.add_argument("--version", action="version", version=f"whisperkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_transcribe(commands)
     env = commands.add_parser("env", help="CPUs, GPUs and driver, CUDA devices ctranslate2 sees, versions")
     env.add_argument("--json", action="store_true", help="print JSON instead of text")
+    env.add_argument("--device-index", type=int, default=0,
+                     help="the CUDA device to find among NVML's GPUs (CUDA's numbering; default: 0)")
     env.set_defaults(func=run_env)
+    from whisperkit.cli import diagnose as diagnose_cli
     from whisperkit.cli import experiments as experiment_cli
     from whisperkit.cli import monitor as monitor_cli
 
     monitor_cli.register(commands)
     experiment_cli.register(commands)
+    diagnose_cli.register(commands)
     return parser
 
 
@@ -60,7 +86,7 @@ def _add_transcribe(commands) -> None:
     add_model_arguments(parser)
     parser.add_argument("--mode", choices=("batched", "sequential", "corpus"), default="batched",
                         help="corpus: all files through one pipeline, batched across files (needs --output-dir)")
-    parser.add_argument("--batch-size", type=batch_size_argument, default=8, help="chunks per batch, or auto (default: 8)")
+    parser.add_argument("--batch-size", type=batch_size_argument, default=8, help="chunks per batch, 1-256, or auto (default: 8)")
     parser.add_argument("--output-dir", default=None, help="write DIR/<stem>.<format>; default: text to standard output")
     parser.add_argument("--output-format", choices=(*OUTPUT_FORMATS, "all"), default="txt")
     parser.add_argument("--no-pack", dest="pack", action="store_false",
@@ -76,12 +102,16 @@ def run_transcribe(args: argparse.Namespace) -> int:
         from whisperkit.cli.corpus import run_corpus
 
         return run_corpus(args)
-    from whisperkit.core.models import load_model
+    from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
 
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
-    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads)
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
+    if args.output_dir is not None:
+        check_output_paths(args.files, formats, args.output_dir)
+    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads,
+                       config.device_index)
+    check_model_language(model, config.language)
     failed = 0
     for path in args.files:
         try:
@@ -94,21 +124,56 @@ def run_transcribe(args: argparse.Namespace) -> int:
             print(f"whisperkit: warning: {warning}", file=sys.stderr)
         if not args.quiet:
             print(_summary_line(path, transcript), file=sys.stderr)
-        _write_outputs(transcript, path, formats, args.output_dir)
+        try:
+            _write_outputs(transcript, path, formats, args.output_dir)
+        except WhisperkitError as error:  # this file's output is lost; the others go on
+            _error(str(error))
+            failed += 1
     if failed:
         _error(f"{failed} of {len(args.files)} file(s) failed")
         return 2
     return 0
 
 
+def output_paths(path: str, formats: Sequence[str], output_dir: str) -> list[str]:
+    """Where ``transcribe --output-dir`` writes ``path``'s transcript: DIR/<stem>.<format>."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return [os.path.join(output_dir, f"{stem}.{name}") for name in formats]
+
+
+def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str) -> None:
+    """Refuse, before any work, outputs that would overwrite an input or another input's output."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder; name a folder")
+    inputs = {_path_key(path) for path in files}
+    owner: dict[str, str] = {}
+    for path in files:
+        for output in output_paths(path, formats, output_dir):
+            key = _path_key(output)
+            if key in inputs:
+                raise ConfigError(f"the output {output} would overwrite an input file; choose another --output-dir")
+            other = owner.setdefault(key, path)
+            if _path_key(other) != _path_key(path):
+                raise ConfigError(
+                    f"{other} and {path} would both be written to {output}; use a separate --output-dir "
+                    "for each, or --mode corpus (it keeps each file's relative path)"
+                )
+
+
 def run_env(args: argparse.Namespace) -> int:
     import json
 
+    from whisperkit.measure.cuda import cuda_device_count
     from whisperkit.measure.environment import collect_environment, format_environment
 
-    env = collect_environment()
+    env = collect_environment(cuda_index=args.device_index if cuda_device_count() > 0 else None)
     print(json.dumps(env, indent=2) if args.json else format_environment(env))
     return 0
+
+
+def _path_key(path: str) -> str:
+    """A file's identity for collision checks; case-folded, as on macOS and Windows file systems."""
+    return os.path.realpath(path).casefold()
 
 
 def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> None:
@@ -120,9 +185,8 @@ def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> No
                 sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    stem = os.path.splitext(os.path.basename(path))[0]
-    for name in formats:
-        write_text_atomic(os.path.join(output_dir, f"{stem}.{name}"), renderers[name]())
+    for name, output in zip(formats, output_paths(path, formats, output_dir)):
+        write_text_atomic(output, renderers[name]())
 
 
 def _summary_line(path: str, transcript) -> str:

@@ -17,11 +17,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
     compare.add_argument("file", metavar="FILE")
     add_model_arguments(compare)
-    compare.add_argument("--reference", default=None, help="text file with the expected transcript (default: FILE's .txt)")
+    given = compare.add_mutually_exclusive_group()
+    given.add_argument("--reference", default=None, metavar="TEXT_FILE",
+                       help="file with the expected transcript, any extension (default: FILE's .txt)")
+    given.add_argument("--reference-text", default=None, metavar="TEXT", help="the expected transcript itself")
     compare.add_argument("--repeats", type=int, default=1, help="alternating repeats per side (default: 1)")
-    compare.add_argument("--matched", action="store_true", help="give the sequential side the batched side's decoding options")
-    compare.add_argument("--interval", type=float, default=0.1, help="seconds between utilization samples")
+    compare.add_argument("--matched", action="store_true", help="the sequential side decodes the batched side's chunks with its decoding "
+                         "settings; batching (and num_workers) remain")
+    compare.add_argument("--interval", type=interval_argument, default=0.1, help="seconds between utilization samples")
     compare.add_argument("--output-dir", required=True)
+    compare.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
     compare.set_defaults(func=run_compare)
 
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
@@ -30,8 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
                        help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
-    sweep.add_argument("--interval", type=float, default=0.1)
+    sweep.add_argument("--interval", type=interval_argument, default=0.1, help="seconds between utilization samples")
     sweep.add_argument("--output-dir", required=True)
+    sweep.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
     sweep.set_defaults(func=run_sweep)
 
     report = commands.add_parser("report", help="an offline HTML report of saved runs")
@@ -41,6 +47,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     demo = commands.add_parser("demo", help="compare before/after on the bundled sample, offline")
     demo.add_argument("--output-dir", default="demo-output")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --output-dir")
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=run_demo)
 
@@ -57,16 +64,46 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def interval_argument(text: str) -> float:
+    """Seconds between utilization samples: a number of at least the sampler's minimum."""
+    import math
+
+    from whisperkit.measure.sampler import MIN_INTERVAL_S
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not math.isfinite(value) or value < MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S} seconds, got {text!r}")
+    return value
+
+
 def run_compare(args: argparse.Namespace) -> int:
+    from whisperkit.core.accuracy import read_reference
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
+    from whisperkit.experiments.store import claim_folder
 
     before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
-    return _compare_and_save(args.file, before, after, args.output_dir, reference=args.reference,
-                             repeats=args.repeats, matched=args.matched, interval=args.interval,
-                             quiet=args.quiet)
+    reference = None
+    if args.reference is not None:
+        reference = read_reference(Path(args.reference))  # a file, whatever its name; checked before any work
+    elif args.reference_text is not None:
+        reference = args.reference_text
+    with claim_folder(args.output_dir, overwrite=args.overwrite):
+        return _compare_and_save(args.file, before, after, args.output_dir, reference=reference,
+                                 repeats=args.repeats, matched=args.matched, interval=args.interval,
+                                 quiet=args.quiet)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from whisperkit.experiments.store import claim_folder
+
+    with claim_folder(args.output_dir, overwrite=args.overwrite):
+        return _sweep_and_save(args)
+
+
+def _sweep_and_save(args: argparse.Namespace) -> int:
     from whisperkit.core.config import Config
     from whisperkit.experiments import runners
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
@@ -92,9 +129,15 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from whisperkit.errors import ConfigError
     from whisperkit.experiments.store import load_runs
     from whisperkit.views.report import report
 
+    if not str(args.output).lower().endswith((".html", ".htm")):
+        raise ConfigError(f"--output {args.output}: a report is an .html file; name one (a run's own files "
+                          "are never overwritten)")
+    if Path(args.output).is_dir():
+        raise ConfigError(f"--output {args.output} is a folder; name an .html file")
     runs = [run for folder in args.folders for run in load_runs(folder)]
     print(f"report of {len(runs)} run(s): {report(runs, args.output)}")
     return 0
@@ -107,7 +150,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print("whisperkit demo: the seed's before/after comparison on the bundled 79 s sample, offline.")
     print("before: sequential WhisperModel.transcribe, num_workers=24; after: BatchedInferencePipeline, "
           "batch size from device memory, num_workers=6\n")
-    return _compare_and_save(sample_path(), SEED_BEFORE, SEED_AFTER, args.output_dir, quiet=args.quiet)
+    from whisperkit.experiments.store import claim_folder
+
+    with claim_folder(args.output_dir, overwrite=args.overwrite):
+        return _compare_and_save(sample_path(), SEED_BEFORE, SEED_AFTER, args.output_dir, quiet=args.quiet)
 
 
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
@@ -137,7 +183,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
     print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
-              "report's timelines show the accelerator idle before and busy after")
+              "report's timelines show how busy the accelerator was on each side, and "
+              f"`whisperkit diagnose {folder}` says why it idled")
     print(f"report: {folder / 'report.html'}  (runs and comparison.json beside it)")
     return 0
 
@@ -147,6 +194,7 @@ def _with_model_args(config, args):
     return config.replace(
         model=args.model,
         device=args.device,
+        device_index=args.device_index,
         compute_type=args.compute_type,
         cpu_threads=args.cpu_threads,
         beam_size=args.beam_size,

@@ -4,9 +4,12 @@
 
 One line per sample on stdout, like ``nvidia-smi dmon``: seconds, machine CPU %, per GPU its
 utilization % and memory used (MiB), and with a command, that process tree's CPU % (of all cores)
-and RSS (MiB). It runs until the command ends, or until Ctrl-C without one, then writes the
-timeline (CSV or Parquet, by the file's suffix) and exits with the command's exit status
-(0 without a command; 128 + N when the command was killed by signal N).
+and RSS (MiB). It runs until the command ends, or until Ctrl-C or SIGTERM (as sent by
+``timeout``), then writes the timeline it has (CSV or Parquet, by the file's suffix) and exits
+with the command's exit status (0 without a command; 128 + N when the command was killed by
+signal N). The interval is at least ``MIN_INTERVAL_S`` (0.01 s). When the timeline cannot be
+written (a read-only or full disk), one line says so, no partial file is left, and the exit
+status is still the command's (2 if the command itself succeeded).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
-                        help="seconds between samples (default 0.5)")
+                        help="seconds between samples, at least 0.01 (default 0.5)")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write the timeline to FILE.csv or FILE.parquet at the end")
     parser.add_argument("command", nargs=argparse.REMAINDER,
@@ -40,13 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _seconds(text: str) -> float:
+    from whisperkit.measure.sampler import MIN_INTERVAL_S
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    if not math.isfinite(value) or value < MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S} seconds, got {text!r}")
     return value
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: stop watching, keep what was sampled."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; the cleanup must not be cut short
+    raise _Terminated()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,10 +90,19 @@ def run(args: argparse.Namespace) -> int:
             process.kill()
             process.wait()
         raise
-    status = _watch(sampler, process)
-    if output is not None:
-        _write(sampler.timeline, str(output))
-        print(f"wrote {len(sampler.samples())} samples to {output}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        status = _watch(sampler, process)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # writing what was sampled must not be cut short
+        if output is not None:
+            try:
+                _write(sampler.timeline, str(output))
+            except WhisperkitError as error:
+                print(f"whisperkit: error: {error}", file=sys.stderr)
+                return status or 2
+            print(f"wrote {len(sampler.samples())} samples to {output}", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return status
 
 
@@ -89,13 +113,14 @@ def _watch(sampler, process) -> int:
     line = _Line(sampler.columns, with_process=process is not None)
     try:
         if not sampler.gpu_available:
-            print(f"GPU: {sampler.gpu_unavailable_reason}", flush=True)
-        print(line.header(), flush=True)
+            _print(f"GPU: {sampler.gpu_unavailable_reason}")
+        _print(line.header())
         while process is None or process.poll() is None:
             time.sleep(sampler.interval / 2)
             printed = _print_new(sampler, line, printed)
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Terminated) as stop:
+        if isinstance(stop, _Terminated) and process is not None and process.poll() is None:
+            process.terminate()  # pass the SIGTERM on to the command
     finally:
         sampler.stop()
     _print_new(sampler, line, printed)
@@ -107,7 +132,7 @@ def _exit_status(process) -> int:
         return 0
     try:
         code = process.wait(timeout=5)  # on Ctrl-C the command got SIGINT too
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+    except (subprocess.TimeoutExpired, KeyboardInterrupt, _Terminated):
         process.terminate()
         code = process.wait()
     return 128 - code if code < 0 else code
@@ -115,9 +140,19 @@ def _exit_status(process) -> int:
 
 def _print_new(sampler, line, printed: int) -> int:
     for sample in sampler.samples(printed):
-        print(line.format(sample), flush=True)
+        _print(line.format(sample))
         printed += 1
     return printed
+
+
+def _print(text: str) -> None:
+    """Print a live line; when the reader has gone (``| head``), go on watching without printing."""
+    from whisperkit.files import stdout_to_devnull
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        stdout_to_devnull()
 
 
 class _Line:
@@ -148,7 +183,15 @@ class _Line:
 
 
 def _write(timeline, path: str) -> None:
+    """Write the timeline through a temporary file: a failure leaves no empty or partial file."""
+    import io
+
+    from whisperkit.files import write_bytes_atomic
+
     if path.lower().endswith(".parquet"):
-        timeline.to_parquet(path, index=False)
+        buffer = io.BytesIO()
+        timeline.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
     else:
-        timeline.to_csv(path, index=False)
+        data = timeline.to_csv(index=False).encode("utf-8")
+    write_bytes_atomic(path, data)

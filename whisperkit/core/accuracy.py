@@ -40,3 +40,48 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     if not reference_words:
         return 0.0 if not hypothesis_words else float(len(hypothesis_words.split()))
     return float(jiwer.wer(reference_words, hypothesis_words or ""))
+
+
+MAX_REFERENCE_BYTES = 10 * 2**20  # a reference transcript larger than this is not one
+
+
+def read_reference(reference: object) -> str:
+    """The expected text from ``reference``: a file's text, or the text itself.
+
+    A path object is always a file, of any extension. A string is a file when it names an
+    existing one, and is refused when it looks like a file name that does not exist (one word
+    with an extension, or a path); any other string is the reference text itself.
+    """
+    import os
+    import re
+
+    from whisperkit.errors import ConfigError
+
+    if isinstance(reference, os.PathLike) or (isinstance(reference, str) and os.path.isfile(reference)):
+        return _read_reference_file(os.fspath(reference))
+    if not isinstance(reference, str):
+        raise ConfigError(f"reference must be text or a path to a text file, got {type(reference).__name__}")
+    text = reference.strip()
+    extension = os.path.splitext(text)[1]
+    if text and len(text.split()) == 1 and (os.sep in text or re.fullmatch(r"\.[A-Za-z0-9]{1,5}", extension)):
+        raise ConfigError(f"reference file {reference} does not exist; give an existing text file or the text itself")
+    return text
+
+
+def _read_reference_file(path: str) -> str:
+    import os
+
+    from whisperkit.errors import ConfigError
+
+    try:
+        if os.path.getsize(path) > MAX_REFERENCE_BYTES:
+            raise ConfigError(f"reference {path} is over {MAX_REFERENCE_BYTES // 2**20} MiB: not a transcript")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte")
+        return text
+    except UnicodeDecodeError:
+        raise ConfigError(f"reference {path} is not UTF-8 text (an audio file?); give the transcript's text file") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read reference {path}: {error.strerror or error}") from None

@@ -1,16 +1,31 @@
-"""Reading audio files into the 16 kHz mono float32 arrays Whisper takes.
+"""Reading audio into the 16 kHz mono float32 arrays Whisper takes, and checking given arrays.
 
 Decoding uses PyAV (bundled FFmpeg, no system ffmpeg needed), the same way as
-``faster_whisper.decode_audio``, but keeps count of what could not be decoded so that a
-damaged file is reported instead of silently shortened.
+``faster_whisper.decode_audio``, but packet by packet: a packet that cannot be decoded is
+skipped and counted instead of ending the file, and a damaged file is reported (how many
+packets, about how many seconds) instead of silently shortened. Paths, pipes (``/dev/stdin``,
+FIFOs, process substitution) and file objects opened in binary mode are read the same way.
+
+Arrays given instead of a file (:func:`audio_from_array`) follow these rules:
+
+- float samples in [-1, 1] are used as they are; float samples beyond it are scaled down by
+  their peak, with a warning (a float array of int16 values, for example);
+- integer PCM is converted with its own scale (int16 / 32768, int32 / 2**31, int8 / 128;
+  unsigned 8-bit is centred on 128 first), with a warning;
+- NaN or infinite samples, complex, boolean or non-numeric arrays are refused (AudioError);
+- 1-D is mono; 2-D with at most 8 channels along one axis, ``(channels, samples)`` or
+  ``(samples, channels)``, is averaged to mono with a warning; any other shape is refused.
+The sample rate of an array cannot be checked: it must be 16 kHz.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from whisperkit.errors import AudioError, first_line
 
@@ -20,6 +35,7 @@ if TYPE_CHECKING:
 SAMPLING_RATE = 16000  # Hz, what Whisper models take
 SILENCE_PEAK = 1e-3  # peak amplitude below which audio counts as silence (about -60 dBFS)
 HEADER_BYTES = 16 * 1024  # an empty but valid audio file is smaller than this
+MAX_CHANNELS = 8  # a 2-D array with more than this along both axes is not channels x samples
 
 
 @dataclass
@@ -42,79 +58,191 @@ class Audio:
 
 
 if TYPE_CHECKING:
-    #: What every function that transcribes takes as audio: a file path, decoded Audio, or a
-    #: one-dimensional 16 kHz mono float32 array.
-    AudioSource = str | os.PathLike[str] | Audio | np.ndarray
+    #: What every function that transcribes takes as audio: a file path (a pipe too), a binary
+    #: file object, decoded Audio, or a 16 kHz array (see the rules above).
+    AudioSource = str | os.PathLike[str] | IO[bytes] | Audio | np.ndarray
 
 
-def load_audio(path: str | os.PathLike) -> Audio:
-    """Decode an audio file to 16 kHz mono float32.
+@dataclass
+class _Decoded:
+    samples: np.ndarray
+    declared_seconds: float | None = None
+    bad_packets: int = 0
+    lost_seconds: float = 0.0  # duration of the packets that failed, where the container says
+    stopped: str | None = None  # why reading the container stopped early, if it did
+
+
+def load_audio(source: str | os.PathLike | IO[bytes]) -> Audio:
+    """Decode an audio file, a pipe or a binary file object to 16 kHz mono float32.
 
     Raises :class:`AudioError` for a missing file, a directory, an empty (0-byte) file, a file
-    that is not audio, or a damaged file of which nothing could be decoded. A damaged file of
-    which part could be decoded gives that part, with a warning in ``Audio.warnings`` saying how
-    much was lost.
+    that is not audio, or a damaged file of which nothing (or only silence) could be decoded. A
+    damaged file of which part could be decoded gives that part, with warnings in
+    ``Audio.warnings`` saying how much was lost.
     """
-    path = os.fspath(path)
-    _check_file(path)
-    samples, declared_seconds, bad_frames = _decode(path)
-    audio = Audio(samples=samples, path=path)
-    if len(samples) == 0 and (bad_frames or os.path.getsize(path) > HEADER_BYTES):
-        raise AudioError(f"{path}: not audio or damaged, nothing could be decoded; check the file")
-    audio.warnings.extend(_damage_warnings(path, audio.seconds, declared_seconds, bad_frames))
+    name = _source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        _check_file(source)
+    decoded = _decode(source, name)
+    audio = Audio(samples=decoded.samples, path=name)
+    damaged = bool(decoded.bad_packets or decoded.stopped)
+    declared = decoded.declared_seconds
+    short = declared is not None and declared > 0 and audio.seconds < 0.99 * declared
+    if audio.seconds == 0 and (damaged or _size(source) > HEADER_BYTES):
+        raise AudioError(f"{name}: not audio or damaged, nothing could be decoded; check the file")
+    if audio.is_silent and audio.seconds > 0 and (damaged or short):
+        of = f" of the {declared:.1f} s its header declares" if declared else ""
+        raise AudioError(f"{name}: damaged, only {audio.seconds:.1f} s of silence could be decoded{of}; "
+                         "check the file")
+    if damaged or short:
+        audio.warnings.append(_damage_warning(name, decoded, audio.seconds, short))
     return audio
 
 
+def audio_from_array(array: object, name: str = "audio") -> Audio:
+    """Check a sample array (16 kHz) and convert it to mono float32 in [-1, 1]; see the module rules."""
+    import numpy as np
+
+    if isinstance(array, (bytes, bytearray, memoryview, str)):
+        raise AudioError(
+            f"{name}: got {type(array).__name__}; pass a path, a binary file object "
+            "(io.BytesIO(data) for encoded audio) or a 16 kHz numpy array"
+        )
+    try:
+        samples = np.asarray(array)
+    except (TypeError, ValueError) as error:
+        raise AudioError(f"{name}: not an array of samples ({first_line(error)})") from None
+    warnings: list[str] = []
+    samples = _to_float(samples, name, warnings)
+    samples = _to_mono(samples, name, warnings)
+    if samples.size and not np.isfinite(samples).all():
+        bad = int(samples.size - np.isfinite(samples).sum())
+        raise AudioError(f"{name}: {bad} sample(s) are NaN or infinite; clean the array first")
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > 1.0:
+        samples = samples / peak
+        warnings.append(f"{name}: float samples reach {peak:.4g}, beyond [-1, 1]; scaled down by that peak")
+    return Audio(samples=np.ascontiguousarray(samples, dtype=np.float32), warnings=warnings)
+
+
+def _to_float(samples, name: str, warnings: list[str]):
+    import numpy as np
+
+    kind = samples.dtype.kind
+    if kind == "f":
+        return samples.astype(np.float32, copy=False)
+    if kind in "iu":
+        bits = samples.dtype.itemsize * 8
+        scale = float(2 ** (bits - 1))
+        offset = scale if kind == "u" else 0.0
+        how = f"centred on {offset:.0f} and divided by {scale:.0f}" if offset else f"divided by {scale:.0f}"
+        warnings.append(f"{name}: {samples.dtype.name} PCM converted to float32 ({how})")
+        return ((samples.astype(np.float64) - offset) / scale).astype(np.float32)
+    raise AudioError(
+        f"{name}: samples of type {samples.dtype.name} are not audio; give float32 in [-1, 1] or integer PCM"
+    )
+
+
+def _to_mono(samples, name: str, warnings: list[str]):
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim == 2 and min(samples.shape) <= MAX_CHANNELS and max(samples.shape) > MAX_CHANNELS:
+        axis = 0 if samples.shape[0] <= MAX_CHANNELS else 1
+        channels = samples.shape[axis]
+        if channels > 1:
+            warnings.append(f"{name}: shape {samples.shape}, averaged {channels} channels to mono")
+        return samples.mean(axis=axis)
+    raise AudioError(
+        f"{name}: array of shape {samples.shape} is not 16 kHz audio; give 1-D mono samples, or 2-D "
+        f"with at most {MAX_CHANNELS} channels as (channels, samples) or (samples, channels)"
+    )
+
+
+def _source_name(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if not callable(getattr(source, "read", None)):
+        raise AudioError(
+            f"audio: cannot read a {type(source).__name__}; pass a path, a binary file object or an array"
+        )
+    if isinstance(source, io.TextIOBase):
+        raise AudioError("audio: file object is open in text mode; open it with 'rb'")
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<file object>"
+
+
 def _check_file(path: str) -> None:
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: no such file; check the path")
-    if os.path.isdir(path):
+    """A precondition on paths only: a stream (pipe, FIFO, /dev/stdin) has no size to check."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file; check the path") from None
+    except OSError as error:
+        raise AudioError(f"{path}: cannot read ({error.strerror or error})") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioError(f"{path}: is a directory; name an audio file inside it")
-    if os.path.getsize(path) == 0:
+    if stat.S_ISREG(status.st_mode) and status.st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes), not audio")
 
 
-def _decode(path: str) -> tuple[np.ndarray, float | None, int]:
-    """Return (samples, seconds the container declares or None, frames that failed to decode)."""
+def _size(source) -> int:
+    """Bytes of a regular file, else 0 (a stream or file object has no size worth trusting)."""
+    try:
+        status = os.stat(source) if isinstance(source, str) else None
+    except OSError:
+        return 0
+    return status.st_size if status is not None and stat.S_ISREG(status.st_mode) else 0
+
+
+def _decode(source, name: str) -> _Decoded:
+    """Decode packet by packet; a packet that fails is counted and skipped, not the end of the file."""
     import numpy as np
 
-    counts: dict = {}
-    chunks = list(_resampled(path, counts))
-    if not chunks:
-        return np.zeros(0, dtype=np.float32), counts.get("declared"), counts.get("bad_frames", 0)
-    samples = np.concatenate(chunks).astype(np.float32) / 32768.0
-    return samples, counts.get("declared"), counts.get("bad_frames", 0)
+    result = _Decoded(samples=np.zeros(0, dtype=np.float32))
+    chunks = list(_resampled(source, name, result))
+    if chunks:
+        result.samples = np.concatenate(chunks).astype(np.float32) / 32768.0
+    return result
 
 
-def _resampled(path: str, counts: dict) -> Iterator:
-    """16 kHz mono int16 pieces of ``path`` as decoded; ``counts`` receives ``declared``
-    (seconds the container declares, or None) and ``bad_frames`` (frames that failed to decode)."""
+def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
+    """The 16 kHz mono int16 pieces of ``source`` as they are decoded; ``result`` receives the
+    declared duration and the damage (bad packets, seconds lost, why reading stopped)."""
     import av
 
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE)
-    counts["bad_frames"] = 0
     try:
-        with av.open(path, mode="r", metadata_errors="ignore") as container:
+        with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise AudioError(f"{path}: has no audio stream; give an audio or video file with sound")
-            counts["declared"] = container.duration / 1_000_000 if container.duration else None
-            frames = container.decode(audio=0)
+                raise AudioError(f"{name}: has no audio stream; give an audio or video file with sound")
+            stream = container.streams.audio[0]
+            result.declared_seconds = container.duration / 1_000_000 if container.duration else None
+            packets = container.demux(stream)
             while True:
                 try:
-                    frame = next(frames)
+                    packet = next(packets)
                 except StopIteration:
                     break
-                except av.error.InvalidDataError:
-                    counts["bad_frames"] += 1
+                except av.error.FFmpegError as error:  # the container itself is damaged here: stop
+                    result.stopped = first_line(error)
+                    break
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    result.bad_packets += 1
+                    if packet.duration and packet.time_base:
+                        result.lost_seconds += float(packet.duration * packet.time_base)
                     continue
-                for resampled in resampler.resample(frame):
-                    yield resampled.to_ndarray().reshape(-1)
+                for frame in frames:
+                    for resampled in resampler.resample(frame):
+                        yield resampled.to_ndarray().reshape(-1)
             for resampled in resampler.resample(None):  # flush
                 yield resampled.to_ndarray().reshape(-1)
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as error:
-        raise AudioError(f"{path}: not audio or damaged ({_reason(error)})") from None
+        raise AudioError(f"{name}: not audio or damaged ({_reason(error)})") from None
 
 
 @dataclass
@@ -128,51 +256,60 @@ class AudioBlock:
     warnings: list[str] = field(default_factory=list)
 
 
-def stream_audio(path: str | os.PathLike, block_seconds: float = 300.0) -> Iterator[AudioBlock]:
+def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0) -> Iterator[AudioBlock]:
     """Decode a file in blocks of ``block_seconds`` (the last one shorter), so that a long file
-    never sits in memory whole: at most one block (``block_seconds`` x 64 KB/s as float32) plus
-    the decoder's int16 pieces of it. Raises :class:`AudioError` as :func:`load_audio` does;
-    a file that decodes to nothing gives one empty last block.
+    never sits in memory whole: at most one block (``block_seconds`` x 64 KB/s as float32) and
+    the decoder's int16 pieces of it. Raises :class:`AudioError` as :func:`load_audio` does
+    (at the end, for damage only known then); a file that decodes to nothing but is valid gives
+    one empty last block.
     """
     import numpy as np
 
     path = os.fspath(path)
     _check_file(path)
     block_samples = max(1, int(block_seconds * SAMPLING_RATE))
-    counts: dict = {}
+    decoded = _Decoded(samples=np.zeros(0, dtype=np.float32))
     pending: list = []
-    pending_samples = 0
-    start_samples = 0
-    for piece in _resampled(path, counts):
+    pending_samples = start_samples = 0
+    peak = 0
+    for piece in _resampled(path, path, decoded):
         pending.append(piece)
         pending_samples += len(piece)
-        while pending_samples >= block_samples:
+        peak = max(peak, int(np.abs(piece.astype(np.int32)).max(initial=0)))
+        while pending_samples > block_samples:
             joined = np.concatenate(pending)
             block, rest = joined[:block_samples], joined[block_samples:]
-            if len(rest) == 0:  # might be the end: hold it back until more arrives
-                pending, pending_samples = [block], len(block)
-                break
             yield AudioBlock(block.astype(np.float32) / 32768.0, start_samples / SAMPLING_RATE, last=False)
             start_samples += len(block)
             pending, pending_samples = [rest], len(rest)
     joined = np.concatenate(pending) if pending else np.zeros(0, dtype=np.int16)
-    total_seconds = (start_samples + len(joined)) / SAMPLING_RATE
-    if start_samples + len(joined) == 0 and (counts["bad_frames"] or os.path.getsize(path) > HEADER_BYTES):
+    seconds = (start_samples + len(joined)) / SAMPLING_RATE
+    damaged = bool(decoded.bad_packets or decoded.stopped)
+    declared = decoded.declared_seconds
+    short = declared is not None and declared > 0 and seconds < 0.99 * declared
+    if seconds == 0 and (damaged or _size(path) > HEADER_BYTES):
         raise AudioError(f"{path}: not audio or damaged, nothing could be decoded; check the file")
-    warnings = _damage_warnings(path, total_seconds, counts.get("declared"), counts["bad_frames"])
+    if peak / 32768.0 < SILENCE_PEAK and seconds > 0 and (damaged or short):
+        of = f" of the {declared:.1f} s its header declares" if declared else ""
+        raise AudioError(f"{path}: damaged, only {seconds:.1f} s of silence could be decoded{of}; check the file")
+    warnings = [_damage_warning(path, decoded, seconds, short)] if damaged or short else []
     yield AudioBlock(joined.astype(np.float32) / 32768.0, start_samples / SAMPLING_RATE, last=True, warnings=warnings)
 
 
-def _damage_warnings(path: str, seconds: float, declared_seconds: float | None, bad_frames: int) -> list[str]:
-    warnings = []
-    if bad_frames:
-        warnings.append(f"{path}: damaged audio, {bad_frames} frame(s) could not be decoded")
-    if declared_seconds and seconds < 0.99 * declared_seconds:
-        warnings.append(
-            f"{path}: damaged or truncated audio, decoded {seconds:.1f} s "
-            f"of the {declared_seconds:.1f} s its header declares"
-        )
-    return warnings
+def _damage_warning(name: str, decoded: _Decoded, seconds: float, short: bool) -> str:
+    """One line: how much was decoded, how much was lost, and why."""
+    details = []
+    if decoded.bad_packets:
+        details.append(f"{decoded.bad_packets} packet(s) could not be decoded and were skipped")
+    if decoded.stopped:
+        details.append(f"reading stopped early: {decoded.stopped}")
+    if short:
+        declared = decoded.declared_seconds or 0.0
+        lost = f"{declared - seconds:.1f} s lost" + "".join(f"; {d}" for d in details)
+        return (f"{name}: damaged or truncated audio, decoded {seconds:.1f} s "
+                f"of the {declared:.1f} s its header declares ({lost})")
+    lost = f", about {decoded.lost_seconds:.1f} s lost" if decoded.lost_seconds else ""
+    return f"{name}: damaged audio, " + "; ".join(details) + lost
 
 
 def _reason(error: BaseException) -> str:

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from whisperkit.checks import is_whole
+from whisperkit.checks import check_number, check_whole
 from whisperkit.errors import ConfigError
 
 MODES = ("batched", "sequential")
+SEGMENTATIONS = ("own", "batched")
+
+# Valid ranges, checked in Config (so by the Python API, the command line and the app alike).
+# Each limit keeps a setting from exhausting the machine; none is near a useful value.
+MAX_BATCH_SIZE = 256  # chunks decoded at once; memory grows with it (batching.py estimates how much)
+MAX_BEAM_SIZE = 16  # beam width; decoder memory and time grow with it (5 is Whisper's own choice)
+MAX_BEST_OF = 16  # candidates sampled when temperature > 0; memory grows like the beam's
+MAX_NUM_WORKERS = 64  # CTranslate2 workers; they share the weights, each adds a thread pool and working memory
+THREADS_PER_CORE = 4  # cpu_threads at most this many times os.cpu_count()
+MAX_TEMPERATURE = 2.0  # sampling temperature (Whisper's fallback goes up to 1.0)
+MAX_PATIENCE = 10.0  # beam search keeps beam_size x patience candidates
+
+
+def max_cpu_threads() -> int:
+    """The most CTranslate2 threads per worker accepted here: 4 x the logical CPUs."""
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -19,8 +36,21 @@ class Config:
     ``mode="batched"`` is ``BatchedInferencePipeline(model).transcribe(batch_size=...)``;
     ``mode="sequential"`` is ``WhisperModel.transcribe`` (``batch_size`` is then unused).
     ``batch_size="auto"`` asks :func:`whisperkit.recommend_batch_size` for one.
+    ``device_index`` is the CUDA device that runs the model (CUDA's numbering, which follows
+    ``CUDA_VISIBLE_DEVICES``). ``num_workers`` are CTranslate2 workers: they share the model's
+    weights, and each adds its own thread pool and working memory (on a GPU also its own CUDA
+    stream and caching allocator); one transcription uses one worker.
     ``options`` are further keyword arguments for faster-whisper's ``transcribe``
     (``vad_filter``, ``without_timestamps``, ``temperature``, ...).
+    ``segmentation="batched"`` makes a sequential run decode the chunks the batched pipeline
+    cuts (its VAD settings, ``chunk_length`` and ``clip_timestamps`` read from ``options``; see
+    :mod:`whisperkit.core.chunking`); ``"own"`` leaves each pipeline its own segmentation.
+
+    Valid ranges (a :class:`ConfigError` names the setting otherwise): ``batch_size`` 1 to 256
+    or ``"auto"``; ``beam_size`` 1 to 16; ``num_workers`` 1 to 64; ``cpu_threads`` 0 (CTranslate2's
+    default) to 4 x the logical CPUs; ``language`` a code Whisper knows (``en``, ``de``, ...) or
+    None; in ``options``, ``temperature`` 0 to 2 (or a list of such), ``best_of`` 1 to 16,
+    ``patience`` above 0 up to 10, switches such as ``vad_filter`` True or False.
 
     >>> Config(mode="sequential", num_workers=24).mode
     'sequential'
@@ -28,6 +58,7 @@ class Config:
 
     model: str | None = None
     device: str = "auto"
+    device_index: int = 0
     compute_type: str = "auto"
     mode: str = "batched"
     batch_size: int | str = 8
@@ -37,21 +68,36 @@ class Config:
     language: str | None = None
     options: dict = field(default_factory=dict)
     label: str = ""
+    segmentation: str = "own"
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; expected one of: {', '.join(MODES)}")
-        if self.batch_size != "auto" and not is_whole(self.batch_size, 1):
-            raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {self.batch_size!r}")
-        if not is_whole(self.beam_size, 1):
-            raise ConfigError(f"beam size must be a whole number of at least 1, got {self.beam_size!r}")
-        if not is_whole(self.num_workers, 1):
-            raise ConfigError(f"num_workers must be a whole number of at least 1, got {self.num_workers!r}")
-        if not is_whole(self.cpu_threads, 0):
-            raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {self.cpu_threads!r}")
+        if self.batch_size != "auto":
+            check_whole(self.batch_size, "batch_size", 1, MAX_BATCH_SIZE, why="or 'auto'")
+        check_whole(self.beam_size, "beam_size", 1, MAX_BEAM_SIZE)
+        check_whole(self.device_index, "device_index", 0)
+        check_whole(self.num_workers, "num_workers", 1, MAX_NUM_WORKERS)
+        check_whole(self.cpu_threads, "cpu_threads", 0, max_cpu_threads(),
+                    why=f"0 for CTranslate2's default; at most {THREADS_PER_CORE} x the {os.cpu_count()} CPUs")
+        for name in ("model", "label"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+        for name in ("device", "compute_type"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        check_language(self.language)
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"options must be a dict of faster-whisper keywords, got {type(self.options).__name__}")
+        if self.segmentation not in SEGMENTATIONS:
+            raise ConfigError(
+                f"unknown segmentation {self.segmentation!r}; expected one of: {', '.join(SEGMENTATIONS)}"
+            )
         reserved = {"batch_size", "beam_size", "language"} & set(self.options)
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
+        check_options(self.options)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
@@ -69,6 +115,65 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def check_language(language: object) -> None:
+    """None (detect) or a language code Whisper knows; a ConfigError naming the codes otherwise."""
+    if language is None:
+        return
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    if not isinstance(language, str) or language not in _LANGUAGE_CODES:
+        raise ConfigError(
+            f"unknown language {language!r}; leave it unset (None) to detect, or use one of: {', '.join(_LANGUAGE_CODES)}"
+        )
+
+
+_SWITCHES = ("vad_filter", "without_timestamps", "condition_on_previous_text", "word_timestamps",
+             "suppress_blank", "multilingual", "log_progress")
+_TEXTS = ("initial_prompt", "prefix", "hotwords")
+_OPTIONAL_NUMBERS = ("compression_ratio_threshold", "log_prob_threshold", "no_speech_threshold")
+TASKS = ("transcribe", "translate")
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Check the faster-whisper options whisperkit knows the meaning of (types and ranges).
+
+    Names faster-whisper does not take are refused when the run starts, against its signature.
+    """
+    for name, value in options.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"option names must be strings, got {name!r}")
+        if name == "temperature":
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if not values:
+                raise ConfigError("temperature must be a number or a non-empty list of numbers")
+            for item in values:
+                check_number(item, "temperature", 0.0, MAX_TEMPERATURE)
+        elif name == "best_of":
+            check_whole(value, "best_of", 1, MAX_BEST_OF)
+        elif name == "patience":
+            check_number(value, "patience", 0.0, MAX_PATIENCE, above=True)
+        elif name in ("length_penalty", "repetition_penalty"):
+            check_number(value, name, 0.0, 10.0, above=True)
+        elif name == "no_repeat_ngram_size":
+            check_whole(value, name, 0, 64)
+        elif name == "max_new_tokens" and value is not None:
+            check_whole(value, name, 1, 448, why="Whisper's text context")
+        elif name == "chunk_length" and value is not None:
+            check_whole(value, name, 1, 30, why="seconds; Whisper's window is 30 s")
+        elif name == "hallucination_silence_threshold" and value is not None:
+            check_number(value, name, 0.0, above=True)
+        elif name in _OPTIONAL_NUMBERS and value is not None:
+            check_number(value, name, -1e6, 1e6)
+        elif name in _SWITCHES and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+        elif name in _TEXTS and value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string or None, got {type(value).__name__}")
+        elif name == "vad_parameters" and not (value is None or isinstance(value, dict) or hasattr(value, "threshold")):
+            raise ConfigError(f"vad_parameters must be a dict of VAD settings or None, got {type(value).__name__}")
+        elif name == "task" and value not in TASKS:
+            raise ConfigError(f"task must be one of: {', '.join(TASKS)}; got {value!r}")
 
 
 # Decoding settings a comparison shows, in this order.
@@ -108,6 +213,9 @@ def decoding_settings(config: Config) -> dict:
         for name in IGNORED_IN_BATCHED:
             settings[name] = "ignored"
     else:
+        for name in IGNORED_IN_BATCHED:  # None turns a threshold off: the same as batched mode ignoring it
+            if settings[name] is None:
+                settings[name] = "ignored"
         settings["temperature"] = (
             f"{temperatures[0]} (no fallback)" if len(temperatures) == 1
             else f"{', '.join(str(t) for t in temperatures)} (fallback)"
@@ -116,11 +224,19 @@ def decoding_settings(config: Config) -> dict:
 
 
 def matched_options(batched: Config) -> dict:
-    """Options that make a sequential run decode as ``batched`` does, to isolate batching itself."""
+    """Options that make a sequential run decode as ``batched`` does.
+
+    With ``Config(segmentation="batched")`` the sequential run also decodes the batched
+    side's chunks: the VAD settings (``vad_filter``, ``vad_parameters``, ``chunk_length``,
+    ``clip_timestamps``) are passed on for cutting them, not to faster-whisper.
+    """
     effective = decoding_settings(batched.replace(mode="batched"))
     temperature = batched.options.get("temperature", 0.0)
     first = temperature[0] if isinstance(temperature, (list, tuple)) else temperature
+    cutting = {k: batched.options[k] for k in ("vad_parameters", "chunk_length", "clip_timestamps")
+               if k in batched.options}
     return {
+        **cutting,
         "vad_filter": effective["vad_filter"],
         "without_timestamps": effective["without_timestamps"],
         "condition_on_previous_text": False,

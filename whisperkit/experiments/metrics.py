@@ -7,6 +7,7 @@ Metrics are computed over the transcription phases (``prepare`` onwards), not th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("batch_size", "batch size", "", 0, "batch size"),
     Metric("mean_cpu_percent", "CPU % (system)", "%", 1, "mean CPU % (system)"),
     Metric("mean_process_cpu_percent", "CPU % (process)", "%", 1, "mean CPU % (this process)"),
-    Metric("mean_gpu_util_percent", "GPU util %", "%", 1, "mean GPU utilization % (busiest GPU)", gpu_only=True),
+    Metric("mean_gpu_util_percent", "GPU util %", "%", 1, "mean GPU utilization % (the model's GPU; the busiest where not known)",
+           gpu_only=True),
     Metric("peak_rss_mb", "peak RSS MiB", "MiB", 0, "peak RSS MiB"),
     Metric("rss_growth_mb", "RSS growth MiB", "MiB", 0, "RSS growth MiB (peak minus first sample)"),
-    Metric("peak_gpu_mem_mb", "peak GPU MiB", "MiB", 0, "peak GPU memory MiB", gpu_only=True),
+    Metric("peak_gpu_mem_mb", "peak GPU MiB", "MiB", 0, "peak GPU memory MiB (the model's GPU; the largest where not known)",
+           gpu_only=True),
+    Metric("gpu_energy_j_per_audio_hour", "GPU J per audio h", "J", 0,
+           "GPU energy per hour of audio, joules (the model's GPU, else all GPUs; NaN without an energy counter)",
+           gpu_only=True),
     Metric("oom_retries", "OOM retries", "", 0, "out-of-memory retries"),
     Metric("wer_vs_reference", "WER vs reference", "", 3, "word error rate vs reference"),
 )
@@ -77,6 +83,9 @@ def compute_metrics(run_: Run) -> dict:
     transcript = run_.transcript
     window = _transcription_window(run_.timeline, run_.marks)
     gpus = gpu_indices(None if window is None else window.columns)
+    model_gpu = model_gpu_index(run_)
+    if model_gpu in gpus:
+        gpus = [model_gpu]
     gpu_util = [gpu_column(i, "util_percent") for i in gpus]
     gpu_mem = [gpu_column(i, "mem_used_mb") for i in gpus]
     return {
@@ -92,10 +101,20 @@ def compute_metrics(run_: Run) -> dict:
         "peak_rss_mb": _max(run_.timeline, "process_rss_mb"),
         "rss_growth_mb": _growth(run_.timeline, "process_rss_mb"),
         "peak_gpu_mem_mb": _largest(_max(run_.timeline, c) for c in gpu_mem),
+        "gpu_energy_j_per_audio_hour": _energy_per_audio_hour(window, gpus, transcript.audio_seconds),
         "batch_size": transcript.config.get("batch_size"),
         "oom_retries": len(transcript.batch_retries),
         "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
     }
+
+
+def model_gpu_index(run_: Run) -> int | None:
+    """The NVML index of the GPU that ran the model (its ``gpu{i}_*`` columns), None where it ran on
+    the CPU or cannot be told: from the transcript's config, else the run's environment."""
+    index = run_.transcript.config.get("nvml_index") if run_.transcript is not None else None
+    if index is None:
+        index = ((run_.environment or {}).get("model_gpu") or {}).get("nvml_index")
+    return index
 
 
 def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
@@ -144,6 +163,25 @@ def _max(frame, column: str) -> float | None:
 def _largest(values: Iterable[float | None]) -> float | None:
     """The largest of the values that were measured (not None), or None."""
     return max((value for value in values if value is not None), default=None)
+
+
+def _energy_per_audio_hour(window, gpus: list[int], audio_seconds: float) -> float | None:
+    """Joules the GPUs used over ``window`` (from NVML's total energy counters) per hour of audio:
+    None without a GPU, NaN where a GPU has no counter (before Volta) or no audio was heard."""
+    from whisperkit.measure.columns import gpu_column
+
+    if window is None or not gpus:
+        return None
+    used = 0.0
+    for i in gpus:
+        column = gpu_column(i, "energy_j")
+        if column not in window:
+            return math.nan
+        readings = window[column].dropna()
+        if len(readings) < 2:
+            return math.nan
+        used += float(readings.iloc[-1] - readings.iloc[0])
+    return used / audio_seconds * 3600 if audio_seconds > 0 else math.nan
 
 
 def _growth(frame, column: str) -> float | None:

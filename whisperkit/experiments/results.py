@@ -59,7 +59,9 @@ class Comparison:
     ``speedup`` is the median before wall time over the median after wall time;
     ``wer_between`` the word error rate of the after text against the before text;
     ``wer_vs_reference`` per side against the reference, or None without one;
-    ``differences`` every setting, decoding included, that differs between the sides.
+    ``differences`` every setting, decoding included, that differs between the sides, and their
+    segmentation (chunk count and boundaries) where it differs; ``matched`` means the sequential
+    side decoded the batched side's chunks with its decoding settings.
     """
 
     before: Run

@@ -3,7 +3,9 @@
 The seed note's two configurations, exactly as it set them:
 
 - :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``. Those
-  are 24 model replicas for 24 concurrent callers; one call uses one, so they only cost memory.
+  are 24 CTranslate2 workers for 24 concurrent callers, sharing one copy of the weights; each
+  adds its own thread pool and working memory (on a GPU also a CUDA stream and caching
+  allocator). One call uses one worker, so the other 23 only cost memory.
 - :data:`SEED_AFTER`: ``BatchedInferencePipeline`` with a batch size chosen from device memory
   and ``num_workers=6``.
 
@@ -20,10 +22,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from whisperkit.checks import is_whole
-from whisperkit.core.config import Config, decoding_settings, matched_options
+from whisperkit.checks import check_number, check_whole
+from whisperkit.core.config import MAX_BATCH_SIZE, Config, decoding_settings, matched_options
 from whisperkit.core.transcription import transcribe_config
-from whisperkit.errors import DeviceError, WhisperkitError
+from whisperkit.errors import ConfigError, OutOfMemoryError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
@@ -39,6 +41,7 @@ SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="aft
 
 DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
 DEFAULT_SWEEP = (1, 2, 4, 8, 16)  # batch sizes a sweep measures unless told (the CLI and the app too)
+MAX_REPEATS = 100  # alternating repeats per side of a comparison
 
 
 def run(
@@ -67,7 +70,10 @@ def run(
         if on_start is not None:
             on_start(sampler)
         transcript = transcribe_config(audio, config, progress=progress, sampler=sampler)
-    environment = collect_environment()
+    on_gpu = transcript.config.get("device") == "cuda"
+    environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
+    # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
+    environment["process_gpu_unavailable_reason"] = sampler.process_gpu_unavailable_reason
     result = Run(
         config=config,
         transcript=transcript,
@@ -98,27 +104,30 @@ def compare(
 ) -> Comparison:
     """Run ``before`` and ``after`` on the same audio, alternating ``repeats`` times.
 
-    ``matched=True`` gives the sequential side the batched side's decoding options (VAD, no
-    timestamps, no previous-text prompt, one temperature, no thresholds), so that what remains
-    different is batching itself. ``on_start(sampler)`` is passed to every :func:`run` (for live
+    ``matched=True`` makes the sequential side decode exactly the batched side's chunks (cut
+    as ``BatchedInferencePipeline`` cuts them, one window each: ``Config(segmentation="batched")``)
+    with the batched side's decoding settings (no timestamps, no previous-text prompt, one
+    temperature, no thresholds), so that batching is what remains (with ``num_workers`` and the
+    batch size, which ``differences`` lists). ``differences`` lists every setting that differs,
+    the segmentation (chunk count and boundaries) included. ``on_start(sampler)`` is passed to every :func:`run` (for live
     charts); ``on_run(side, run)``, when given, is called after each run (side is ``"before"``
     or ``"after"``), so a caller can keep finished runs if a later one fails.
 
-    >>> cmp = compare(whisperkit.sample_path())          # doctest: +SKIP
-    >>> round(cmp.speedup, 1), cmp.wer_between < 0.1     # doctest: +SKIP
-    (2.1, True)
+    >>> cmp = compare(whisperkit.sample_path(), matched=True)   # doctest: +SKIP
+    >>> [d["setting"] for d in cmp.differences]                 # doctest: +SKIP
+    ['mode', 'batch_size', 'num_workers']
     """
     from whisperkit.core.accuracy import word_error_rate
 
-    if not is_whole(repeats, 1):
-        raise WhisperkitError(f"repeats must be a whole number of at least 1, got {repeats!r}")
+    check_whole(repeats, "repeats", 1, MAX_REPEATS)
     if matched:
         sequential, batched = (before, after) if before.mode == "sequential" else (after, before)
         if sequential.mode != "sequential" or batched.mode != "batched":
             raise WhisperkitError("matched=True needs one sequential and one batched side")
         matched_sequential = sequential.replace(
             options={**sequential.options, **matched_options(batched)},
-            label=(sequential.label or "sequential") + " (matched decoding)",
+            segmentation="batched",
+            label=(sequential.label or "sequential") + " (matched: batched chunks and decoding)",
         )
         before, after = (matched_sequential, after) if before is sequential else (before, matched_sequential)
     before_runs: list[Run] = []
@@ -169,8 +178,10 @@ def sweep(
     """
     base = _batched_base(config, model)
     sizes = list(batch_sizes)
-    if not sizes or not all(is_whole(s, 1) for s in sizes):
-        raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
+    if not sizes:
+        raise ConfigError("batch sizes: give at least one")
+    for size in sizes:
+        check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
     result = Sweep(points=[])
     for size in sizes:
         _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
@@ -195,6 +206,9 @@ def autotune(
     (5 %), memory runs out, the batch already holds every speech chunk of the audio (a larger
     one would change nothing), or ``limit`` is passed. ``result.best`` is the batch size to use."""
     base = _batched_base(config, model)
+    check_whole(limit, "limit", 1, MAX_BATCH_SIZE)
+    check_whole(start, "start", 1, limit)
+    check_number(min_gain, "min_gain", 0.0, 10.0)
     result = Sweep(points=[])
     size = start
     while True:
@@ -222,22 +236,47 @@ def autotune(
 
 
 def differences(before: Run, after: Run) -> list[dict]:
-    """Every setting, decoding included, whose value differs between two runs."""
+    """Every setting, decoding included, whose value differs between two runs, and the
+    segmentation (how the audio was cut into windows) where it differs."""
     left = {**before.transcript.config, **decoding_settings(before.config)}
     right = {**after.transcript.config, **decoding_settings(after.config)}
-    skip = {"options", "label"}
-    return [
+    skip = {"options", "label", "segmentation"}
+    found = [
         {"setting": key, "before": left.get(key), "after": right.get(key)}
         for key in dict.fromkeys([*left, *right])
         if key not in skip and left.get(key) != right.get(key)
     ]
+    if not _same_chunks(before, after):
+        found.append({"setting": "segmentation", "before": segmentation(before), "after": segmentation(after)})
+    return found
+
+
+def segmentation(run_: Run) -> str:
+    """How a run cut its audio: its chunks where known, else the sequential pipeline's rule."""
+    spans = run_.transcript.chunk_spans
+    if spans is not None:
+        where = ", ".join(f"{start:.2f}-{end:.2f}" for start, end in spans)
+        return f"{len(spans)} chunk(s) of at most 30 s, one window each: {where} s"
+    if run_.config.mode == "batched":
+        return "VAD chunks (160 ms silences, at most 30 s); boundaries known only without timestamps"
+    speech = ("the VAD speech (spans end at 2 s silences) joined" if (run_.config.options or {}).get("vad_filter")
+              else "the whole audio")
+    return f"30 s windows over {speech}, each starting where the previous window's last timestamp ended"
+
+
+def _same_chunks(before: Run, after: Run, tolerance_s: float = 0.02) -> bool:
+    left, right = before.transcript.chunk_spans, after.transcript.chunk_spans
+    if left is None or right is None:
+        return False
+    return len(left) == len(right) and all(
+        abs(a - b) <= tolerance_s for x, y in zip(left, right) for a, b in zip(x, y))
 
 
 def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
     size = int(config.batch_size)  # a sweep's configs name their batch size, never "auto"
     try:
         measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
-    except DeviceError:  # out of memory even at batch size 1
+    except OutOfMemoryError:  # out of memory even at batch size 1
         point = SweepPoint(size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)
         return point
@@ -281,14 +320,9 @@ def _median_run(runs: list[Run]) -> Run:
 
 
 def _reference_for(audio, reference) -> str | None:
+    from whisperkit.core.accuracy import read_reference
     from whisperkit.core.samples import reference_text
 
     if reference is None:
         return reference_text(audio) if isinstance(audio, (str, os.PathLike)) else None
-    if isinstance(reference, os.PathLike) or (isinstance(reference, str) and reference.endswith(".txt")):
-        try:
-            with open(reference, encoding="utf-8") as handle:
-                return handle.read().strip()
-        except OSError as error:
-            raise WhisperkitError(f"cannot read reference {reference}: {error.strerror or error}") from None
-    return str(reference)
+    return read_reference(reference)

@@ -5,18 +5,26 @@ timeline (one row per utilization sample) is Parquet. Every file is written to a
 name and renamed, so an interrupted save never leaves a half-written run. Comparisons and
 sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs under ``runs/``
 (the command line writes ``report.html`` beside them with ``whisperkit.views.report``).
+
+A folder holds one experiment. :func:`claim_folder` takes it for one: it refuses a folder that
+already holds files unless asked to overwrite (and then removes only what an experiment writes,
+never other files), and holds a lock file, ``.whisperkit.lock``, while the experiment runs, so
+two experiments started at once into one folder cannot mix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import shutil
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_missing
-from whisperkit.errors import RunError, first_line
+from whisperkit.errors import RunError, WhisperkitError, first_line
 from whisperkit.files import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
@@ -24,6 +32,9 @@ if TYPE_CHECKING:
 
 RUN_KIND = "whisperkit.run"
 SCHEMA = 1
+LOCK_NAME = ".whisperkit.lock"
+#: What an experiment writes into its folder; only these are removed by ``overwrite=True``.
+EXPERIMENT_FILES = ("runs", "comparison.json", "sweep.json", "report.html")
 
 
 def save(result: Run | Comparison | Sweep, folder: str | os.PathLike) -> str:
@@ -79,6 +90,7 @@ def load_run(folder: str | os.PathLike) -> Run:
         raise RunError(f"{folder}: run has no timeline.parquet; the run is incomplete") from None
     except Exception as error:  # pyarrow raises several kinds for a damaged file
         raise RunError(f"{folder}/timeline.parquet: damaged ({first_line(error)})") from None
+    metrics = _checked_metrics(document.get("metrics"), folder)
     try:
         return Run(
             config=Config.from_dict(document["config"]),
@@ -86,13 +98,25 @@ def load_run(folder: str | os.PathLike) -> Run:
             environment=document["environment"],
             timeline=timeline,
             marks=pd.DataFrame(document["marks"], columns=["time_s", "label"]),
-            metrics=document["metrics"],
+            metrics=metrics,
             started_at=document.get("started_at", ""),
             reference=document.get("reference"),
             gpu_unavailable_reason=document.get("gpu_unavailable_reason"),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, WhisperkitError) as error:
         raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None
+
+
+def _checked_metrics(metrics, folder: Path) -> dict:
+    """The saved metrics as numbers; a value that is not one (null, text) is missing (shown n/a)."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise RunError(f"{folder}/run.json: damaged, its metrics are a {type(metrics).__name__}, not a table")
+    return {
+        str(key): value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        for key, value in metrics.items()
+    }
 
 
 def load_runs(folder: str | os.PathLike) -> list:
@@ -125,6 +149,103 @@ def save_sweep(sweep: Sweep, folder: str | os.PathLike) -> str:
         save_run(run, folder / "runs" / sweep_run_name(int(run.config.batch_size)))
     write_text_atomic(folder / "sweep.json", to_json(sweep.to_dict()))
     return str(folder)
+
+
+@contextlib.contextmanager
+def claim_folder(folder: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Hold ``folder`` for one experiment (a context manager); see the module notes.
+
+    Raises :class:`RunError` when another experiment holds the folder now, when the folder
+    holds files and ``overwrite`` is False, and when ``overwrite`` would have to remove files
+    an experiment does not write.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"{folder} is a file, not a folder; choose a folder for the experiment")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create {folder}: {error.strerror or error}; choose another folder") from None
+    lock = folder / LOCK_NAME
+    _take_lock(lock)
+    try:
+        _make_room(folder, overwrite)
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+            if created:  # an experiment that failed before writing anything leaves no empty folder
+                folder.rmdir()
+
+
+def _take_lock(lock: Path) -> None:
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                raise RunError(
+                    f"{lock.parent} is in use by another whisperkit experiment ({holder}); wait for it to "
+                    f"end or choose another folder (if none is running, remove {lock})"
+                ) from None
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            continue
+        except OSError as error:
+            raise RunError(f"cannot write in {lock.parent}: {error.strerror or error}; choose another folder") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise RunError(f"cannot take {lock}; remove it if no whisperkit experiment is running")
+
+
+def _lock_holder(lock: Path) -> str | None:
+    """Who holds a lock file, or None when it is stale (its process on this host is gone)."""
+    try:
+        pid_text, host = lock.read_text(encoding="utf-8").split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return "unknown process"  # being written right now, or unreadable: assume alive
+    if host != socket.gethostname():
+        return f"pid {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid {pid}"
+
+
+def _make_room(folder: Path, overwrite: bool) -> None:
+    entries = sorted(path.name for path in folder.iterdir() if path.name != LOCK_NAME)
+    if not entries:
+        return
+    if not overwrite:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RunError(
+            f"{folder} already holds files ({shown}); a folder holds one experiment: choose a new or "
+            "empty folder, or pass --overwrite (overwrite=True) to replace the experiment in it"
+        )
+    foreign = [name for name in entries if name not in EXPERIMENT_FILES and not _is_temporary(name)]
+    if foreign:
+        raise RunError(
+            f"{folder} holds files no experiment writes ({', '.join(foreign[:3])}); --overwrite removes only "
+            "an experiment's own files: choose another folder"
+        )
+    for name in entries:
+        path = folder / name
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError as error:
+            raise RunError(f"cannot remove {path}: {error.strerror or error}") from None
+
+
+def _is_temporary(name: str) -> bool:
+    """A temporary file an interrupted atomic write left behind (``.<name>.<pid>-<hex>.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def comparison_run_name(side: str, number: int, repeats: int) -> str:

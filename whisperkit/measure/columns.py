@@ -22,7 +22,8 @@ GPU_METRICS = (
     "power_w",  # watts (NVML reports milliwatts)
     "sm_clock_mhz",  # MHz
     "temperature_c",  # degrees Celsius, GPU die sensor
-    "process_util_percent",  # sum of smUtil of the watched processes
+    "process_util_percent",  # sum of smUtil of the watched processes; NaN where their PIDs cannot be matched
+    "energy_j",  # joules since the driver loaded (NVML total energy counter, Volta and newer; NaN elsewhere)
 )
 
 _GPU_COLUMN = re.compile(r"gpu(\d+)_([a-z_]+)")

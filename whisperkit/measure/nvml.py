@@ -2,7 +2,9 @@
 
 ``pynvml`` (from the ``nvidia-ml-py`` package) is imported inside functions, looked up in
 ``sys.modules`` at call time, so ``import whisperkit.measure.nvml`` costs nothing and tests can put a
-fake ``pynvml`` in its place.
+fake ``pynvml`` in its place. For other processes (the sampler's own), the environment variable
+``WHISPERKIT_PYNVML=module:function`` names a function that returns the module to use instead
+(tests and simulators set it; see ``tests/fake_pynvml.py``).
 
 NVML starts on the first :func:`acquire` (``nvmlInit``) and stops when the last holder calls
 :func:`release` (``nvmlShutdown``). NVML counts init/shutdown pairs itself, so other libraries in
@@ -20,12 +22,18 @@ Errors from single queries never propagate (see :meth:`NvmlSession.query`):
 - any other ``NVMLError``: NaN for that sample, and one error is logged against each affected
   column in :attr:`NvmlSession.errors`.
 
-Device indices are NVML's, which ignore ``CUDA_VISIBLE_DEVICES``.
+Device indices are NVML's, which ignore ``CUDA_VISIBLE_DEVICES`` (see :mod:`whisperkit.measure.devices`).
+
+Per-process utilization needs this process's PIDs to be NVML's. The driver has no PID-namespace
+support: inside a container NVML reports host PIDs. :attr:`NvmlSession.process_util_reason` says
+why the ``gpu{i}_process_util_percent`` columns are NaN when they cannot be matched (see
+:meth:`NvmlSession._pids_unmatchable`); they are never a false 0.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Collection
@@ -39,6 +47,11 @@ NaN = math.nan
 MIB = 2**20
 #: Longest period over which the driver averages utilization (1/6 s to 1 s by product), seconds.
 DRIVER_PERIOD_MAX_S = 1.0
+#: How often NVML's list of compute processes is read while PIDs are not yet known to match, seconds.
+PID_CHECK_S = 1.0
+PROC_STATUS = "/proc/self/status"
+#: environment variable naming a replacement for pynvml ("module:function"), for tests and simulators
+PYNVML_ENV = "WHISPERKIT_PYNVML"
 
 _lock = threading.Lock()
 _users = 0
@@ -65,7 +78,7 @@ def acquire() -> tuple[ModuleType | None, str | None]:
             _users += 1
             return _module, None
         try:
-            import pynvml
+            pynvml = _import_pynvml()
         except ImportError as error:
             return None, f"NVML unavailable: cannot import pynvml ({error}); install nvidia-ml-py"
         try:
@@ -76,6 +89,20 @@ def acquire() -> tuple[ModuleType | None, str | None]:
             return None, f"NVML unavailable: {error} ({type(error).__name__})"
         _module, _users = pynvml, 1
         return pynvml, None
+
+
+def _import_pynvml() -> ModuleType:
+    """``pynvml``, or the module ``WHISPERKIT_PYNVML=module:function`` returns (see the module docstring)."""
+    spec = os.environ.get(PYNVML_ENV)
+    if spec:
+        import importlib
+
+        module_name, _, function = spec.partition(":")
+        module = importlib.import_module(module_name)
+        return getattr(module, function)() if function else module
+    import pynvml
+
+    return pynvml
 
 
 def release() -> None:
@@ -154,6 +181,11 @@ class NvmlSession:
         self._unsupported: set[tuple[int | None, str]] = set()
         self._errors: list[str] = []
         self.devices: list[Device] = []
+        #: why per-process GPU utilization is NaN (PIDs that cannot be matched to NVML's), else None
+        self.process_util_reason: str | None = None
+        self._pids_matched = False  # a watched PID was seen among NVML's processes
+        self._nested_pid_namespace = pid_namespace_depth() > 1
+        self._pid_checked_at: dict[int, float] = {}  # device index -> time.monotonic() of the last check
         if self._nv is not None:
             self.devices = self._open_devices()
             if not self.devices and self.reason is None:
@@ -256,6 +288,7 @@ class NvmlSession:
                            columns=(prefix + "sm_clock_mhz",))
         temperature = self.query("nvmlDeviceGetTemperature", h, nv.NVML_TEMPERATURE_GPU, device=i,
                                  columns=(prefix + "temperature_c",))
+        energy_mj = self.query("nvmlDeviceGetTotalEnergyConsumption", h, device=i, columns=(prefix + "energy_j",))
         return {
             prefix + "util_percent": float(util.gpu) if util is not None else NaN,
             prefix + "mem_util_percent": float(util.memory) if util is not None else NaN,
@@ -264,11 +297,12 @@ class NvmlSession:
             prefix + "power_w": power_mw / 1000.0,
             prefix + "sm_clock_mhz": float(clock),
             prefix + "temperature_c": float(temperature),
-            prefix + "process_util_percent": self._process_util(device, pids),
+            prefix + "process_util_percent": self._process_util(device, pids, util.gpu if util is not None else NaN),
+            prefix + "energy_j": energy_mj / 1000.0,
         }
 
-    def _process_util(self, device: Device, pids: Collection[int]) -> float:
-        """Sum of the latest ``smUtil`` of ``pids`` on ``device``, percent.
+    def _process_util(self, device: Device, pids: Collection[int], busy_percent: float = NaN) -> float:
+        """Sum of the latest ``smUtil`` of ``pids`` on ``device``, percent (NaN where unknown).
 
         ``nvmlDeviceGetProcessUtilization(handle, t)`` returns the samples newer than ``t`` (µs)
         for processes that ran kernels; ``NVMLError_NotFound`` means there is none. Our choice:
@@ -277,8 +311,11 @@ class NvmlSession:
         - NotFound within :data:`DRIVER_PERIOD_MAX_S` of the last samples: the previous value again
           (the driver has not finished its next period, as with utilization rates);
         - NotFound for longer: 0 if the device has returned samples before (nothing ran), else NaN
-          (we cannot tell "idle" from "this device does not report per-process samples").
+          (we cannot tell "idle" from "this device does not report per-process samples");
+        - NaN always once :meth:`_pids_unmatchable` has a reason (kept in :attr:`process_util_reason`).
         """
+        if self._pids_unmatchable(device, pids, busy_percent):
+            return NaN
         state = device.process_util
         samples = self.query("nvmlDeviceGetProcessUtilization", device.handle, state.last_seen_us,
                              device=device.index, default=None, not_found=NOT_FOUND,
@@ -297,9 +334,62 @@ class NvmlSession:
             state.last_seen_us = max(state.last_seen_us, int(sample.timeStamp))
             if sample.pid in pids and sample.timeStamp >= newest.get(sample.pid, (-1, 0))[0]:
                 newest[sample.pid] = (int(sample.timeStamp), int(sample.smUtil))
+        if newest:
+            self._pids_matched = True
         state.value = float(sum(sm for _, sm in newest.values()))
         state.last_success_s = now
         return state.value
+
+
+    def _pids_unmatchable(self, device: Device, pids: Collection[int], busy_percent: float) -> bool:
+        """True when the watched PIDs cannot be matched to NVML's; the reason goes to
+        :attr:`process_util_reason`. Once a watched PID has been seen among NVML's processes they
+        match. Until then, at most every :data:`PID_CHECK_S`, NVML's compute processes are read:
+
+        - this process is in a nested PID namespace (``NSpid`` in ``/proc/self/status`` has more
+          than one entry, as in Docker or Kubernetes) and none of NVML's PIDs is a watched one;
+        - the GPU is busy and NVML lists compute processes, none of which exists here: NVML's PIDs
+          are another namespace's.
+        """
+        if self.process_util_reason is not None:
+            return True
+        if self._pids_matched:
+            return False
+        now = time.monotonic()
+        if now - self._pid_checked_at.get(device.index, -math.inf) < PID_CHECK_S:
+            return False
+        self._pid_checked_at[device.index] = now
+        listed = self.query("nvmlDeviceGetComputeRunningProcesses", device.handle, device=device.index,
+                            default=None, not_found=[])
+        nvml_pids = {int(p.pid) for p in listed or ()}
+        if nvml_pids & set(pids):
+            self._pids_matched = True
+            return False
+        if self._nested_pid_namespace:
+            self.process_util_reason = _NAMESPACE_REASON
+            return True
+        if nvml_pids and busy_percent > 0 and not any(os.path.exists(f"/proc/{pid}") for pid in nvml_pids):
+            self.process_util_reason = (f"NVML's compute processes on GPU {device.index} ({', '.join(map(str, sorted(nvml_pids)[:4]))}) "
+                                        "do not exist in this PID namespace: NVML reports another namespace's "
+                                        "process ids, which cannot be matched to this process's")
+            return True
+        return False
+
+
+_NAMESPACE_REASON = ("this process runs in its own PID namespace (a container): NVML reports host process ids, "
+                     "which cannot be matched to this process's, so per-process GPU utilization is unknown")
+
+
+def pid_namespace_depth(path: str | None = None) -> int:
+    """How many PID namespaces this process is in (the ``NSpid`` entries of ``/proc/self/status``; 1 outside containers)."""
+    try:
+        with open(path or PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return max(1, len(line.split()) - 1)
+    except OSError:
+        pass
+    return 1
 
 
 def gpu_inventory() -> tuple[list[dict], str | None]:

@@ -8,11 +8,18 @@
 
 How sampling works
 ------------------
-A daemon thread takes a sample at ``t0 + k * interval`` on the monotonic clock (no drift; if a
-sample overruns, the missed slots are skipped rather than taken in a burst) and sleeps in
-``threading.Event.wait``. One sample is taken at start and one at stop, in the caller's thread.
-Each sample is a few cheap psutil and NVML calls appended as a dict to a list; the pandas
-DataFrame is built only when :attr:`Sampler.timeline` is read.
+Samples are taken in a separate process (:mod:`whisperkit.measure.sampler_process`, spawned with
+``subprocess``, never forked), so the code being watched cannot starve it: a pure-Python loop
+holding the GIL no longer delays or drops samples (a sampler thread in the same interpreter
+delivered 27 to 38 of 45 samples at 10 Hz while the main thread spun and every core was busy;
+the process delivers 43 or more, see ``benchmarks/sampler_overhead.py``). The
+process samples at ``t0 + k * interval`` on the monotonic clock (no drift; a slot that passed
+is skipped rather than taken in a burst), one sample at start and one at stop, and streams each
+one back over a pipe, where a reader thread appends it to a list; the pandas DataFrame is built
+only when :attr:`Sampler.timeline` is read. CLOCK_MONOTONIC is system-wide, so :meth:`Sampler.mark`
+in this process lines up with the samples. Starting costs one Python start-up (0.2 to 0.6 s).
+Stopping (or leaving the ``with`` block, also by Ctrl-C or an exception) ends the process; if this
+process dies, the sampling process sees its pipe close and ends too.
 
 CPU percentages are computed from the change of CPU times since the previous sample, so the first
 sample (taken at start, which primes the counters) has NaN in every CPU column. Linux counts CPU
@@ -24,27 +31,26 @@ Timeline columns (units in the names; MiB for ``_mb``; a value that could not be
 
 - ``time_s``: seconds since start (monotonic clock).
 - ``cpu_percent``: whole machine, mean over all cores, 0-100; ``cpu{i}_percent`` per core.
-- ``process_cpu_percent``: the watched process and all its descendants (found again at every
-  sample, or every second for the sampler's own process), as a share of ALL cores, 0-100 (psutil's per-process percent divided by the core count).
-  A child that exits between two samples loses the CPU time of its last partial interval.
+- ``process_cpu_percent``: the watched process and all its descendants but the sampling process
+  (found again every second, or less often where that would cost more than 0.3 % of a core), as a share of ALL cores, 0-100 (psutil's per-process percent divided
+  by the core count). A child that exits between two samples loses the CPU time of its last
+  partial interval; one found late has all its CPU time counted in the sample that finds it.
 - ``process_rss_mb``: resident memory of that process tree (pages shared between the processes
   are counted once per process).
 - ``mem_used_percent``: the machine's memory in use, percent.
 - per NVIDIA GPU ``i`` (NVML numbering, which ignores ``CUDA_VISIBLE_DEVICES``):
   ``gpu{i}_util_percent``, ``gpu{i}_mem_util_percent``, ``gpu{i}_mem_used_mb``,
   ``gpu{i}_mem_total_mb``, ``gpu{i}_power_w``, ``gpu{i}_sm_clock_mhz``, ``gpu{i}_temperature_c``,
-  ``gpu{i}_process_util_percent``.
+  ``gpu{i}_process_util_percent``, ``gpu{i}_energy_j`` (NVML's total energy counter in joules,
+  Volta and newer; NaN where unsupported: the difference of two readings is the energy between them).
 
 Cost
 ----
-At 10 Hz on a 2-core machine a sample costs about 0.6 ms of CPU plus about 0.8 ms for finding the
-watched tree's descendants (psutil reads ``/proc/<pid>/stat`` of every process on the machine).
-Each of those file reads releases the GIL, and while a pure-Python loop in the same interpreter
-holds it, every re-acquisition waits up to 5 ms: one rescan then takes about 0.25 s. So when the
-sampler watches its own process (the default) it looks for new children at most once a second
-(:data:`SELF_TREE_RESCAN_S`); a child found late has all its CPU time counted in the sample that
-finds it. Watching another process (``whisperkit monitor -- COMMAND``) shares no GIL with it, and
-its tree is found again at every sample.
+Measured with ``benchmarks/sampler_overhead.py``: the sampling process uses well under 1 % of one
+core at 10 Hz once started (a sample is a few psutil and NVML calls, about 0.5 ms of CPU; the
+watched tree's descendants are found again once a second, see
+:data:`whisperkit.measure.probes.TREE_RESCAN_S`). :attr:`Sampler.thread_cpu_s` is its CPU time
+while sampling (start-up excluded).
 
 What NVML's utilization means
 -----------------------------
@@ -53,15 +59,18 @@ driver's last sample period, during which at least one kernel was running. That 
 1/6 s and 1 s depending on the product, so sampling faster than it repeats the same value.
 "100 %" does not mean every streaming multiprocessor (SM) is busy: one small kernel on one SM
 reads 100 %. ``gpu{i}_mem_util_percent`` is likewise the share of the period during which device
-memory was read or written. On Hopper and newer GPUs the GPM metrics (``NVML_GPM_METRIC_SM_UTIL``,
-``NVML_GPM_METRIC_SM_OCCUPANCY``) measure the share of SMs actually busy; they are the better
-measure and are not implemented here.
+memory was read or written. On Hopper and newer GPUs the GPM metrics say more:
+``NVML_GPM_METRIC_SM_UTIL`` is the percentage of SMs that were busy, and
+``NVML_GPM_METRIC_SM_OCCUPANCY`` the percentage of warps active against the theoretical maximum
+(NVML's definitions); they are not implemented here.
 
 ``gpu{i}_process_util_percent`` sums the newest ``smUtil`` from
 ``nvmlDeviceGetProcessUtilization`` over the watched process tree. ``NVMLError_NotFound`` (no
 new samples) repeats the previous value for up to one driver period (1 s), then reads 0 if the
 device has reported per-process samples before, and NaN if it never has (see
-:meth:`whisperkit.measure.nvml.NvmlSession._process_util`).
+:meth:`whisperkit.measure.nvml.NvmlSession._process_util`). Where this process's PIDs cannot be
+matched to NVML's (a container's PID namespace: NVML reports host PIDs), the column is NaN and
+:attr:`Sampler.process_gpu_unavailable_reason` says why; it is never a false 0.
 
 GPU values NVML does not support are NaN and are not asked again; failed queries are NaN for that
 sample and counted in the ``errors`` column of :meth:`Sampler.summary`; a lost GPU reads NaN from
@@ -70,132 +79,37 @@ then on while the other GPUs and the CPU go on being sampled.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 NaN = math.nan
-MIB = 2**20
-#: CPU times advance in clock ticks (10 ms on Linux): a CPU reading needs at least this many
-#: seconds since the previous one, else it is NaN and the older baseline is kept.
-MIN_CPU_WINDOW_S = 0.02
-#: When the sampler watches its own process, its children are found again at most this often
-#: (seconds); other processes' trees are found again at every sample. See "Cost" above.
-SELF_TREE_RESCAN_S = 1.0
+#: The shortest sampling interval accepted (seconds): 100 samples a second. Shorter ones only
+#: burn a core in the sampling process and grow the timeline without bound.
+MIN_INTERVAL_S = 0.01
 #: phase name of the samples taken before the first mark
 START_PHASE = "start"
-
+#: seconds to wait for the sampling process to start, and to finish after stop
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
 
 _log = logging.getLogger(__name__)
 
 
-class _SystemCpu:
-    """Per-core busy percent between two calls, from ``psutil.cpu_times(percpu=True)``."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self._last = None
-        self._last_time: float | None = None
-        self.cores = len(psutil.cpu_times(percpu=True))
-
-    def read(self, now: float) -> list[float]:
-        """Busy percent per core since the previous reading at monotonic ``now`` (NaN at first)."""
-        if self._last_time is not None and now - self._last_time < MIN_CPU_WINDOW_S:
-            return [NaN] * self.cores
-        times = [_busy_and_total(t) for t in self._psutil.cpu_times(percpu=True)]
-        last, self._last, self._last_time = self._last, times, now
-        if last is None or len(last) != len(times) or len(times) != self.cores:
-            return [NaN] * self.cores
-        return [_percent(busy - b0, total - t0) for (busy, total), (b0, t0) in zip(times, last)]
-
-    def memory_used_percent(self) -> float:
-        return float(self._psutil.virtual_memory().percent)
-
-
-def _busy_and_total(t) -> tuple[float, float]:
-    """psutil's own accounting: guest time is already in user time; iowait counts as idle."""
-    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-    idle = t.idle + getattr(t, "iowait", 0.0)
-    return total - idle, total
-
-
-def _percent(busy: float, total: float) -> float:
-    if total <= 0:
-        return NaN
-    return min(100.0, max(0.0, 100.0 * busy / total))
-
-
-class _ProcessTree:
-    """CPU percent (of all cores) and RSS (MiB) of a process and its descendants."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self._psutil = psutil
-        try:
-            self._root = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            raise ConfigError(f"cannot watch process {pid}: no such process") from None
-        self._cores = psutil.cpu_count() or 1
-        self._rescan_s = SELF_TREE_RESCAN_S if pid == os.getpid() else 0.0
-        self._children: list = []
-        self._scanned_at: float | None = None
-        self._last_cpu: dict[tuple[int, float], float] = {}
-        self._last_time: float | None = None
-        self.pids: set[int] = {pid}
-        self.errors: list[str] = []
-
-    def read(self, now: float) -> tuple[float, float]:
-        """``(cpu_percent, rss_mb)`` at monotonic time ``now``; cpu is NaN on the first call."""
-        psutil = self._psutil
-        if self._scanned_at is None or now - self._scanned_at >= self._rescan_s:
-            try:
-                self._children = self._root.children(recursive=True)
-            except psutil.NoSuchProcess:
-                return self._gone()
-            except (psutil.Error, OSError):
-                self.errors.append("process_cpu_percent")
-                self._children = []
-            self._scanned_at = now
-        processes = [self._root, *self._children]
-        cpu: dict[tuple[int, float], float] = {}
-        rss = 0
-        for process in processes:
-            try:
-                with process.oneshot():
-                    times = process.cpu_times()
-                    rss += process.memory_info().rss
-                    cpu[(process.pid, process.create_time())] = times.user + times.system
-            except psutil.NoSuchProcess:
-                if process is self._root:
-                    return self._gone()
-            except (psutil.Error, OSError):
-                self.errors += ["process_cpu_percent", "process_rss_mb"]
-        self.pids = {pid for pid, _ in cpu}
-        last_cpu, last_time = self._last_cpu, self._last_time
-        if last_time is not None and now - last_time < MIN_CPU_WINDOW_S:
-            return NaN, rss / MIB
-        self._last_cpu, self._last_time = cpu, now
-        if last_time is None:
-            return NaN, rss / MIB
-        # a process not seen before started after the previous sample: all its CPU time is new
-        used = sum(seconds - last_cpu.get(key, 0.0) for key, seconds in cpu.items())
-        return max(0.0, 100.0 * used / (now - last_time) / self._cores), rss / MIB
-
-    def _gone(self) -> tuple[float, float]:
-        self.pids = set()
-        self._last_cpu, self._last_time = {}, None
-        return NaN, NaN
-
-
 class Sampler:
-    """Sample CPU, memory and GPU utilization every ``interval`` seconds on a background thread.
+    """Sample CPU, memory and GPU utilization every ``interval`` seconds in a separate process.
 
     ``pid`` is the process whose tree (itself and its descendants) fills the ``process_*`` and
     ``gpu{i}_process_util_percent`` columns (default: this process). ``gpus=False`` skips NVML.
@@ -208,69 +122,73 @@ class Sampler:
 
     def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
-                or not math.isfinite(interval) or interval <= 0:
-            raise ConfigError(f"sampling interval must be a number of seconds > 0, got {interval!r}")
+                or not math.isfinite(interval) or interval < MIN_INTERVAL_S:
+            raise ConfigError(f"sampling interval must be a number of seconds of at least {MIN_INTERVAL_S}, "
+                              f"got {interval!r}")
         self.interval = float(interval)
         self.pid = os.getpid() if pid is None else int(pid)
         self.gpus = bool(gpus)
         #: False until started, and when NVML cannot be used; then see gpu_unavailable_reason.
         self.gpu_available = False
         self.gpu_unavailable_reason: str | None = None
-        #: CPU seconds the background thread itself used (set when it ends).
+        #: why ``gpu{i}_process_util_percent`` is NaN: the watched PIDs cannot be matched to NVML's
+        #: (a container's PID namespace); None while they can. Plots and reports show it.
+        self.process_gpu_unavailable_reason: str | None = None
+        #: CPU seconds the sampling process used after its first sample (set when it ends; start-up excluded).
         self.thread_cpu_s = NaN
-        self._state = "new"  # new -> running -> stopped
+        #: CPU seconds the sampling process took to start (Python, imports and the first sample).
+        self.startup_cpu_s = NaN
+        self._state = "new"  # new -> starting -> running -> stopping -> stopped
         self._state_lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: str | None = None
         self._t0: float | None = None
         self._columns: list[str] = []
         self._records: list[dict] = []
         self._marks: list[tuple[float, str]] = []
         self._errors: list[tuple[float, str]] = []  # (time_s, column) per failed query
-        self._cpu: _SystemCpu | None = None
-        self._tree: _ProcessTree | None = None
-        self._nvml = None
         self._frame_cache = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sampler:
-        """Take the first sample and start the background thread. Raises RuntimeError if run before."""
+        """Start the sampling process and wait for its first sample. Raises RuntimeError if run before."""
+        import psutil
+
         with self._state_lock:
             if self._state != "new":
                 raise RuntimeError("this Sampler has already been started; create a new Sampler for another run")
             self._state = "starting"
         try:
-            self._open_probes()
+            if not psutil.pid_exists(self.pid):
+                raise ConfigError(f"cannot watch process {self.pid}: no such process")
+            self._spawn()
+            if not self._started.wait(START_TIMEOUT_S) or self._failure is not None:
+                raise RuntimeError(f"the sampling process did not start: {self._failure or 'no answer'}")
         except BaseException:
-            self._close_nvml()
+            self._end_process()
             self._state = "stopped"
             raise
-        self._t0 = time.monotonic()
-        self._sample()
-        self._thread = threading.Thread(target=self._run, name="whisperkit-sampler", daemon=True)
         self._state = "running"
-        self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop and join the thread, then take the last sample. Calling it again does nothing."""
+        """Take the last sample and end the sampling process. Calling it again does nothing."""
         with self._state_lock:
             if self._state != "running":
                 return
             self._state = "stopping"
         try:
-            self._stop_event.set()
-            self._thread.join()
-            self._sample()
+            self._end_process()
         finally:
-            self._close_nvml()
             self._state = "stopped"
 
     def __enter__(self) -> Sampler:
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -284,72 +202,77 @@ class Sampler:
             raise RuntimeError("mark() needs a started Sampler: use 'with Sampler() as s:' or call start() first")
         self._marks.append((time.monotonic() - self._t0, str(label)))
 
-    # -- sampling ----------------------------------------------------------------------------
+    # -- the sampling process ----------------------------------------------------------------
 
-    def _open_probes(self) -> None:
-        from whisperkit.measure import nvml
+    def _spawn(self) -> None:
+        settings = json.dumps({"pid": self.pid, "interval": self.interval, "gpus": self.gpus})
+        paths = [path or os.getcwd() for path in sys.path]  # what this interpreter can import
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "whisperkit.measure.sampler_process", settings],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8",
+            close_fds=True,
+        )
+        self._reader = threading.Thread(target=self._read_messages, name="whisperkit-sampler-reader", daemon=True)
+        self._reader.start()
 
-        self._tree = _ProcessTree(self.pid)
-        self._cpu = _SystemCpu()
-        if self.gpus:
-            self._nvml = nvml.NvmlSession()
-            self.gpu_available = self._nvml.available
-            if not self.gpu_available:
-                self.gpu_unavailable_reason = f"{self._nvml.reason}; recording CPU only"
-                self._close_nvml()
-        else:
-            self.gpu_unavailable_reason = "GPU sampling turned off (gpus=False); recording CPU only"
-        self._columns = [
-            "time_s", "cpu_percent", *(f"cpu{i}_percent" for i in range(self._cpu.cores)),
-            "process_cpu_percent", "process_rss_mb", "mem_used_percent",
-            *(self._nvml.column_names() if self._nvml is not None else ()),
-        ]
-
-    def _close_nvml(self) -> None:
-        if self._nvml is not None:
-            self._nvml.close()
-            self._nvml = None
-
-    def _run(self) -> None:
-        """Thread body: sample at t0 + k * interval until stopped, skipping slots that passed."""
-        cpu_start = time.thread_time()
-        slot = 1
+    def _read_messages(self) -> None:
+        """Reader thread: append the process's samples as they arrive, until it ends."""
+        assert self._process is not None and self._process.stdout is not None
         try:
-            while not self._stop_event.wait(max(0.0, self._t0 + slot * self.interval - time.monotonic())):
-                self._sample()
-                elapsed = time.monotonic() - self._t0
-                slot = max(slot + 1, math.floor(elapsed / self.interval) + 1)
+            for line in self._process.stdout:
+                self._receive(json.loads(line))
+        except (OSError, ValueError) as error:
+            self._failure = self._failure or f"lost the sampling process's messages ({error})"
         finally:
-            self.thread_cpu_s = time.thread_time() - cpu_start
+            self._started.set()  # never leave start() waiting
 
-    def _sample(self) -> None:
-        now = time.monotonic()
-        time_s = now - self._t0
-        try:
-            record = self._read(now, time_s)
-        except Exception:  # a bug must not kill the thread: lose this sample, say so once
-            if not any(column == "sample" for _, column in self._errors):
-                _log.exception("whisperkit sampler: a sample failed")
-            self._errors.append((time_s, "sample"))
+    def _receive(self, message: dict) -> None:
+        if "sample" in message:
+            record = dict(zip(self._columns, (NaN if v is None else v for v in message["sample"])))
+            self._records.append(record)
+            self._errors.extend((record["time_s"], column) for column in message["errors"])
+        elif "errors" in message:
+            self._errors.extend((message.get("time_s", NaN), column) for column in message["errors"])
+        if "process_util_reason" in message:
+            self.process_gpu_unavailable_reason = message["process_util_reason"]
+        if "started" in message:
+            started = message["started"]
+            self._columns = list(started["columns"])
+            self.gpu_available = bool(started["gpu_available"])
+            self.gpu_unavailable_reason = started["gpu_unavailable_reason"]
+            self._t0 = float(started["t0"])
+            self._started.set()
+        elif "done" in message:
+            self.thread_cpu_s = float(message["done"]["cpu_s"])
+            self.startup_cpu_s = float(message["done"]["startup_cpu_s"])
+        elif "failed" in message:
+            self._failure = message["failed"]
+            self._started.set()
+
+    def _end_process(self) -> None:
+        """Ask for the last sample and the end; wait for both; kill a process that does not end."""
+        process = self._process
+        if process is None:
             return
-        self._records.append(record)
-
-    def _read(self, now: float, time_s: float) -> dict:
-        cores = self._cpu.read(now)
-        process_cpu, process_rss = self._tree.read(now)
-        record = {"time_s": time_s, "cpu_percent": sum(cores) / len(cores)}
-        for i, value in enumerate(cores):
-            record[f"cpu{i}_percent"] = value
-        record["process_cpu_percent"] = process_cpu
-        record["process_rss_mb"] = process_rss
-        record["mem_used_percent"] = self._cpu.memory_used_percent()
-        errors = self._tree.errors
-        if self._nvml is not None:
-            record.update(self._nvml.read(self._tree.pids))
-            errors = errors + self._nvml.drain_errors()
-        self._tree.errors = []
-        self._errors.extend((time_s, column) for column in errors)
-        return record
+        try:
+            if process.stdin is not None:
+                process.stdin.write("stop\n")
+                process.stdin.close()
+        except (OSError, ValueError):
+            pass
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT_S)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _log.warning("whisperkit sampler: the sampling process did not end; killing it")
+            process.kill()
+            process.wait()
+        if self._reader is not None:
+            self._reader.join(STOP_TIMEOUT_S)
+        if process.stdout is not None:
+            process.stdout.close()
 
     # -- results -----------------------------------------------------------------------------
 
@@ -363,12 +286,12 @@ class Sampler:
         return self._records[start:]
 
     @property
-    def timeline(self):
+    def timeline(self) -> pd.DataFrame:
         """pandas DataFrame, one row per sample, columns as in the module docstring."""
         return self._frame().copy()
 
     @property
-    def marks(self):
+    def marks(self) -> pd.DataFrame:
         """pandas DataFrame of the marks: ``time_s`` (seconds since start) and ``label``."""
         import pandas as pd
 
@@ -384,7 +307,7 @@ class Sampler:
             counts[column] = counts.get(column, 0) + 1
         return counts
 
-    def phases(self, times_s) -> list[str]:
+    def phases(self, times_s: Iterable[float]) -> list[str]:
         """Phase of each time (seconds since start): the label of the last mark at or before it."""
         import bisect
 
@@ -396,7 +319,7 @@ class Sampler:
             phases.append(labels[i - 1] if i else START_PHASE)
         return phases
 
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         """pandas DataFrame indexed by (phase, metric) with ``samples`` (non-NaN readings),
         ``mean``, ``p50``, ``p95``, ``max`` and ``errors`` (failed queries).
 
@@ -428,7 +351,7 @@ class Sampler:
         columns = ["phase", "metric", "samples", "mean", "p50", "p95", "max", "errors"]
         return pd.DataFrame(rows, columns=columns).set_index(["phase", "metric"])
 
-    def _frame(self):
+    def _frame(self) -> pd.DataFrame:
         import pandas as pd
 
         records = self._records[:]

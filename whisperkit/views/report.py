@@ -48,24 +48,26 @@ READING_GUIDE = """
 <p>Each timeline shows one run from model load to its last segment, on one time axis in seconds.
 The CPU panel shows the whole machine (system) and this Python process, each as a share of all
 {cores} cores: 100&nbsp;% means every core is busy. Shaded phases: <b>load</b> (the model),
-<b>prepare</b> (audio decoding, voice activity detection and log-mel features; CPU only) and <b>decode</b> (the
+<b>prepare</b> (audio decoding, voice activity detection and log-mel features; for a multilingual
+model with no language given also language detection, which runs the model) and <b>decode</b> (the
 model's windows or batches).</p>
 <p>Where a GPU is visible, its panel shows NVML utilization: the share of the driver's last sample
 period (1/6&nbsp;s to 1&nbsp;s) in which at least one kernel ran. 100&nbsp;% means the GPU was never
-idle, not that all of its cores were busy. A run is <b>CPU-bound</b> when the CPU is busy while GPU
-utilization stays low (the GPU waits for work); it is <b>GPU-bound</b> when GPU utilization stays
-near 100&nbsp;%. RTFx is seconds of audio transcribed per second of wall time (higher is faster).</p>
+idle, not that all of its cores were busy. Low GPU utilization while the model is on the GPU means
+the GPU waited (for the CPU, or for work); a busy CPU core alone does not show that, because CUDA's
+default scheduling spins the waiting host thread. The Diagnosis section tells these cases apart.
+RTFx is seconds of audio transcribed per second of wall time (higher is faster).</p>
 """
 
 DIFFERENCES_SENTENCE = (
-    "Batched mode changes decoding as well as batching: every setting below differs between the "
-    "two sides, so a change in speed or in the words is not only a batching effect. "
-    "<code>compare(..., matched=True)</code> (<code>whisperkit compare --matched</code>) gives the "
-    "sequential side the batched side's decoding settings."
+    "Batched mode changes decoding and segmentation as well as batching: every setting below "
+    "differs between the two sides, so a change in speed or in the words is not only a batching "
+    "effect. <code>compare(..., matched=True)</code> (<code>whisperkit compare --matched</code>) "
+    "makes the sequential side decode the batched side's chunks with its decoding settings."
 )
 MATCHED_SENTENCE = (
-    "Decoding is matched: the sequential side uses the batched side's decoding settings, so the "
-    "remaining differences below are about batching and workers, not decoding."
+    "Matched: the sequential side decodes the batched side's chunks with its decoding settings, so "
+    "the remaining differences below are batching and workers, not decoding or segmentation."
 )
 
 
@@ -103,6 +105,7 @@ def _comparison_sections(comparison: Comparison, runs: list[Run]) -> list[str]:
         _reading_guide(runs),
         _section("Results", _comparison_table(comparison) + _metrics_table(runs)),
         _section("What differs between the sides", _differences(comparison)),
+        _section("Diagnosis", diagnosis_html(comparison)),
         _figures([
             ("Utilization over time", "Before above after, on the same time axis.", plots.timeline(comparison)),
             ("Summary", "Means over the transcription (prepare and decode), model load excluded.",
@@ -141,6 +144,7 @@ def _runs_sections(runs: list[Run]) -> list[str]:
     return [
         _reading_guide(runs),
         _section("Results", _metrics_table(runs)),
+        _section("Diagnosis", diagnosis_html(runs)),
         _figures([
             ("Utilization over time", "", plots.timeline(runs)),
             ("Summary", "Means over the transcription (prepare and decode), model load excluded.",
@@ -205,6 +209,23 @@ def _comparison_table(comparison: Comparison) -> str:
 
 def _metrics_table(runs: list[Run]) -> str:
     return _table(["metric", *(run.label for run in runs)], metric_rows(runs, long=True))
+
+
+def diagnosis_html(result: Run | Comparison | Sweep | list[Run]) -> str:
+    """The findings of :func:`whisperkit.experiments.diagnose.diagnose` for ``result`` (a Run,
+    Comparison, Sweep or list of runs) as an HTML list, most important first."""
+    from whisperkit.experiments.diagnose import diagnose
+
+    findings = diagnose(result)
+    if not findings:
+        return "<p>No findings: nothing points to an idle GPU, a wasted setting or a misread meter.</p>"
+    items = "".join(
+        f"<li><b>{html.escape(f.title)}</b> <code>{html.escape(f.code)}</code>"
+        f"{' (' + html.escape(f.run) + ')' if f.run else ''}<br>{html.escape(f.evidence)}<br>"
+        f"<i>What to do:</i> {html.escape(f.what_to_do)}</li>"
+        for f in findings
+    )
+    return f"<ol>{items}</ol>"
 
 
 def _differences(comparison: Comparison) -> str:

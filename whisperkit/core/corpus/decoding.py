@@ -66,6 +66,7 @@ class WindowDecoder:
         self.pipeline = BatchedInferencePipeline(whisper)
         self.feature_extractor = whisper.feature_extractor  # for add_features
         self.frames_per_second = int(whisper.frames_per_second)
+        self.device = model.device
         self.unpacked = 0  # windows decoded again one piece each (see __call__)
         self.plain, found = self._options(language, beam_size, options, word_timestamps=False)
         self.words, _ = self._options(language, beam_size, options, word_timestamps=True)

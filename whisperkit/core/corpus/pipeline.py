@@ -55,8 +55,6 @@ from whisperkit.core.corpus.stages import (
     read_pieces,
 )
 from whisperkit.core.transcription import Transcript
-from whisperkit.errors import DeviceError, first_line
-from whisperkit.measure.cuda import is_out_of_memory
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
@@ -100,6 +98,7 @@ class _Run:
         self.spans: list[Span] = []
         self.lock = threading.Lock()
         self.batch_retries: list[dict] = []
+        self.retry_seconds = 0.0  # spent in batches that ran out of memory
         self.windows = 0
         self.pieces_read = 0
 
@@ -270,19 +269,23 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
 
 
 def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
-    """Decode ``windows``; on out-of-memory, halve the batch, rounding up (here and for the batches to come)."""
-    try:
-        return decoder(windows)
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
-            raise
-        if len(windows) == 1:
-            raise DeviceError(f"out of memory even at batch size 1 ({first_line(error)}); "
-                              "use a smaller model or compute type") from None
-        half = (len(windows) + 1) // 2
-        run.batch_retries.append({"batch_size": len(windows), "error": first_line(error)})
-        run.batch_size = min(run.batch_size, half)
-        return _decode(run, decoder, windows[:half]) + _decode(run, decoder, windows[half:])
+    """Decode ``windows``; on out-of-memory, in halves (here and for the batches to come), through
+    :func:`whisperkit.core.batching.halving_on_out_of_memory` as every batched path."""
+    from whisperkit.core.batching import halving_on_out_of_memory
+
+    started = [0.0]
+
+    def attempt(size: int | None) -> list[PieceText]:
+        started[0] = time.monotonic()
+        step = max(1, size or 1)
+        return [text for start in range(0, len(windows), step) for text in decoder(windows[start:start + step])]
+
+    def smaller(size: int) -> None:
+        run.retry_seconds += time.monotonic() - started[0]
+        run.batch_size = min(run.batch_size, size)
+
+    return halving_on_out_of_memory(attempt, min(run.batch_size, len(windows)), device=decoder.device,
+                                    retries=run.batch_retries, on_retry=smaller)
 
 
 def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) -> None:

@@ -8,15 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from whisperkit.checks import is_whole
+from whisperkit.checks import check_whole
+from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, check_language
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
 from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
 from whisperkit.core.corpus.sources import check_collisions, find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
-from whisperkit.core.models import Model, load_model
+from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
-from whisperkit.errors import ConfigError
+
+MAX_WORKERS = 64  # reader threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,7 +31,8 @@ class CorpusResult:
     ``transcripts`` maps each transcribed path to its :class:`Transcript` (segment times relative
     to that file; ``wall_seconds`` from the start of the run to the file's completion);
     ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
-    previous run had done (resume). ``audio_seconds`` and ``wall_seconds`` cover this run's
+    previous run had done (resume). ``batch_retries`` lists each out-of-memory halving
+    (``retry_seconds`` spent in the batches that failed). ``audio_seconds`` and ``wall_seconds`` cover this run's
     files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
     seconds; ``windows`` the model's windows (``unpacked_windows`` of them decoded again one clip
     per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
@@ -53,6 +56,7 @@ class CorpusResult:
     unpacked_windows: int = 0
     load_seconds: float = 0.0
     batch_retries: list[dict] = field(default_factory=list)
+    retry_seconds: float = 0.0
     output_dir: str | None = None
     spans: list[Span] = field(default_factory=list)
     timeline: Any = None  # pandas.DataFrame when monitored
@@ -147,9 +151,14 @@ def transcribe_corpus(
     >>> result.summary()                                                      # doctest: +SKIP
     """
     formats = output_formats(output_format)
-    found = find_sources(sources)
+    if batch_size != "auto":
+        check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+    check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
+    check_language(language)
     workers = _workers(workers)
+    found = find_sources(sources)
     model, load_seconds = _load(model)
+    check_model_language(model, language)
     pack = bool(pack) and packing_is_safe(model, language)
     resolved_batch = _batch_size(batch_size, model, beam_size)
     decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
@@ -229,6 +238,7 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
     result.windows, result.pieces = run.windows, run.pieces_read
     result.unpacked_windows = decoder.unpacked
     result.batch_retries = run.batch_retries
+    result.retry_seconds = run.retry_seconds
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
 
@@ -247,14 +257,10 @@ def _batch_size(batch_size, model: Model, beam_size: int) -> int:
         from whisperkit.core.batching import recommend_for_model
 
         return recommend_for_model(model, beam_size=beam_size)
-    if not is_whole(batch_size, 1):
-        raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {batch_size!r}")
     return batch_size
 
 
 def _workers(workers) -> int:
     if workers is None:
         return max(1, min(4, (os.cpu_count() or 2) // 2))
-    if not is_whole(workers, 1):
-        raise ConfigError(f"workers must be a whole number of at least 1, got {workers!r}")
-    return workers
+    return check_whole(workers, "workers", 1, MAX_WORKERS)

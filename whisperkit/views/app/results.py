@@ -50,7 +50,10 @@ class ResultView:
             f"{html.escape(text) or '<i>(no speech found)</i>'}</p>"
             for label, text in texts
         )
-        self.table.value = table + "".join(f"<p><i>{html.escape(note)}</i></p>" for note in notes)
+        from whisperkit.views.report import diagnosis_html
+
+        self.table.value = (table + "".join(f"<p><i>{html.escape(note)}</i></p>" for note in notes)
+                            + "<div><b>Diagnosis</b>" + diagnosis_html(result) + "</div>")
         self.figures.children = [go.FigureWidget(figure) for figure in figures]
 
 

@@ -1,7 +1,8 @@
 """Utilization over time: one panel per run and kind (CPU, GPU, memory), phases shaded.
 
-Phases: ``load`` (the model), ``prepare`` (audio decoding, VAD and log-mel features; CPU only)
-and ``decode`` (the model's windows or batches). Without a visible GPU no empty GPU panel is
+Phases: ``load`` (the model), ``prepare`` (audio decoding, VAD and log-mel features; and language
+detection on the model for a multilingual model with no language given) and ``decode`` (the
+model's windows or batches). Without a visible GPU no empty GPU panel is
 drawn; a note says why instead.
 """
 
@@ -184,7 +185,9 @@ def _phase_words(run: Run, label: str) -> tuple[str, str]:
         return "load", "load: the model is read and placed on its device"
     if label == "prepare":
         work = "audio decoding, VAD and log-mel features" if vad else "audio decoding and log-mel features"
-        return "prepare (CPU)", f"prepare: {work}, CPU only"
+        if run.config.language is None and not str(run.transcript.config.get("model") or "").endswith(".en"):
+            return "prepare", f"prepare: {work}, and language detection on the model"
+        return "prepare (CPU)", f"prepare: {work}, CPU only (an English-only model detects no language)"
     if label == "decode":
         batch = run.transcript.config.get("batch_size")
         how = f"batches of up to {batch} chunks" if batched else "one 30 s window at a time"
