@@ -97,8 +97,9 @@ class CorpusResult:
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""
-        if not self.wall_seconds:
-            return f"nothing to do: {len(self.skipped)} file(s) already done, {len(self.failures)} failed"
+        if not self.audio_seconds:
+            return (f"nothing transcribed: {len(self.failures)} file(s) failed, "
+                    f"{len(self.skipped)} skipped (done before)")
         return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
                 f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
                 f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
