@@ -24,7 +24,7 @@ def test_environment_yml_lists_the_pyproject_dependencies():
 
 
 def test_import_is_light():
-    code = "import sys, whisperkit; print(' '.join(sorted(m for m in ('faster_whisper', 'ctranslate2', 'pandas', 'plotly', 'ipywidgets', 'pynvml', 'numpy') if m in sys.modules)))"
+    code = "import sys, whisperkit; print(' '.join(sorted(m for m in ('faster_whisper', 'ctranslate2', 'pandas', 'plotly', 'ipywidgets', 'pynvml', 'numpy', 'ray') if m in sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 
