@@ -46,6 +46,8 @@ _EXPORTS = {
     "report": "views.report",
     "app": "views.app",
     "transcribe_clips": "core.clips",
+    "transcribe_corpus": "core.corpus.transcribe",
+    "CorpusResult": "core.corpus.transcribe",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
 _SUBMODULES = {

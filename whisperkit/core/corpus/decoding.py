@@ -1,0 +1,192 @@
+"""The model stage of the corpus pipeline: a batch of windows -> each piece's segments.
+
+:class:`WindowDecoder` calls ``BatchedInferencePipeline.forward`` (faster-whisper's own batched
+decode: one encoder call and one ``generate`` for the whole batch) on windows whose features the
+CPU stages computed. A window holding one piece decodes as ``BatchedInferencePipeline.transcribe``
+does (no timestamps, one segment per window). A batch with a packed window decodes with
+``word_timestamps=True``, and each word goes to the piece whose span in the window holds the
+word's midpoint (a word in the gap after a piece goes to that piece); a piece's words become
+its segments. :func:`assemble` joins a file's pieces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from whisperkit.core.corpus.stages import Piece, Window
+from whisperkit.core.transcription import Segment, Transcript
+from whisperkit.errors import ConfigError
+
+# options the corpus pipeline sets itself
+RESERVED_OPTIONS = ("vad_filter", "vad_parameters", "clip_timestamps", "batch_size", "word_timestamps",
+                    "multilingual", "chunk_length", "log_progress")
+
+
+@dataclass
+class PieceText:
+    """What the model heard in one piece: ``segments`` in seconds from the start of its file.
+
+    Carries the piece's ``source``, ``number`` and, on the ``last`` piece, the file's
+    ``audio_seconds`` and ``warnings``, so that a file is complete when pieces 0 .. last arrived.
+    """
+
+    source: int
+    number: int
+    segments: list[Segment]
+    last: bool = False
+    audio_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    language: str | None = None
+
+
+class WindowDecoder:
+    """Decode batches of windows with one loaded model; call it with a list of windows.
+
+    ``language`` None on a multilingual model detects the language of each window (faster-whisper's
+    ``multilingual=True``) and reports it as unknown; packing is then unsafe (see
+    :func:`packing_is_safe`). ``options`` are further ``BatchedInferencePipeline.transcribe``
+    decoding keywords (``temperature``, ``initial_prompt``, ``hotwords``, ...).
+    """
+
+    def __init__(self, model, *, language: str | None = None, beam_size: int = 5, options: dict | None = None):
+        from faster_whisper import BatchedInferencePipeline
+        from faster_whisper.tokenizer import Tokenizer
+
+        options = dict(options or {})
+        reserved = sorted(set(RESERVED_OPTIONS) & set(options))
+        if reserved:
+            raise ConfigError(f"the corpus pipeline sets {', '.join(reserved)} itself; leave them out")
+        whisper = model.whisper
+        self.multilingual = bool(whisper.model.is_multilingual) and language is None
+        self.pipeline = BatchedInferencePipeline(whisper)
+        self.plain, found = self._options(language, beam_size, options, word_timestamps=False)
+        self.words, _ = self._options(language, beam_size, options, word_timestamps=True)
+        self.language = None if self.multilingual else found
+        task = options.get("task", "transcribe")
+        self.tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task=task, language=found)
+
+    def _options(self, language, beam_size, options, word_timestamps):
+        """faster-whisper's own TranscriptionOptions, from a call on 0.1 s of silence that never decodes."""
+        import numpy as np
+
+        _, info = self.pipeline.transcribe(
+            np.zeros(1600, dtype=np.float32),
+            language=language or ("en" if self.multilingual else None),
+            beam_size=beam_size,
+            vad_filter=False,
+            clip_timestamps=[{"start": 0.0, "end": 0.1}],
+            word_timestamps=word_timestamps,
+            multilingual=self.multilingual,
+            **options,
+        )
+        return info.transcription_options, info.language
+
+    def __call__(self, windows: list[Window]) -> list[PieceText]:
+        """One model call for ``windows`` (their features set); each piece's text, in window order."""
+        import numpy as np
+
+        heard = [window for window in windows if window.features is not None]
+        outputs: list = []
+        if heard:
+            options = self.words if any(window.packed for window in heard) else self.plain
+            metadata = [{"offset": 0.0, "duration": window.seconds, "segments": []} for window in heard]
+            self.pipeline.last_speech_timestamp = 0.0  # windows come from different files
+            outputs = self.pipeline.forward(np.stack([w.features for w in heard]), self.tokenizer, metadata, options)
+        by_window = dict(zip(map(id, heard), outputs))
+        texts = []
+        for window in windows:
+            texts.extend(split_window(window, by_window.get(id(window), []), self.language))
+        return texts
+
+
+def split_window(window: Window, segments: list[dict], language: str | None = None) -> list[PieceText]:
+    """Give each piece of ``window`` its share of the decoded ``segments`` (faster-whisper's dicts,
+    times in seconds of the window): by word midpoints where the segments have words, else whole
+    segments (a window of one piece)."""
+    found: list[list[Segment]] = [[] for _ in window.places]
+    for segment in segments:
+        if segment.get("words"):
+            _split_words(window, segment["words"], found)
+        elif segment["text"].strip() and window.places:
+            index = _place_of(window, (segment["start"] + segment["end"]) / 2)
+            _add(found[index], window, index, segment["start"], segment["end"], segment["text"])
+    return [_piece_text(place.piece, segments_found, language) for place, segments_found in zip(window.places, found)]
+
+
+def _split_words(window: Window, words: list[dict], found: list[list[Segment]]) -> None:
+    """Consecutive words of one segment that fall in the same piece make one segment of it."""
+    run: list[dict] = []
+    run_index = -1
+    for word in words:
+        index = _place_of(window, (word["start"] + word["end"]) / 2)
+        if run and index != run_index:
+            _add_words(found[run_index], window, run_index, run)
+            run = []
+        run.append(word)
+        run_index = index
+    if run:
+        _add_words(found[run_index], window, run_index, run)
+
+
+def _add_words(segments: list[Segment], window: Window, index: int, words: list[dict]) -> None:
+    text = "".join(word["word"] for word in words)
+    _add(segments, window, index, words[0]["start"], words[-1]["end"], text)
+
+
+def _add(segments: list[Segment], window: Window, index: int, start: float, end: float, text: str) -> None:
+    text = text.strip()
+    if not text:
+        return
+    place = window.places[index]
+    length = place.end - place.start
+    start_in_piece = min(max(0.0, start - place.start), length)
+    end_in_piece = min(max(start_in_piece, end - place.start), length)
+    piece = place.piece
+    segments.append(Segment(round(float(piece.to_file_seconds(start_in_piece)), 3),
+                            round(float(piece.to_file_seconds(end_in_piece)), 3), text))
+
+
+def _place_of(window: Window, time_s: float) -> int:
+    """The piece whose span holds ``time_s`` (seconds in the window); in a gap, the piece before
+    it (word alignment tends to place a clip's last word late, into the silence after it)."""
+    chosen = None
+    for index, place in enumerate(window.places):
+        if place.end <= place.start:
+            continue
+        if chosen is None or place.start <= time_s:
+            chosen = index
+        if time_s < place.end:
+            break
+    return 0 if chosen is None else chosen
+
+
+def _piece_text(piece: Piece, segments: list[Segment], language: str | None) -> PieceText:
+    return PieceText(piece.source, piece.number, segments, piece.last, piece.audio_seconds,
+                     list(piece.warnings), language)
+
+
+def packing_is_safe(model, language: str | None) -> bool:
+    """Packing puts several files in one window, decoded in one language: safe with a fixed
+    ``language`` or an English-only model."""
+    return language is not None or not bool(model.whisper.model.is_multilingual)
+
+
+def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: float = 0.0) -> Transcript:
+    """One file's :class:`Transcript` from all its pieces' texts (any order)."""
+    texts = sorted(texts, key=lambda text: text.number)
+    last = texts[-1]
+    return Transcript(
+        segments=[segment for text in texts for segment in text.segments],
+        language=last.language,
+        audio_seconds=last.audio_seconds,
+        wall_seconds=wall_seconds,
+        config=config,
+        audio_path=path,
+        warnings=list(last.warnings),
+    )
+
+
+def is_complete(texts: list[PieceText]) -> bool:
+    """True when the pieces 0 .. last of a file have all arrived."""
+    last = [text for text in texts if text.last]
+    return bool(last) and len(texts) == last[0].number + 1

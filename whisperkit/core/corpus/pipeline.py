@@ -1,0 +1,296 @@
+"""The corpus pipeline: stages joined by bounded queues, the CPU stages running ahead of the model.
+
+Stage interface (plain functions on plain data, in :mod:`~whisperkit.core.corpus.stages`,
+:mod:`~whisperkit.core.corpus.decoding` and :mod:`~whisperkit.core.corpus.outputs`; this module
+only runs them on threads; ``whisperkit.engines`` may run the same functions on Ray Data)::
+
+    Source(index, path, name)                               sources.find_sources(paths)
+      -- read_pieces(source) -------------------------> Piece | Failure     (CPU, a pool of workers)
+         decode in blocks of 300 s; a file of <= 30 s is one whole piece, a longer one is cut by
+         Silero VAD into chunks of <= 30 s of speech; Piece.spans maps piece time to file time;
+         the file's last piece says last=True and carries audio_seconds and warnings
+      -- Packer(pack).add(piece) / .flush() ----------> Window(places=[Place(piece, start, end)])
+         pieces packed in arrival order into windows of <= 28 s, 0.6 s of silence between two
+         (pack=False: one piece per window); places is the clip map
+      -- add_features(window, model.feature_extractor) -> Window.features (n_mels x 3000)
+      -- WindowDecoder(model, language=...)(windows) ---> [PieceText]       (the model; one batch)
+         BatchedInferencePipeline.forward on the stacked features; a batch with a packed window
+         decodes with word timestamps and each word goes to the piece holding its midpoint
+      -- group PieceTexts by source until is_complete -> assemble(path, texts, config) -> Transcript
+      -- outputs.write_outputs(dir, source, transcript, formats); Manifest.record(...)
+
+Threads here: ``workers`` readers -> piece queue -> one packer (packing and features, forming
+batches of ``batch_size`` windows across files) -> batch queue -> the model, in the calling
+thread -> file queue -> one writer. Queues are bounded, so a slow model holds the CPU stages
+back instead of letting decoded audio pile up.
+
+Memory bound (float32 audio at 64 KB per second): each reader holds at most two blocks of
+300 s (about 40 MB) while it cuts a long file; the piece queue at most ``2 x batch_size``
+pieces of <= 30 s (1.9 MB each); the packer one open window and one batch being formed; the
+batch queue ``QUEUED_BATCHES`` batches; the model one batch. Windows in flight are therefore at
+most ``(QUEUED_BATCHES + 2) x batch_size + 1``, each about 1 MB of features (80 mel bands;
+1.5 MB with 128): for batch size 8, under 40 MB of windows and 4 x 40 MB of reader blocks.
+Transcripts (text) of every file are kept for the result.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
+from whisperkit.core.corpus.stages import Failure, Packer, Source, Window, add_features, read_pieces
+from whisperkit.errors import DeviceError, first_line
+
+QUEUED_BATCHES = 2  # batches ready and waiting for the model
+POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
+MAX_SPANS = 200_000  # stage spans kept for the timeline
+_END = "end"
+
+
+@dataclass
+class StageStats:
+    """One stage over a run: ``busy_seconds`` working (summed over its threads), ``wait_seconds``
+    waiting for input (the model) or for room downstream (the CPU stages), ``items`` handled."""
+
+    threads: int
+    busy_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    items: int = 0
+
+
+@dataclass
+class Span:
+    """One piece of work of one stage thread, in seconds since the run started."""
+
+    stage: str
+    thread: int
+    start_s: float
+    end_s: float
+
+
+class _Run:
+    """The shared state of one pipeline run: queues, stop flag, clocks and spans."""
+
+    def __init__(self, batch_size: int, workers: int):
+        self.batch_size = batch_size
+        self.pieces: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+        self.batches: queue.Queue = queue.Queue(maxsize=QUEUED_BATCHES)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.started = time.monotonic()
+        self.stats = {"read": StageStats(workers), "pack": StageStats(1), "model": StageStats(1),
+                      "write": StageStats(1)}
+        self.spans: list[Span] = []
+        self.lock = threading.Lock()
+        self.batch_retries: list[dict] = []
+        self.windows = 0
+        self.pieces_read = 0
+
+    def busy(self, stage: str, thread: int, since: float, items: int = 1) -> None:
+        now = time.monotonic()
+        with self.lock:
+            stats = self.stats[stage]
+            stats.busy_seconds += now - since
+            stats.items += items
+            if len(self.spans) < MAX_SPANS:
+                self.spans.append(Span(stage, thread, since - self.started, now - self.started))
+
+    def waited(self, stage: str, since: float) -> None:
+        with self.lock:
+            self.stats[stage].wait_seconds += time.monotonic() - since
+
+    def put(self, target: queue.Queue, item, stage: str) -> bool:
+        """Put ``item``, waiting for room; False when the run was stopped meanwhile."""
+        since = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                target.put(item, timeout=POLL_SECONDS)
+                self.waited(stage, since)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, source: queue.Queue, stage: str):
+        """Take an item, waiting for one; None when the run was stopped meanwhile."""
+        since = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                item = source.get(timeout=POLL_SECONDS)
+                self.waited(stage, since)
+                return item
+            except queue.Empty:
+                continue
+        return None
+
+    def fail(self, error: BaseException) -> None:
+        self.errors.append(error)
+        self.stop.set()
+
+
+def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor, *, batch_size: int,
+                 pack: bool, workers: int, on_file, on_batch=None) -> _Run:
+    """Run the stages over ``sources`` on threads; ``on_file(source, transcript_or_failure, texts)``
+    is called on the writer thread as each file completes. Returns the run's state (stats, spans).
+    Raises what a stage raised (KeyboardInterrupt stops the readers and lets the writer finish
+    the files already complete)."""
+    run = _Run(batch_size, workers)
+    todo: queue.Queue = queue.Queue()
+    for source in sources:
+        todo.put(source)
+    finished: queue.Queue = queue.Queue()
+    threads = [threading.Thread(target=_guard(run, _reader), args=(run, todo, number), daemon=True,
+                                name=f"whisperkit-read-{number}") for number in range(workers)]
+    threads.append(threading.Thread(target=_guard(run, _packer), args=(run, pack, workers, feature_extractor),
+                                    daemon=True, name="whisperkit-pack"))
+    writer = threading.Thread(target=_guard(run, _writer), args=(run, finished, sources, on_file), daemon=True,
+                              name="whisperkit-write")
+    for thread in [*threads, writer]:
+        thread.start()
+    try:
+        _model_loop(run, decoder, finished, on_batch)
+    except BaseException:  # Ctrl-C or a model error: stop reading, write the files already complete
+        run.stop.set()
+        finished.put(_END)
+        writer.join()
+        raise
+    finished.put(_END)
+    writer.join()
+    if run.errors:
+        raise run.errors[0]
+    return run
+
+
+def _guard(run: _Run, target):
+    def guarded(*args):
+        try:
+            target(*args)
+        except BaseException as error:  # reported by the calling thread
+            run.fail(error)
+
+    return guarded
+
+
+def _reader(run: _Run, todo: queue.Queue, number: int) -> None:
+    while not run.stop.is_set():
+        try:
+            source = todo.get_nowait()
+        except queue.Empty:
+            break
+        items = read_pieces(source)
+        while True:
+            since = time.monotonic()
+            item = next(items, None)
+            if item is None:
+                break
+            run.busy("read", number, since)
+            if not run.put(run.pieces, item, "read"):
+                return
+    run.put(run.pieces, _END, "read")
+
+
+def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
+    packer = Packer(pack)
+    batch: list[Window] = []
+    ended = 0
+    while ended < workers:
+        item = run.get(run.pieces, "pack")
+        if item is None:
+            return
+        if item == _END:
+            ended += 1
+            continue
+        since = time.monotonic()
+        if isinstance(item, Failure):
+            if not run.put(run.batches, item, "pack"):
+                return
+            continue
+        run.pieces_read += int(item.seconds > 0)
+        windows = packer.add(item)
+        if not _add_windows(run, windows, batch, feature_extractor, since):
+            return
+    since = time.monotonic()
+    if not _add_windows(run, packer.flush(), batch, feature_extractor, since):
+        return
+    if batch and not run.put(run.batches, batch, "pack"):
+        return
+    run.put(run.batches, _END, "pack")
+
+
+def _add_windows(run: _Run, windows: list[Window], batch: list[Window], feature_extractor, since: float) -> bool:
+    for window in windows:
+        add_features(window, feature_extractor)
+        run.windows += int(window.seconds > 0)
+        batch.append(window)
+    run.busy("pack", 0, since, items=len(windows))
+    if len(batch) >= run.batch_size:
+        full = batch[:]
+        batch.clear()
+        return run.put(run.batches, full, "pack")
+    return True
+
+
+def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_batch) -> None:
+    while True:
+        item = run.get(run.batches, "model")
+        if item is None:
+            return
+        if item == _END:
+            return
+        if isinstance(item, Failure):
+            finished.put(item)
+            continue
+        since = time.monotonic()
+        if on_batch is not None and run.stats["model"].items == 0:
+            on_batch()
+        texts = _decode(run, decoder, item)
+        run.busy("model", 0, since, items=len(item))
+        for text in texts:
+            finished.put(text)
+
+
+def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
+    """Decode ``windows``; on out-of-memory, halve the batch (here and for the batches to come)."""
+    from whisperkit.core.transcription import _is_out_of_memory
+
+    try:
+        return decoder(windows)
+    except RuntimeError as error:
+        if not _is_out_of_memory(error):
+            raise
+        if len(windows) == 1:
+            raise DeviceError(f"out of memory even at batch size 1 ({first_line(error)}); "
+                              "use a smaller model or compute type") from None
+        half = len(windows) // 2
+        run.batch_retries.append({"batch_size": len(windows), "error": first_line(error)})
+        run.batch_size = max(1, min(run.batch_size, half))
+        return _decode(run, decoder, windows[:half]) + _decode(run, decoder, windows[half:])
+
+
+def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) -> None:
+    by_index = {source.index: source for source in sources}
+    pending: dict[int, list[PieceText]] = {}
+    failed: set[int] = set()
+    while True:
+        item = finished.get()
+        if item == _END:
+            return
+        since = time.monotonic()
+        if isinstance(item, Failure):
+            failed.add(item.source)
+            pending.pop(item.source, None)
+            on_file(by_index[item.source], item, [])
+            run.busy("write", 0, since)
+            continue
+        if item.source in failed:
+            continue
+        texts = pending.setdefault(item.source, [])
+        texts.append(item)
+        if is_complete(texts):
+            del pending[item.source]
+            source = by_index[item.source]
+            on_file(source, assemble(source.path, texts, {}, time.monotonic() - run.started), texts)
+            run.busy("write", 0, since)

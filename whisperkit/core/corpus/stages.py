@@ -1,0 +1,294 @@
+"""The CPU stages of the corpus pipeline, as plain functions on plain data.
+
+``read_pieces`` (decode + voice detection) -> ``Packer`` / ``pack_pieces`` (windows with a clip
+map) -> ``add_features`` (log-mel, the model's input). The model stage is
+:class:`whisperkit.core.corpus.decoding.WindowDecoder`; :func:`assemble` and
+:mod:`whisperkit.core.corpus.outputs` finish each file. See :mod:`whisperkit.core.corpus.pipeline`
+for how they connect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from whisperkit.core.audio import SAMPLING_RATE, SILENCE_PEAK, stream_audio
+from whisperkit.errors import WhisperkitError
+
+MAX_PIECE_SECONDS = 30.0  # Whisper's window: a piece never exceeds it
+PACK_SECONDS = 28.0  # a packed window holds at most this much (clips plus gaps)
+GAP_SECONDS = 0.6  # silence between two packed pieces
+BLOCK_SECONDS = 300.0  # a long file is decoded and voice-detected this much at a time
+
+
+@dataclass
+class Source:
+    """One input file: ``index`` (its number in the run), ``path``, and ``name``: the output path
+    relative to the output folder, without extension (``"sub/clip"`` writes ``DIR/sub/clip.txt``)."""
+
+    index: int
+    path: str
+    name: str
+
+
+@dataclass
+class Piece:
+    """At most 30 s of one file's speech: a whole short file, or one voice-detected chunk of a long one.
+
+    ``samples`` 16 kHz float32; ``spans`` maps it back to the file: one ``(file_start_seconds,
+    length_seconds)`` per stretch of speech the piece joins, in order. ``number`` counts the
+    file's pieces from 0; the ``last`` one carries the file's ``audio_seconds`` and ``warnings``
+    (a file with no speech gives one empty last piece).
+    """
+
+    source: int
+    number: int
+    samples: object  # numpy.ndarray, float32
+    spans: tuple[tuple[float, float], ...]
+    last: bool = False
+    audio_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Length of the piece's audio in seconds."""
+        return len(self.samples) / SAMPLING_RATE
+
+    def to_file_seconds(self, seconds: float) -> float:
+        """A time in the piece (seconds) as a time in its file (seconds)."""
+        offset = 0.0
+        for file_start, length in self.spans:
+            if seconds <= offset + length:
+                return file_start + max(0.0, seconds - offset)
+            offset += length
+        if not self.spans:
+            return 0.0
+        file_start, length = self.spans[-1]
+        return file_start + length
+
+
+@dataclass
+class Failure:
+    """A file that could not be transcribed, and why (one line)."""
+
+    source: int
+    reason: str
+
+
+@dataclass
+class Place:
+    """Where a piece sits in a window: from ``start`` to ``end`` seconds of the window."""
+
+    piece: Piece  # its samples are dropped once the window is built
+    start: float
+    end: float
+
+
+@dataclass
+class Window:
+    """At most 30 s of audio for one model input: one piece, or several packed with gaps of silence.
+
+    ``places`` is the clip map; ``samples`` is dropped and ``features`` (n_mels x 3000 float32)
+    set by :func:`add_features`.
+    """
+
+    places: list[Place]
+    samples: object = None  # numpy.ndarray, float32, until features are computed
+    features: object = None  # numpy.ndarray, float32
+    seconds: float = 0.0
+
+    @property
+    def packed(self) -> bool:
+        """True when the window holds more than one piece (its words must be split by time)."""
+        return len(self.places) > 1
+
+
+def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterator[Piece | Failure]:
+    """Stage 1, file -> pieces: decode ``source`` and cut it into pieces of at most 30 s.
+
+    A file of at most 30 s is one piece, whole; a longer one goes through Silero VAD
+    (faster-whisper's ``get_speech_timestamps`` and ``collect_chunks``, with the settings of
+    ``BatchedInferencePipeline``), ``block_seconds`` at a time. Never raises for a bad file:
+    a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
+    """
+    number = 0
+    try:
+        blocks = stream_audio(source.path, block_seconds)
+        for piece in _cut(source.index, blocks):
+            number += 1
+            yield piece
+    except WhisperkitError as error:
+        yield Failure(source.index, str(error))
+    except (RuntimeError, ValueError, MemoryError) as error:  # a decoder or VAD failure on odd input
+        yield Failure(source.index, f"{source.path}: cannot be read ({type(error).__name__}: {error})")
+
+
+def _cut(index: int, blocks) -> Iterator[Piece]:
+    import numpy as np
+
+    carry = np.zeros(0, dtype=np.float32)
+    carry_start = 0.0
+    number = 0
+    loudest = 0.0
+    for block in blocks:
+        if len(block.samples):
+            loudest = max(loudest, float(np.abs(block.samples).max()))
+        buffer = np.concatenate([carry, block.samples]) if len(carry) else block.samples
+        start = carry_start if len(carry) else block.start_seconds
+        if block.last and number == 0 and len(buffer) <= MAX_PIECE_SECONDS * SAMPLING_RATE:
+            if loudest < SILENCE_PEAK:
+                raise WhisperkitError(_silent(buffer))
+            seconds = len(buffer) / SAMPLING_RATE
+            yield Piece(index, 0, buffer, ((start, seconds),), last=True, audio_seconds=start + seconds,
+                        warnings=block.warnings)
+            return
+        chunks = speech_chunks(buffer)
+        keep = chunks if block.last or not chunks else chunks[:-1]
+        for samples, spans in keep:
+            yield Piece(index, number, samples, tuple((start + s, length) for s, length in spans))
+            number += 1
+        if block.last:
+            if loudest < SILENCE_PEAK:
+                raise WhisperkitError(_silent(buffer))
+            seconds = start + len(buffer) / SAMPLING_RATE
+            yield Piece(index, number, np.zeros(0, dtype=np.float32), (), last=True, audio_seconds=seconds,
+                        warnings=block.warnings)
+            return
+        # the last chunk may run on into the next block: decode it again with the next block
+        cut = int(chunks[-1][1][0][0] * SAMPLING_RATE) if chunks else max(0, len(buffer) - 2 * SAMPLING_RATE)
+        if len(buffer) - cut > BLOCK_SECONDS * SAMPLING_RATE:  # sparse speech: do not let the carry grow
+            cut = len(buffer)
+            for samples, spans in chunks[-1:]:
+                yield Piece(index, number, samples, tuple((start + s, length) for s, length in spans))
+                number += 1
+        carry, carry_start = buffer[cut:].copy(), start + cut / SAMPLING_RATE
+
+
+def _silent(samples) -> str:
+    return "silent (no sample above -60 dBFS), nothing to transcribe"
+
+
+def speech_chunks(samples) -> list[tuple[object, list[tuple[float, float]]]]:
+    """Voice detection: ``samples`` (16 kHz float32) cut into chunks of at most 30 s of speech.
+
+    Each chunk is ``(chunk_samples, spans)`` with spans ``(start_seconds, length_seconds)``
+    relative to ``samples``. Silero VAD through faster-whisper's ``get_speech_timestamps`` with
+    ``BatchedInferencePipeline``'s settings (``min_silence_duration_ms=160``); the stretches are
+    merged into chunks as its ``collect_chunks`` merges them (whose chunk metadata leaves out the
+    first stretch of every chunk after the first, so the grouping is redone here).
+    """
+    import numpy as np
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(max_speech_duration_s=MAX_PIECE_SECONDS, min_silence_duration_ms=160)
+    groups: list[list[dict]] = []
+    current: list[dict] = []
+    total = 0
+    for stretch in get_speech_timestamps(samples, options):
+        length = stretch["end"] - stretch["start"]
+        if current and total + length > MAX_PIECE_SECONDS * SAMPLING_RATE:
+            groups.append(current)
+            current, total = [], 0
+        current.append(stretch)
+        total += length
+    if current:
+        groups.append(current)
+    return [
+        (np.concatenate([samples[s["start"]:s["end"]] for s in group]),
+         [(float(s["start"]) / SAMPLING_RATE, float(s["end"] - s["start"]) / SAMPLING_RATE) for s in group])
+        for group in groups
+    ]
+
+
+class Packer:
+    """Stage 2, pieces -> windows: fills windows of at most ``max_seconds`` with pieces in the
+    order they come, ``gap_seconds`` of silence between two; ``pack=False`` gives one piece per
+    window. Holds at most one open window (30 s of audio).
+
+    >>> packer = Packer()
+    >>> windows = [w for piece in pieces for w in packer.add(piece)] + packer.flush()   # doctest: +SKIP
+    """
+
+    def __init__(self, pack: bool = True, max_seconds: float = PACK_SECONDS, gap_seconds: float = GAP_SECONDS):
+        self.pack = pack
+        self.max_seconds = max_seconds
+        self.gap_seconds = gap_seconds
+        self._open: list[Piece] = []
+        self._seconds = 0.0
+
+    def add(self, piece: Piece) -> list[Window]:
+        """Take one piece; return the windows it completed (none, one or two)."""
+        if piece.seconds == 0:  # no speech (the end mark of a file): rides along, takes no room
+            if self._open:
+                self._open.append(piece)
+                return []
+            return [build_window([piece], self.gap_seconds)]
+        done = []
+        needed = piece.seconds + (self.gap_seconds if self._open else 0.0)
+        if self._open and (not self.pack or self._seconds + needed > self.max_seconds):
+            done = self.flush()
+            needed = piece.seconds
+        self._open.append(piece)
+        self._seconds += needed
+        if not self.pack or self._seconds >= self.max_seconds:
+            done += self.flush()
+        return done
+
+    def flush(self) -> list[Window]:
+        """The open window, if any (call at the end of the input)."""
+        if not self._open:
+            return []
+        window = build_window(self._open, self.gap_seconds)
+        self._open, self._seconds = [], 0.0
+        return [window]
+
+
+def pack_pieces(pieces: Iterable[Piece], pack: bool = True, max_seconds: float = PACK_SECONDS,
+                gap_seconds: float = GAP_SECONDS) -> list[Window]:
+    """All ``pieces`` packed into windows (see :class:`Packer`)."""
+    packer = Packer(pack, max_seconds, gap_seconds)
+    windows = [window for piece in pieces for window in packer.add(piece)]
+    return windows + packer.flush()
+
+
+def build_window(pieces: list[Piece], gap_seconds: float = GAP_SECONDS) -> Window:
+    """Join ``pieces`` with ``gap_seconds`` of silence between them; the clip map records where each sits."""
+    import numpy as np
+
+    gap = np.zeros(int(round(gap_seconds * SAMPLING_RATE)), dtype=np.float32)
+    parts, places, at = [], [], 0
+    for piece in pieces:
+        if at and len(piece.samples):
+            parts.append(gap)
+            at += len(gap)
+        places.append(Place(piece, at / SAMPLING_RATE, (at + len(piece.samples)) / SAMPLING_RATE))
+        parts.append(piece.samples)
+        at += len(piece.samples)
+    samples = np.concatenate(parts).astype(np.float32, copy=False)
+    for place in places:  # the window holds the audio now
+        place.piece = _without_samples(place.piece)
+    return Window(places=places, samples=samples, seconds=at / SAMPLING_RATE)
+
+
+def _without_samples(piece: Piece) -> Piece:
+    import dataclasses
+
+    import numpy as np
+
+    return dataclasses.replace(piece, samples=np.zeros(0, dtype=np.float32))
+
+
+def add_features(window: Window, feature_extractor) -> Window:
+    """Stage 3, window -> model input: log-mel features padded to 30 s, as
+    ``BatchedInferencePipeline`` computes them (``feature_extractor`` is the model's,
+    ``WhisperModel.feature_extractor``); the window's audio is dropped."""
+    import numpy as np
+    from faster_whisper.audio import pad_or_trim
+
+    if not len(window.samples):  # nothing to hear: the decoder skips it
+        window.samples = None
+        return window
+    features = feature_extractor(window.samples)[..., :-1]
+    window.features = pad_or_trim(features).astype(np.float32, copy=False)
+    window.samples = None
+    return window

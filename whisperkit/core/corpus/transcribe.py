@@ -1,0 +1,243 @@
+"""``transcribe_corpus``: many files through one streaming pipeline, batched across files."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
+from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
+from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
+from whisperkit.core.corpus.sources import find_sources
+from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
+from whisperkit.core.models import Model, load_model
+from whisperkit.core.transcription import Transcript, _wrap_whisper_model
+from whisperkit.errors import ConfigError
+
+
+@dataclass
+class CorpusResult:
+    """What a corpus run did.
+
+    ``transcripts`` maps each transcribed path to its :class:`Transcript` (segment times relative
+    to that file; ``wall_seconds`` from the start of the run to the file's completion);
+    ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
+    previous run had done (resume). ``audio_seconds`` and ``wall_seconds`` cover this run's
+    files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
+    seconds; ``model_wait_seconds`` is how long the model waited for its next batch, the corpus
+    version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
+    start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
+    utilization samples, on the same clock as ``spans``.
+    """
+
+    transcripts: dict[str, Transcript]
+    failures: dict[str, str]
+    skipped: list[str]
+    audio_seconds: float
+    wall_seconds: float
+    batch_size: int
+    pack: bool
+    config: dict
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    windows: int = 0
+    pieces: int = 0
+    load_seconds: float = 0.0
+    batch_retries: list[dict] = field(default_factory=list)
+    output_dir: str | None = None
+    spans: list[Span] = field(default_factory=list)
+    timeline: object = None  # pandas.DataFrame when monitored
+    marks: object = None  # pandas.DataFrame when monitored
+
+    @property
+    def rtfx(self) -> float:
+        """Seconds of audio transcribed per wall-clock second (higher is faster)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def model_wait_seconds(self) -> float:
+        """Seconds the model waited for input (its first batch included)."""
+        stats = self.stages.get("model")
+        return stats.wait_seconds if stats else 0.0
+
+    @property
+    def model_wait_percent(self) -> float:
+        """The model's wait as a percent of the run's wall time."""
+        return 100.0 * self.model_wait_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    def stage_table(self):
+        """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
+        of the run (over 100 % for a pool of threads working at once)."""
+        import pandas as pd
+
+        rows = [{"stage": name, "threads": s.threads, "items": s.items, "busy_seconds": round(s.busy_seconds, 3),
+                 "wait_seconds": round(s.wait_seconds, 3),
+                 "busy_percent": round(100.0 * s.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
+                for name, s in self.stages.items()]
+        return pd.DataFrame(rows).set_index("stage")
+
+    def spans_frame(self):
+        """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(span) for span in self.spans], columns=["stage", "thread", "start_s", "end_s"])
+
+    def summary(self) -> str:
+        """One line: files, audio, speed, model wait."""
+        return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
+                f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
+                f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
+
+
+def transcribe_corpus(
+    sources,
+    model: Model | str | os.PathLike | None = None,
+    *,
+    batch_size: int | str = 8,
+    pack: bool = True,
+    output_dir: str | os.PathLike | None = None,
+    output_format: str = "txt",
+    workers: int | None = None,
+    language: str | None = None,
+    beam_size: int = 5,
+    resume: bool = True,
+    monitor: bool = False,
+    monitor_interval: float = 0.25,
+    progress: bool = True,
+    **options,
+) -> CorpusResult:
+    """Transcribe many files through one pipeline: windows from all files batched together.
+
+    Args:
+      sources: paths of files, folders (searched recursively for audio and video files) or
+        ``@list.txt`` files (one path per line); a list of them.
+      model: as for :func:`whisperkit.transcribe`; None is the bundled tiny.en.
+      batch_size: windows per model call (across files), or ``"auto"``; halved on out-of-memory.
+      pack: put several short files (and voice-detected chunks) in one 30 s window, 0.6 s of
+        silence between them, and split the words back by their timestamps. Only where safe:
+        with a fixed ``language`` or an English-only model; for a multilingual model with
+        ``language=None`` packing is off (each window's language is detected on its own).
+      output_dir: write each file's outputs there as it completes (``DIR/<relative path>.<fmt>``,
+        mirroring the folders given) and ``manifest.json``; None keeps them in the result only.
+      output_format: txt, json, srt, vtt or all.
+      workers: threads reading and voice-detecting files (default: half the CPU cores, 1 to 4).
+      resume: skip files ``output_dir``'s manifest lists as done with the same settings;
+        False redoes every file (the CLI's ``--overwrite``).
+      monitor: sample CPU and GPU utilization into ``timeline`` and ``marks``.
+      progress: a progress bar: files done, hours of audio, real-time factor.
+      options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
+
+    Memory stays bounded whatever the corpus: see :mod:`whisperkit.core.corpus.pipeline` (for
+    batch size 8 and 4 workers, about 200 MB of audio and features in flight). Bad files
+    (missing, damaged, not audio, empty, silent) land in ``failures``; the others go on.
+
+    >>> result = transcribe_corpus("recordings/", output_dir="transcripts")   # doctest: +SKIP
+    >>> result.summary()                                                      # doctest: +SKIP
+    """
+    formats = output_formats(output_format)
+    found = find_sources(sources)
+    workers = _workers(workers)
+    model, load_seconds = _load(model)
+    pack = bool(pack) and packing_is_safe(model, language)
+    resolved_batch = _batch_size(batch_size, model, beam_size)
+    decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
+    config = {"model": model.name, "compute_type": model.compute_type, "beam_size": beam_size,
+              "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
+              "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+    manifest = None
+    todo, skipped = found, []
+    if output_dir is not None:
+        output_dir = os.fspath(output_dir)
+        manifest = Manifest.open(output_dir, config, overwrite=not resume)
+        todo = [s for s in found if not manifest.is_done(s, formats)]
+        skipped = [s.path for s in found if manifest.is_done(s, formats)]
+    result = CorpusResult({}, {}, skipped, 0.0, 0.0, resolved_batch, pack,
+                          {**config, **model.describe(), "mode": "corpus", "batch_size": resolved_batch,
+                           "workers": workers}, load_seconds=load_seconds, output_dir=output_dir)
+    if not todo:
+        return result
+    sampler = None
+    if monitor:
+        from whisperkit.measure.sampler import Sampler
+
+        sampler = Sampler(interval=monitor_interval).start()
+    try:
+        _run(result, todo, model, decoder, manifest, formats, workers, progress, sampler)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+            result.timeline, result.marks = sampler.timeline, sampler.marks
+        if manifest is not None:
+            manifest.save()
+    return result
+
+
+def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manifest, formats, workers: int,
+         progress: bool, sampler) -> None:
+    from tqdm.auto import tqdm
+
+    offset = 0.0
+    if sampler is not None:
+        sampler.mark("start")
+        offset = float(sampler.marks["time_s"].iloc[-1])
+    started = time.monotonic()
+    bar = tqdm(total=len(todo), unit="file", desc="corpus", disable=not progress)
+
+    def on_file(source: Source, outcome, texts) -> None:
+        if isinstance(outcome, Failure):
+            result.failures[source.path] = outcome.reason
+            if manifest is not None:
+                manifest.record(source, "failed", reason=outcome.reason)
+        else:
+            outcome.config = result.config
+            result.transcripts[source.path] = outcome
+            result.audio_seconds += outcome.audio_seconds
+            if manifest is not None:
+                write_outputs(manifest.output_dir, source, outcome, formats)
+                manifest.record(source, "done", audio_seconds=round(outcome.audio_seconds, 3),
+                                warnings=outcome.warnings)
+        elapsed = time.monotonic() - started
+        bar.update(1)
+        bar.set_postfix_str(f"{result.audio_seconds / 3600:.2f} h audio, {result.audio_seconds / elapsed:.1f}x",
+                            refresh=False)
+
+    on_batch = (lambda: sampler.mark("first batch")) if sampler is not None else None
+    try:
+        run = run_pipeline(todo, decoder, model.whisper.feature_extractor, batch_size=result.batch_size,
+                           pack=result.pack, workers=workers, on_file=on_file, on_batch=on_batch)
+    finally:
+        bar.close()
+        result.wall_seconds = time.monotonic() - started
+    result.stages = run.stats
+    result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
+    result.windows, result.pieces = run.windows, run.pieces_read
+    result.batch_retries = run.batch_retries
+    result.batch_size = run.batch_size
+    result.config["batch_size"] = run.batch_size
+
+
+def _load(model) -> tuple[Model, float]:
+    if isinstance(model, Model):
+        return model, 0.0
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return _wrap_whisper_model(model), 0.0
+    loaded = load_model(None if model is None else os.fspath(model))
+    return loaded, loaded.load_seconds
+
+
+def _batch_size(batch_size, model: Model, beam_size: int) -> int:
+    if batch_size == "auto":
+        from whisperkit.core.batching import recommend_for_model
+
+        return recommend_for_model(model, beam_size=beam_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {batch_size!r}")
+    return batch_size
+
+
+def _workers(workers) -> int:
+    if workers is None:
+        return max(1, min(4, (os.cpu_count() or 2) // 2))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a whole number of at least 1, got {workers!r}")
+    return workers
