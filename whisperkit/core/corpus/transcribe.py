@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, So
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
 from whisperkit.errors import ConfigError
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -48,6 +51,9 @@ class CorpusResult:
     spans: list[Span] = field(default_factory=list)
     timeline: object = None  # pandas.DataFrame when monitored
     marks: object = None  # pandas.DataFrame when monitored
+    engine: str = "local"
+    workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
+    engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
 
     @property
     def rtfx(self) -> float:
@@ -62,8 +68,10 @@ class CorpusResult:
 
     @property
     def model_wait_percent(self) -> float:
-        """The model's wait as a percent of the run's wall time."""
-        return 100.0 * self.model_wait_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        """The model's wait as a percent of the run's wall time (per model worker, where there are several)."""
+        stats = self.stages.get("model")
+        workers = max(1, stats.threads) if stats else 1
+        return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def stage_table(self):
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
@@ -104,6 +112,9 @@ def transcribe_corpus(
     monitor: bool = False,
     monitor_interval: float = 0.25,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
+    model_workers: int | None = None,
     **options,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
@@ -125,6 +136,12 @@ def transcribe_corpus(
         False redoes every file (the CLI's ``--overwrite``).
       monitor: sample CPU and GPU utilization into ``timeline`` and ``marks``.
       progress: a progress bar: files done, hours of audio, real-time factor.
+      engine: ``"local"`` (threads in this process) or ``"ray"`` (the same stages on a Ray
+        cluster, :mod:`whisperkit.core.corpus.ray_engine`; needs ``pip install whisperkit[ray]``).
+      ray_address: engine "ray": the cluster to join (``ray.init(address=...)``); None starts
+        a local Ray, or reuses the one this process already joined.
+      model_workers: engine "ray": model actors (default: one per GPU of the cluster, or on a
+        CPU-only cluster one per CPU, each with one CTranslate2 thread).
       options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
 
     Memory stays bounded whatever the corpus: see :mod:`whisperkit.core.corpus.pipeline` (for
@@ -134,46 +151,96 @@ def transcribe_corpus(
     >>> result = transcribe_corpus("recordings/", output_dir="transcripts")   # doctest: +SKIP
     >>> result.summary()                                                      # doctest: +SKIP
     """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}")
     formats = output_formats(output_format)
     found = find_sources(sources)
+    if engine == "ray":
+        return _transcribe_ray(found, formats, model, batch_size, pack, output_dir, language, beam_size, resume,
+                               ray_address, model_workers, options, progress, monitor, monitor_interval)
     workers = _workers(workers)
     model, load_seconds = _load(model)
     pack = bool(pack) and packing_is_safe(model, language)
     resolved_batch = _batch_size(batch_size, model, beam_size)
     decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
-    config = {"model": model.name, "compute_type": model.compute_type, "beam_size": beam_size,
-              "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
-              "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
-    manifest = None
-    todo, skipped = found, []
-    if output_dir is not None:
-        output_dir = os.fspath(output_dir)
-        manifest = Manifest.open(output_dir, config, overwrite=not resume)
-        todo = [s for s in found if not manifest.is_done(s, formats)]
-        skipped = [s.path for s in found if manifest.is_done(s, formats)]
+    config = corpus_config(model.name, model.compute_type, beam_size, language, pack, options, formats)
+    manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
+    output_dir = None if manifest is None else manifest.output_dir
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, resolved_batch, pack,
                           {**config, **model.describe(), "mode": "corpus", "batch_size": resolved_batch,
                            "workers": workers}, load_seconds=load_seconds, output_dir=output_dir)
-    if not todo:
-        return result
+    if todo:
+        pipeline = functools.partial(run_pipeline, todo, decoder, model.whisper.feature_extractor,
+                                     batch_size=result.batch_size, pack=result.pack, workers=workers)
+        _execute(result, len(todo), pipeline, manifest, formats, progress, monitor, monitor_interval)
+    return result
+
+
+def _transcribe_ray(found, formats, model, batch_size, pack, output_dir, language, beam_size, resume,
+                    ray_address, model_workers, options, progress, monitor, monitor_interval) -> CorpusResult:
+    """The Ray engine: the driver's part (files, manifest, outputs, result) is the local engine's."""
+    from whisperkit.core.corpus import ray_engine
+
+    ray_engine.require_ray()
+    batch_size = ray_engine.check_batch_size(batch_size)
+    cluster = ray_engine.connect(ray_address)
+    spec, settings, actors = ray_engine.plan(model, cluster, batch_size=batch_size, language=language, beam_size=beam_size,
+                                             options=options, model_workers=model_workers)
+    pack = bool(pack) and (language is not None or not spec.multilingual)
+    config = corpus_config(spec.name, spec.compute_type, beam_size, language, pack, options, formats)
+    manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
+    result = CorpusResult({}, {}, skipped, 0.0, 0.0, batch_size, pack,
+                          {**config, **spec.describe(), "mode": "corpus", "batch_size": batch_size,
+                           "engine": "ray", "model_workers": actors},
+                          output_dir=None if manifest is None else manifest.output_dir, engine="ray",
+                          engine_info={**cluster, "model_workers": actors})
+    if todo:
+        pipeline = functools.partial(ray_engine.run_ray_pipeline, todo, spec, settings, batch_size=batch_size,
+                                     pack=pack, model_workers=actors, cluster=cluster)
+        _execute(result, len(todo), pipeline, manifest, formats, progress, monitor, monitor_interval)
+    return result
+
+
+def _execute(result: CorpusResult, files: int, pipeline, manifest, formats, progress: bool, monitor: bool,
+             monitor_interval: float) -> None:
+    """Run an engine's ``pipeline`` over ``files`` files, sampling utilization with ``monitor``."""
     sampler = None
     if monitor:
         from whisperkit.measure.sampler import Sampler
 
         sampler = Sampler(interval=monitor_interval).start()
     try:
-        _run(result, todo, model, decoder, manifest, formats, workers, progress, sampler)
+        run_stages(result, files, pipeline, manifest, formats, progress, sampler)
     finally:
         if sampler is not None:
             sampler.stop()
             result.timeline, result.marks = sampler.timeline, sampler.marks
         if manifest is not None:
             manifest.save()
-    return result
 
 
-def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manifest, formats, workers: int,
-         progress: bool, sampler) -> None:
+def corpus_config(model_name: str, compute_type: str, beam_size: int, language: str | None, pack: bool,
+                  options: dict, formats: tuple[str, ...]) -> dict:
+    """The settings that change what is written: the manifest's ``config`` (both engines)."""
+    return {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
+            "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
+            "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+
+
+def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[str, ...], resume: bool):
+    """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
+    if output_dir is None:
+        return None, found, []
+    manifest = Manifest.open(os.fspath(output_dir), config, overwrite=not resume)
+    todo = [s for s in found if not manifest.is_done(s, formats)]
+    skipped = [s.path for s in found if manifest.is_done(s, formats)]
+    return manifest, todo, skipped
+
+
+def run_stages(result: CorpusResult, files: int, pipeline, manifest, formats, progress: bool, sampler) -> None:
+    """Run ``pipeline(on_file=..., on_batch=...)`` (an engine: the threads of :func:`run_pipeline`,
+    or Ray) over ``files`` files, writing each file's outputs and manifest entry as it completes,
+    and fill ``result`` from the run's state (``stats``, ``spans``, ``windows``, ...)."""
     from tqdm.auto import tqdm
 
     offset = 0.0
@@ -181,7 +248,7 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
         sampler.mark("start")
         offset = float(sampler.marks["time_s"].iloc[-1])
     started = time.monotonic()
-    bar = tqdm(total=len(todo), unit="file", desc="corpus", disable=not progress)
+    bar = tqdm(total=files, unit="file", desc="corpus", disable=not progress)
 
     def on_file(source: Source, outcome, texts) -> None:
         if isinstance(outcome, Failure):
@@ -203,13 +270,18 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
 
     on_batch = (lambda: sampler.mark("first batch")) if sampler is not None else None
     try:
-        run = run_pipeline(todo, decoder, model.whisper.feature_extractor, batch_size=result.batch_size,
-                           pack=result.pack, workers=workers, on_file=on_file, on_batch=on_batch)
+        run = pipeline(on_file=on_file, on_batch=on_batch)
     finally:
         bar.close()
         result.wall_seconds = time.monotonic() - started
     result.stages = run.stats
     result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
+    for worker in getattr(run, "workers", []):  # engine "ray": one timeline per model actor
+        if len(worker.timeline):
+            worker.timeline["time_s"] += offset
+        worker.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in worker.spans]
+        result.workers.append(worker)
+    result.engine_info.update(getattr(run, "info", {}))
     result.windows, result.pieces = run.windows, run.pieces_read
     result.batch_retries = run.batch_retries
     result.batch_size = run.batch_size

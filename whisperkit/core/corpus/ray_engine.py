@@ -1,0 +1,424 @@
+"""The Ray engine of the corpus pipeline: the same stages, spread over a Ray cluster with Ray Data.
+
+``transcribe_corpus(..., engine="ray")`` runs the stages of :mod:`whisperkit.core.corpus.pipeline`
+as a Ray Data dataset instead of threads::
+
+    sources (driver) -> prepare: read_pieces -> Packer -> add_features   CPU tasks, a group of files each
+                     -> ModelWorker: WindowDecoder on batch_size windows  an actor pool: one GPU per actor
+                     -> driver: assemble each complete file, write its outputs and manifest entry
+
+The driver keeps what the local engine keeps: the list of files, the manifest (resume), the
+outputs (written on the driver, so the output folder need not be shared) and the result. The
+workers need to read the input files: on a cluster of several machines, give paths every node
+can read (a shared file system). Each model actor loads the model itself (a model name is
+resolved on its node; a folder must exist on every node).
+
+Resources: a model actor takes one GPU (``num_gpus=1``) and one CPU where the cluster has GPUs;
+on a CPU-only cluster it takes ``cpu_threads`` CPUs (CTranslate2's threads), but leaves at least
+one CPU to the CPU stages, whose tasks take :data:`PREPARE_CPUS` each. These are Ray's logical
+reservations, which place the work; they do not pin threads to cores.
+
+Faults: Ray Data restarts a model actor that dies (``max_restarts=-1``) and runs the batch it
+was decoding again (``max_task_retries=-1``); the driver counts each piece of each file once, so a
+file is written once even if a retried batch reports it again. A bad file fails alone, as in
+the local engine.
+
+Packing happens inside each CPU task, over the files of its group (:data:`FILES_PER_TASK` at
+most), so a window never holds clips of two groups: a few more windows than the local engine,
+which packs the whole stream, and the same words up to decoding differences at those edges.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+from whisperkit.core.corpus.decoding import PieceText, assemble, is_complete
+from whisperkit.core.corpus.pipeline import Span, StageStats
+from whisperkit.core.corpus.ray_workers import ModelWorker, WorkerReport, WorkerSettings, decode_rows, encode, prepare
+from whisperkit.core.corpus.stages import Failure, Source
+from whisperkit.errors import ConfigError, first_line
+
+RAY_MISSING = "engine 'ray' needs Ray, which is not installed here: pip install 'whisperkit[ray]'"
+FILES_PER_TASK = 16  # files read, packed and featurized by one CPU task (at most)
+AGENT_WAIT_MS = 120_000
+START_ATTEMPTS = 3  # a local Ray that does not come up in Ray's time limits is started again
+PREPARE_CPUS = 0.5  # Ray CPUs one CPU-stage task reserves (one decoding / VAD thread, often waiting on I/O)
+PREPARE_MEMORY_BYTES = 256 * 2**20  # memory it reserves: two 300 s blocks of audio, an open window, a block of windows
+
+
+def require_ray():
+    """The ``ray`` module, or a :class:`ConfigError` saying what to install."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra installs ray[data])
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    return ray
+
+
+def connect(address: str | None = None) -> dict:
+    """Join the Ray cluster at ``address``, or start a local one (None); reuse one already joined.
+
+    Returns ``{"address", "started", "seconds", "cpus", "gpus", "nodes"}``: ``started`` is True
+    when this call started Ray, ``seconds`` how long joining or starting took.
+    """
+    import logging
+
+    ray = require_ray()
+    started_at = time.perf_counter()
+    started = False
+    if not ray.is_initialized():
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        if address is not None:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = os.cpu_count() or 1
+            # the raylet waits this long (ms) for its helper processes; on a busy machine they start slowly
+            os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_WAIT_MS))
+        for attempt in range(START_ATTEMPTS):
+            try:
+                ray.init(**kwargs)
+                break
+            except ValueError as error:
+                if "num_cpus" in kwargs and "existing cluster" in str(error):  # 'ray start' runs here: join it
+                    kwargs.pop("num_cpus")
+                    ray.init(**kwargs)
+                    break
+                raise ConfigError(f"cannot start or join Ray ({first_line(error)})") from None
+            except Exception as error:  # Ray raises a bare Exception when its processes start too slowly
+                ray.shutdown()
+                if address is None and attempt + 1 < START_ATTEMPTS and "timed out" in str(error):
+                    continue
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                raise ConfigError(f"cannot start or join {where} ({first_line(error)}); " + (
+                    "check the address (ray://HOST:10001 or HOST:6379) and that the cluster runs" if address
+                    else "a busy machine starts Ray slowly: try again, or start one with 'ray start --head'")) from None
+        started = "num_cpus" in kwargs  # False where it joined a cluster already running here
+    resources = ray.cluster_resources()
+    return {"address": address or "local", "started": started, "seconds": time.perf_counter() - started_at,
+            "cpus": float(resources.get("CPU", 0.0)), "gpus": float(resources.get("GPU", 0.0)),
+            "nodes": len([node for node in ray.nodes() if node.get("Alive")])}
+
+
+@dataclass
+class ModelSpec:
+    """The model as the driver knows it without loading it (each actor loads its own copy).
+
+    ``load_name`` is what the actors pass to :func:`~whisperkit.core.models.load_model`; ``path``
+    the folder on the driver, where ``multilingual`` (vocabulary size) and ``feature_kwargs``
+    (``preprocessor_config.json``, as faster-whisper reads it) come from.
+    """
+
+    name: str
+    load_name: str | None
+    path: str
+    device: str
+    compute_type: str
+    cpu_threads: int
+    multilingual: bool
+    feature_kwargs: dict
+
+    def describe(self) -> dict:
+        """The settings that identify the model, as :meth:`whisperkit.core.models.Model.describe`."""
+        return {"model": self.name, "device": self.device, "compute_type": self.compute_type,
+                "num_workers": 1, "cpu_threads": self.cpu_threads}
+
+
+def model_spec(model, device: str, compute_type: str, cpu_threads: int, cluster_gpus: float) -> ModelSpec:
+    """Resolve ``model`` (a name, a folder, a loaded Model or None) on the driver, without loading it.
+
+    ``device`` "auto" is cuda where the cluster has GPUs, else cpu; ``compute_type`` "auto" is
+    the first of float16 (cuda) or int8 (cpu): each actor checks it when it loads the model.
+    """
+    from whisperkit.core.models import AUTO_COMPUTE_TYPES, BUNDLED_MODEL, DEVICES, Model, resolve_model
+
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
+    if device == "cuda" and cluster_gpus < 1:
+        raise ConfigError("device cuda was asked for, but the Ray cluster has no GPU; use device cpu or auto")
+    if isinstance(model, Model):
+        model = model.path if model.name != BUNDLED_MODEL else None
+    elif model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ConfigError("engine 'ray' needs a model name or folder (each worker loads its own), not a loaded model object")
+    name, path = resolve_model(None if model is None else os.fspath(model))
+    device = ("cuda" if cluster_gpus >= 1 else "cpu") if device == "auto" else device
+    compute_type = AUTO_COMPUTE_TYPES[device][0] if compute_type == "auto" else compute_type
+    load_name = None if name == BUNDLED_MODEL else name
+    return ModelSpec(name, load_name, path, device, compute_type, cpu_threads, _is_multilingual(path),
+                     _feature_kwargs(path))
+
+
+def _is_multilingual(path: str) -> bool:
+    """CTranslate2's rule: a multilingual Whisper has at least 51865 tokens (unknown: True)."""
+    import json
+
+    try:
+        if os.path.isfile(os.path.join(path, "vocabulary.json")):
+            with open(os.path.join(path, "vocabulary.json"), encoding="utf-8") as handle:
+                return len(json.load(handle)) >= 51865
+        with open(os.path.join(path, "vocabulary.txt"), encoding="utf-8") as handle:
+            return sum(1 for _ in handle) >= 51865
+    except (OSError, ValueError):
+        return True
+
+
+def _feature_kwargs(path: str) -> dict:
+    """The FeatureExtractor settings faster-whisper reads from ``preprocessor_config.json`` (none: defaults)."""
+    import inspect
+    import json
+
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    try:
+        with open(os.path.join(path, "preprocessor_config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    valid = inspect.signature(FeatureExtractor.__init__).parameters
+    return {key: value for key, value in config.items() if key in valid}
+
+
+#: Test hook: the first model actor to finish this many batches exits before returning the last
+#: one, as a crashed worker would (None: off). Only for a local Ray (the marker file is local).
+CRASH_AFTER_BATCHES: int | None = None
+
+
+def check_batch_size(batch_size) -> int:
+    """A whole number of windows per model call ("auto" needs the workers' device: not here)."""
+    if batch_size == "auto":
+        raise ConfigError("batch size 'auto' is not available with engine 'ray' (it depends on each worker's GPU); "
+                          "give a number, such as what wk.recommend_batch_size says on one of the cluster's GPUs")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
+    return batch_size
+
+
+def plan(model, cluster: dict, *, batch_size: int, language: str | None, beam_size: int, options: dict,
+         model_workers: int | None = None, device: str = "auto", compute_type: str = "auto",
+         cpu_threads: int | None = None) -> tuple[ModelSpec, WorkerSettings, int]:
+    """``(model spec, what each actor gets, number of model actors)`` for ``cluster`` (from :func:`connect`).
+
+    On CPUs each actor gets ``cpu_threads`` CTranslate2 threads (default: the cluster's CPUs
+    shared among the actors, at least 1).
+    """
+    if model_workers is not None and (isinstance(model_workers, bool) or not isinstance(model_workers, int) or model_workers < 1):
+        raise ConfigError(f"model_workers must be a whole number of at least 1, got {model_workers!r}")
+    spec = model_spec(model, device, compute_type, cpu_threads or 0, cluster["gpus"])
+    actors = model_workers or default_workers(spec, cluster)
+    if spec.device == "cpu" and not cpu_threads:
+        spec.cpu_threads = max(1, int(cluster["cpus"] // actors))
+    settings = WorkerSettings(spec.load_name if spec.load_name else None, spec.device, spec.compute_type,
+                              spec.cpu_threads, language, beam_size, batch_size, dict(options))
+    if CRASH_AFTER_BATCHES is not None:
+        import tempfile
+
+        settings.crash_after_batches = CRASH_AFTER_BATCHES
+        settings.crash_marker = os.path.join(tempfile.mkdtemp(prefix="whisperkit-crash-"), "crashed")
+    return spec, settings, actors
+
+
+def model_resources(spec: ModelSpec, workers: int, cluster: dict) -> dict:
+    """Ray resources of one model actor (see the module docstring)."""
+    if spec.device == "cuda":
+        return {"num_gpus": 1, "num_cpus": 1}
+    threads = spec.cpu_threads or 1
+    spare = (cluster["cpus"] - 2 * PREPARE_CPUS) / workers  # leave room for two CPU-stage tasks
+    return {"num_cpus": max(0.25, min(float(threads), spare))}
+
+
+def default_workers(spec: ModelSpec, cluster: dict) -> int:
+    """One model actor per GPU; on CPUs, one per ``cpu_threads`` CPUs (one per CPU by default)."""
+    if spec.device == "cuda":
+        return max(1, int(cluster["gpus"]))
+    return max(1, int(cluster["cpus"] // (spec.cpu_threads or 1)))
+
+
+@dataclass
+class WorkerTimeline:
+    """One model actor's life: where it ran, its utilization samples and its batches.
+
+    ``timeline`` has the :class:`~whisperkit.measure.sampler.Sampler` columns (its process and
+    its node's GPUs), ``time_s`` on the run's clock (the ``spans`` clock; nodes' clocks are
+    assumed in step). ``gpus`` are NVML indices of the GPUs Ray gave it (empty on CPU);
+    ``restart`` counts the lives of the same actor before this one. ``busy_seconds`` decoding,
+    ``wait_seconds`` idle between batches (after loading), ``load_seconds`` loading the model.
+    """
+
+    label: str
+    actor_id: str
+    node_ip: str
+    host: str
+    pid: int
+    gpus: list[int]
+    restart: int
+    timeline: object  # pandas.DataFrame
+    spans: list[Span] = field(default_factory=list)
+    batches: int = 0
+    windows: int = 0
+    audio_seconds: float = 0.0
+    busy_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    load_seconds: float = 0.0
+
+
+class RayRun:
+    """The state of one Ray run, shaped like the local pipeline's (``stats``, ``spans``, ...)."""
+
+    def __init__(self, sources: list[Source], on_file, clock_start: float) -> None:
+        self.by_index = {source.index: source for source in sources}
+        self.on_file = on_file
+        self.clock_start = clock_start
+        self.pending: dict[int, dict[int, PieceText]] = {}
+        self.finished: set[int] = set()
+        self.duplicates = 0
+        self.reports: dict[tuple[str, int], list[WorkerReport]] = {}
+        self.stats: dict[str, StageStats] = {}
+        self.spans: list[Span] = []
+        self.windows = 0
+        self.pieces_read = 0
+        self.batch_retries: list[dict] = []
+        self.batch_size = 0
+        self.workers: list[WorkerTimeline] = []
+
+    def take(self, kind: str, item) -> None:
+        """One row from the model stage: a piece's text, a failed file, or an actor's report."""
+        if kind == "report":
+            self.reports.setdefault((item.worker["actor_id"], item.worker["pid"]), []).append(item)
+            self.batch_retries.extend(item.batch_retries)
+        elif kind == "stage":
+            self._task(item)
+        elif kind == "failure":
+            self._finish(item.source, item, [])
+        elif kind == "text":
+            self._text(item)
+
+    def _text(self, text: PieceText) -> None:
+        texts = self.pending.setdefault(text.source, {})
+        if text.source in self.finished or text.number in texts:
+            self.duplicates += 1  # a retried batch reported it again
+            return
+        texts[text.number] = text
+        self.pieces_read += 1
+        if is_complete(list(texts.values())):
+            source = self.by_index[text.source]
+            transcript = assemble(source.path, list(texts.values()), {}, time.time() - self.clock_start)
+            self._finish(text.source, transcript, list(texts.values()))
+
+    def _finish(self, index: int, outcome, texts: list) -> None:
+        if index in self.finished:
+            self.duplicates += 1
+            return
+        self.finished.add(index)
+        self.pending.pop(index, None)
+        since = time.time()
+        self.on_file(self.by_index[index], outcome, texts)
+        self._busy("write", 0, since, time.time())
+
+    def finish_missing(self) -> None:
+        """Files the cluster never finished (cannot happen unless Ray lost them): failed, not silent."""
+        for index in sorted(set(self.by_index) - self.finished):
+            self._finish(index, Failure(index, f"{self.by_index[index].path}: lost by the Ray engine; run again to redo it"), [])
+
+    def _task(self, item: dict) -> None:
+        """A CPU-stage task's account: busy seconds (reading, packing, features), windows made."""
+        stats = self.stats.setdefault("prepare", StageStats(0))
+        stats.threads += 1
+        stats.busy_seconds += item["busy_seconds"]
+        stats.wait_seconds += item["wait_seconds"]
+        stats.items += item["files"]
+        thread = stats.threads - 1
+        self.spans.extend(Span("prepare", thread, start - self.clock_start, end - self.clock_start)
+                          for start, end in item["spans"])
+
+    @property
+    def info(self) -> dict:
+        """What the engine adds to the result's ``engine_info``."""
+        return {"duplicates_dropped": self.duplicates, "actor_restarts": sum(1 for w in self.workers if w.restart),
+                "worker_lives": len(self.workers)}
+
+    def _busy(self, stage: str, thread: int, start: float, end: float, items: int = 1) -> None:
+        stats = self.stats.setdefault(stage, StageStats(1))
+        stats.busy_seconds += end - start
+        stats.items += items
+        self.spans.append(Span(stage, thread, start - self.clock_start, end - self.clock_start))
+
+    def build_workers(self) -> None:
+        """A :class:`WorkerTimeline` per actor life, and the model stage summed over them."""
+        model = StageStats(0)
+        restarts: dict[str, int] = {}
+        for number, (key, reports) in enumerate(sorted(self.reports.items(), key=lambda kv: kv[1][0].started)):
+            worker = _worker_timeline(number, reports, restarts.get(key[0], 0), self.clock_start)
+            restarts[key[0]] = restarts.get(key[0], 0) + 1
+            self.workers.append(worker)
+            self.spans.extend(worker.spans)
+            model.threads += 1
+            model.busy_seconds += worker.busy_seconds
+            model.wait_seconds += worker.wait_seconds
+            model.items += worker.windows
+        self.stats["model"] = model
+        self.windows = model.items
+
+
+def _worker_timeline(number: int, reports: list[WorkerReport], restart: int, clock_start: float) -> WorkerTimeline:
+    import pandas as pd
+
+    first = reports[0]
+    who = first.worker
+    shift = first.clock_start - clock_start
+    samples = [sample for report in reports for sample in report.samples]
+    timeline = pd.DataFrame(samples)
+    if len(timeline):
+        timeline["time_s"] = timeline["time_s"] + shift
+    gpus = list(who.get("nvml_gpus") or [])
+    where = f"GPU {','.join(map(str, gpus))}" if gpus else "CPU"
+    label = f"worker {number} ({who['node_ip']}, {where}, actor {who['actor_id'][:6]}" + (f", life {restart + 1})" if restart else ")")
+    spans = [Span("model", number, r.started - clock_start, r.ended - clock_start) for r in reports]
+    return WorkerTimeline(
+        label=label, actor_id=who["actor_id"], node_ip=who["node_ip"], host=who["host"], pid=who["pid"], gpus=gpus,
+        restart=restart, timeline=timeline, spans=spans, batches=len(reports),
+        windows=sum(r.windows for r in reports), audio_seconds=sum(r.audio_seconds for r in reports),
+        busy_seconds=sum(r.ended - r.started for r in reports),
+        wait_seconds=sum(r.waited_seconds for r in reports), load_seconds=who.get("load_seconds", 0.0),
+    )
+
+
+def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSettings, *, batch_size: int,
+                     pack: bool, model_workers: int, cluster: dict, on_file, on_batch=None,
+                     files_per_task: int = FILES_PER_TASK) -> RayRun:
+    """Run the stages over ``sources`` as a Ray Data dataset; ``on_file(source, transcript_or_failure,
+    texts)`` is called on the driver as each file completes (the local engine's contract)."""
+    ray = require_ray()
+    from ray.data import ActorPoolStrategy, DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    run = RayRun(sources, on_file, time.time())
+    run.batch_size = batch_size
+    per_task = max(1, min(files_per_task, math.ceil(len(sources) / max(1, 2 * model_workers))))
+    dataset = ray.data.from_items([encode("source", source) for source in sources],
+                                  override_num_blocks=math.ceil(len(sources) / per_task))
+    # a memory reservation of its own also keeps Ray Data from fusing this stage into the model actors,
+    # which would put the CPU work back in front of the model, in the same process
+    dataset = dataset.map_batches(prepare, batch_size=per_task, num_cpus=PREPARE_CPUS, memory=PREPARE_MEMORY_BYTES,
+                                  batch_format="numpy",
+                                  fn_kwargs={"pack": pack, "feature_kwargs": spec.feature_kwargs})
+    dataset = dataset.map_batches(ModelWorker, fn_constructor_kwargs={"settings": settings}, batch_size=batch_size,
+                                  batch_format="numpy", compute=ActorPoolStrategy(size=model_workers),
+                                  **model_resources(spec, model_workers, cluster))
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        if on_batch is not None:
+            on_batch()
+            on_batch = None
+        for kind, item in decode_rows(batch):
+            run.take(kind, item)
+    run.finish_missing()
+    run.build_workers()
+    return run
+
+
+__all__ = ["ModelSpec", "RayRun", "WorkerSettings", "WorkerTimeline", "connect", "model_spec", "require_ray",
+           "run_ray_pipeline"]
