@@ -1,4 +1,4 @@
-"""Batching across files: the ten bundled clips decoded together."""
+"""Batching across files: the ten bundled clips decoded together (the corpus pipeline, unpacked)."""
 
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ def test_timing_covers_all_clips(together, clips):
     assert together.batch_size == 8
 
 
-def test_bad_and_long_files_are_reported_and_the_rest_transcribed(model, clips, bad_audio, long_sample, quiet_audio):
+def test_bad_files_are_reported_and_the_rest_transcribed(model, clips, bad_audio, long_sample, quiet_audio):
     paths = [clips[1], bad_audio["missing"], long_sample, quiet_audio["silence"]]
     result = wk.transcribe_clips(paths, model=model, progress=False)
-    assert set(result.failures) == {bad_audio["missing"], long_sample}
+    assert set(result.failures) == {bad_audio["missing"], quiet_audio["silence"]}
     assert "no such file" in result.failures[bad_audio["missing"]]
-    assert "longer than a 30 s clip" in result.failures[long_sample]
+    assert "silent" in result.failures[quiet_audio["silence"]]
     assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
-    assert result.transcripts[quiet_audio["silence"]].text == ""
+    assert result.transcripts[long_sample].text.lower().startswith("four score")  # cut by voice detection
 
 
 def test_batch_size_below_one_is_an_error(model, clips):

@@ -54,16 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_transcribe(commands) -> None:
     parser = commands.add_parser("transcribe", help="transcribe audio files")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    parser.add_argument("files", nargs="+", metavar="PATH",
+                        help="audio or video files; with --mode corpus also folders (searched recursively) "
+                             "and @list.txt files (one path per line)")
     add_model_arguments(parser)
-    parser.add_argument("--mode", choices=("batched", "sequential"), default="batched")
+    parser.add_argument("--mode", choices=("batched", "sequential", "corpus"), default="batched",
+                        help="corpus: all files through one pipeline, batched across files (needs --output-dir)")
     parser.add_argument("--batch-size", type=batch_size_argument, default=8, help="chunks per batch, or auto (default: 8)")
     parser.add_argument("--output-dir", default=None, help="write DIR/<stem>.<format>; default: text to standard output")
     parser.add_argument("--output-format", choices=(*OUTPUT_FORMATS, "all"), default="txt")
+    parser.add_argument("--no-pack", dest="pack", action="store_false",
+                        help="corpus mode: one clip per window instead of packing short clips together")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="corpus mode: redo files the output folder's manifest lists as done")
+    parser.add_argument("--workers", type=int, default=None, help="corpus mode: threads reading files")
     parser.set_defaults(func=run_transcribe)
 
 
 def run_transcribe(args) -> int:
+    if args.mode == "corpus":
+        from whisperkit.cli.corpus import run_corpus
+
+        return run_corpus(args)
     from whisperkit.core.models import load_model
     from whisperkit.core.transcription import transcribe_config
 

@@ -1,44 +1,19 @@
 """Batching across files: many short clips decoded together in batches.
 
-A short file is one chunk, so batching it alone has nothing to batch. Here the clips are
-concatenated and passed to ``BatchedInferencePipeline.transcribe`` with ``clip_timestamps``
-(one ``{"start", "end"}`` in seconds per clip) and ``vad_filter=False``; from faster-whisper
-1.2.1 each clip stays its own chunk, so ``batch_size`` clips are decoded in one model call.
-Whisper pads every window to 30 s, so clips must be at most 30 s long.
+A short file is one chunk, so batching it alone has nothing to batch. :func:`transcribe_clips`
+runs the corpus pipeline (:func:`whisperkit.transcribe_corpus`) without packing: each clip is
+its own 30 s window, and ``batch_size`` windows from different files are decoded in one model
+call, as ``BatchedInferencePipeline.transcribe`` with ``clip_timestamps`` over the
+concatenated clips would decode them. ``transcribe_corpus(..., pack=True)`` goes further and
+puts several clips in one window.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
 
-from whisperkit.core.audio import SAMPLING_RATE, load_audio
-from whisperkit.core.models import Model, load_model
-from whisperkit.core.transcription import Segment, Transcript
-from whisperkit.errors import ConfigError, WhisperkitError
-
-MAX_CLIP_SECONDS = 30.0
-
-
-@dataclass
-class ClipsResult:
-    """One transcript per clip (segment times relative to its own clip), and the shared timing.
-
-    ``wall_seconds`` covers reading every clip and decoding them all; ``failures`` maps a
-    path that could not be used to the reason, and those clips have no transcript.
-    """
-
-    transcripts: dict[str, Transcript]
-    audio_seconds: float
-    wall_seconds: float
-    batch_size: int
-    failures: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def rtfx(self) -> float:
-        """Seconds of audio transcribed per wall-clock second, over all clips."""
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+from whisperkit.core.corpus.transcribe import CorpusResult, transcribe_corpus
+from whisperkit.core.models import Model
 
 
 def transcribe_clips(
@@ -49,96 +24,16 @@ def transcribe_clips(
     beam_size: int = 5,
     language: str | None = None,
     progress: bool = True,
-) -> ClipsResult:
-    """Transcribe short files (at most 30 s each) together, ``batch_size`` clips per model call.
+) -> CorpusResult:
+    """Transcribe files together, ``batch_size`` clips per model call, one clip per window.
+
+    Returns a :class:`~whisperkit.CorpusResult`: ``transcripts`` by path (segment times relative
+    to each clip) in the order given, ``failures`` (path -> reason) for files that could not be
+    used (missing, damaged, silent), ``audio_seconds``, ``wall_seconds``, ``rtfx``. A file longer
+    than 30 s is cut by voice detection, as in :func:`whisperkit.transcribe_corpus`.
 
     >>> result = transcribe_clips(whisperkit.core.samples.short_clips())    # doctest: +SKIP
     >>> result.transcripts[path].text, round(result.rtfx, 1)           # doctest: +SKIP
     """
-    import numpy as np
-
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
-    model = model if isinstance(model, Model) else load_model(model)
-    started = time.perf_counter()
-    clips, failures = _read_clips(paths)
-    speech = {path: audio for path, audio in clips.items() if not audio.is_silent}
-    bounds, offset = {}, 0.0
-    for path, audio in speech.items():
-        bounds[path] = (offset, offset + audio.seconds)
-        offset += audio.seconds
-    segments_by_clip = {path: [] for path in clips}
-    language_found = language
-    if speech:
-        from faster_whisper import BatchedInferencePipeline
-        from tqdm.auto import tqdm
-
-        joined = np.concatenate([audio.samples for audio in speech.values()])
-        segments, info = BatchedInferencePipeline(model.whisper).transcribe(
-            joined,
-            batch_size=batch_size,
-            beam_size=beam_size,
-            language=language,
-            vad_filter=False,
-            clip_timestamps=[{"start": start, "end": end} for start, end in bounds.values()],
-        )
-        language_found = info.language
-        done = set()
-        with tqdm(total=len(speech), unit="clip", disable=not progress, leave=False) as bar:
-            for segment in segments:
-                path = _clip_of(segment.start, bounds)
-                start = bounds[path][0]
-                text = segment.text.strip()
-                if text:
-                    end = min(segment.end - start, speech[path].seconds)
-                    segments_by_clip[path].append(Segment(max(0.0, min(segment.start - start, end)), end, text))
-                if path not in done:
-                    done.add(path)
-                    bar.update(1)
-    wall_seconds = time.perf_counter() - started
-    config = {**model.describe(), "mode": "batched across clips", "batch_size": batch_size, "beam_size": beam_size}
-    transcripts = {
-        path: Transcript(
-            segments=segments_by_clip[path],
-            language=language_found,
-            audio_seconds=audio.seconds,
-            wall_seconds=wall_seconds,
-            config=config,
-            audio_path=path,
-            warnings=list(audio.warnings),
-        )
-        for path, audio in clips.items()
-    }
-    return ClipsResult(
-        transcripts=transcripts,
-        audio_seconds=sum(audio.seconds for audio in clips.values()),
-        wall_seconds=wall_seconds,
-        batch_size=batch_size,
-        failures=failures,
-    )
-
-
-def _read_clips(paths) -> tuple[dict, dict[str, str]]:
-    clips, failures = {}, {}
-    for path in map(os.fspath, paths):
-        try:
-            audio = load_audio(path)
-        except WhisperkitError as error:
-            failures[path] = str(error)
-            continue
-        if audio.seconds > MAX_CLIP_SECONDS:
-            failures[path] = (
-                f"{path}: {audio.seconds:.1f} s is longer than a {MAX_CLIP_SECONDS:.0f} s clip; "
-                "transcribe long files one at a time with whisperkit.transcribe"
-            )
-            continue
-        clips[path] = audio
-    return clips, failures
-
-
-def _clip_of(time_s: float, bounds: dict) -> str:
-    """The clip whose span holds ``time_s`` (seconds in the joined audio)."""
-    for path, (start, end) in bounds.items():
-        if start - 1 / SAMPLING_RATE <= time_s < end:
-            return path
-    return next(reversed(bounds))
+    return transcribe_corpus(list(paths), model, batch_size=batch_size, pack=False, beam_size=beam_size,
+                             language=language, progress=progress)

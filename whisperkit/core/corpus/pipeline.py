@@ -247,13 +247,13 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         if on_batch is not None and run.stats["model"].items == 0:
             on_batch()
         texts = _decode(run, decoder, item)
-        run.busy("model", 0, since, items=len(item))
+        run.busy("model", 0, since, items=sum(window.seconds > 0 for window in item))
         for text in texts:
             finished.put(text)
 
 
 def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
-    """Decode ``windows``; on out-of-memory, halve the batch (here and for the batches to come)."""
+    """Decode ``windows``; on out-of-memory, halve the batch, rounding up (here and for the batches to come)."""
     from whisperkit.core.transcription import _is_out_of_memory
 
     try:
@@ -264,9 +264,9 @@ def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[Pi
         if len(windows) == 1:
             raise DeviceError(f"out of memory even at batch size 1 ({first_line(error)}); "
                               "use a smaller model or compute type") from None
-        half = len(windows) // 2
+        half = (len(windows) + 1) // 2
         run.batch_retries.append({"batch_size": len(windows), "error": first_line(error)})
-        run.batch_size = max(1, min(run.batch_size, half))
+        run.batch_size = min(run.batch_size, half)
         return _decode(run, decoder, windows[:half]) + _decode(run, decoder, windows[half:])
 
 

@@ -24,8 +24,8 @@ def find_sources(paths: Iterable[str | os.PathLike]) -> list[Source]:
     """The files ``paths`` name, in order, each with its output name (see the module's docstring).
 
     A path that does not exist is kept (it fails when read, and is reported with the others);
-    a folder with no audio files, a missing ``@list``, and two files that would write the same
-    output are :class:`ConfigError`.
+    a path named twice is kept once; a folder with no audio files and a missing ``@list`` are
+    :class:`ConfigError`.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -34,8 +34,10 @@ def find_sources(paths: Iterable[str | os.PathLike]) -> list[Source]:
         found.extend(_expand(path))
     if not found:
         raise ConfigError("no files to transcribe; name audio files, folders or @list.txt files")
-    _check_collisions(found)
-    return [Source(index, path, name) for index, (path, name) in enumerate(found)]
+    unique: dict[str, tuple[str, str]] = {}
+    for path, name in found:
+        unique.setdefault(os.path.abspath(path), (path, name))
+    return [Source(index, path, name) for index, (path, name) in enumerate(unique.values())]
 
 
 def _expand(path: str) -> list[tuple[str, str]]:
@@ -69,11 +71,13 @@ def _audio_files(folder: str) -> list[str]:
     return files
 
 
-def _check_collisions(found: list[tuple[str, str]]) -> None:
+def check_collisions(sources: list[Source]) -> None:
+    """:class:`ConfigError` when two files would write the same outputs."""
     seen: dict[str, str] = {}
-    for path, name in found:
+    for source in sources:
+        path, name = source.path, source.name
         key = os.path.normcase(name)
-        if key in seen and os.path.abspath(seen[key]) != os.path.abspath(path):
+        if key in seen:
             raise ConfigError(
                 f"{seen[key]} and {path} would both write {name}.<format>; "
                 "pass their folder instead (outputs then mirror the subfolders), or rename one"

@@ -111,14 +111,11 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
     ``BatchedInferencePipeline``), ``block_seconds`` at a time. Never raises for a bad file:
     a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
     """
-    number = 0
     try:
-        blocks = stream_audio(source.path, block_seconds)
-        for piece in _cut(source.index, blocks):
-            number += 1
-            yield piece
+        yield from _cut(source.index, stream_audio(source.path, block_seconds))
     except WhisperkitError as error:
-        yield Failure(source.index, str(error))
+        reason = str(error)
+        yield Failure(source.index, reason if reason.startswith(source.path) else f"{source.path}: {reason}")
     except (RuntimeError, ValueError, MemoryError) as error:  # a decoder or VAD failure on odd input
         yield Failure(source.index, f"{source.path}: cannot be read ({type(error).__name__}: {error})")
 
@@ -165,7 +162,7 @@ def _cut(index: int, blocks) -> Iterator[Piece]:
 
 
 def _silent(samples) -> str:
-    return "silent (no sample above -60 dBFS), nothing to transcribe"
+    return "silent (no sample above -60 dBFS), nothing to transcribe; check the recording"
 
 
 def speech_chunks(samples) -> list[tuple[object, list[tuple[float, float]]]]:

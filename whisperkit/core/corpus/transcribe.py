@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
 from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
-from whisperkit.core.corpus.sources import find_sources
+from whisperkit.core.corpus.sources import check_collisions, find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
@@ -92,6 +92,8 @@ class CorpusResult:
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""
+        if not self.wall_seconds:
+            return f"nothing to do: {len(self.skipped)} file(s) already done, {len(self.failures)} failed"
         return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
                 f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
                 f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
@@ -172,7 +174,7 @@ def transcribe_corpus(
     if todo:
         pipeline = functools.partial(run_pipeline, todo, decoder, model.whisper.feature_extractor,
                                      batch_size=result.batch_size, pack=result.pack, workers=workers)
-        _execute(result, len(todo), pipeline, manifest, formats, progress, monitor, monitor_interval)
+        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
     return result
 
 
@@ -197,20 +199,20 @@ def _transcribe_ray(found, formats, model, batch_size, pack, output_dir, languag
     if todo:
         pipeline = functools.partial(ray_engine.run_ray_pipeline, todo, spec, settings, batch_size=batch_size,
                                      pack=pack, model_workers=actors, cluster=cluster)
-        _execute(result, len(todo), pipeline, manifest, formats, progress, monitor, monitor_interval)
+        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
     return result
 
 
-def _execute(result: CorpusResult, files: int, pipeline, manifest, formats, progress: bool, monitor: bool,
+def _execute(result: CorpusResult, todo: list[Source], pipeline, manifest, formats, progress: bool, monitor: bool,
              monitor_interval: float) -> None:
-    """Run an engine's ``pipeline`` over ``files`` files, sampling utilization with ``monitor``."""
+    """Run an engine's ``pipeline`` over the files ``todo``, sampling utilization with ``monitor``."""
     sampler = None
     if monitor:
         from whisperkit.measure.sampler import Sampler
 
         sampler = Sampler(interval=monitor_interval).start()
     try:
-        run_stages(result, files, pipeline, manifest, formats, progress, sampler)
+        run_stages(result, todo, pipeline, manifest, formats, progress, sampler)
     finally:
         if sampler is not None:
             sampler.stop()
@@ -231,15 +233,16 @@ def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[s
     """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
     if output_dir is None:
         return None, found, []
+    check_collisions(found)
     manifest = Manifest.open(os.fspath(output_dir), config, overwrite=not resume)
     todo = [s for s in found if not manifest.is_done(s, formats)]
     skipped = [s.path for s in found if manifest.is_done(s, formats)]
     return manifest, todo, skipped
 
 
-def run_stages(result: CorpusResult, files: int, pipeline, manifest, formats, progress: bool, sampler) -> None:
+def run_stages(result: CorpusResult, todo: list[Source], pipeline, manifest, formats, progress: bool, sampler) -> None:
     """Run ``pipeline(on_file=..., on_batch=...)`` (an engine: the threads of :func:`run_pipeline`,
-    or Ray) over ``files`` files, writing each file's outputs and manifest entry as it completes,
+    or Ray) over the files ``todo``, writing each file's outputs and manifest entry as it completes,
     and fill ``result`` from the run's state (``stats``, ``spans``, ``windows``, ...)."""
     from tqdm.auto import tqdm
 
@@ -248,7 +251,7 @@ def run_stages(result: CorpusResult, files: int, pipeline, manifest, formats, pr
         sampler.mark("start")
         offset = float(sampler.marks["time_s"].iloc[-1])
     started = time.monotonic()
-    bar = tqdm(total=files, unit="file", desc="corpus", disable=not progress)
+    bar = tqdm(total=len(todo), unit="file", desc="corpus", disable=not progress)
 
     def on_file(source: Source, outcome, texts) -> None:
         if isinstance(outcome, Failure):
@@ -274,6 +277,9 @@ def run_stages(result: CorpusResult, files: int, pipeline, manifest, formats, pr
     finally:
         bar.close()
         result.wall_seconds = time.monotonic() - started
+    order = {source.path: source.index for source in todo}
+    result.transcripts = dict(sorted(result.transcripts.items(), key=lambda item: order[item[0]]))
+    result.failures = dict(sorted(result.failures.items(), key=lambda item: order[item[0]]))
     result.stages = run.stats
     result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
     for worker in getattr(run, "workers", []):  # engine "ray": one timeline per model actor

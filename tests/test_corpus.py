@@ -1,0 +1,177 @@
+"""The corpus pipeline on a folder of real speech: words per file, bad files, resume, outputs.
+
+A corpus made on the spot from the bundled samples: ten short clips in two subfolders whose
+files share names, the 79 s Gettysburg address (voice-detected into chunks), and bad files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import whisperkit as wk
+from whisperkit.core.samples import reference_text
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, clips, long_sample, bad_audio, quiet_audio):
+    """Folder ``corpus/`` and the reference text of each good file, by path."""
+    folder = tmp_path_factory.mktemp("corpus")
+    references = {}
+    for number, clip in enumerate(clips):
+        subfolder = folder / ("first" if number < 5 else "second")
+        subfolder.mkdir(exist_ok=True)
+        path = subfolder / f"clip_{number % 5}.flac"  # the same names in both subfolders
+        shutil.copy(clip, path)
+        references[str(path)] = reference_text(clip)
+    (folder / "long").mkdir()
+    shutil.copy(long_sample, folder / "long" / "speech.flac")
+    references[str(folder / "long" / "speech.flac")] = reference_text(long_sample)
+    bad = folder / "bad"
+    bad.mkdir()
+    shutil.copy(bad_audio["truncated"], bad / "truncated.flac")  # damaged but partly readable
+    shutil.copy(bad_audio["noise"], bad / "noise.flac")
+    shutil.copy(bad_audio["text"], bad / "notes.wav")
+    shutil.copy(bad_audio["empty_bytes"], bad / "empty.mp3")
+    shutil.copy(quiet_audio["silence"], bad / "silence.wav")
+    (folder / "readme.txt").write_text("not looked at: not an audio extension\n")
+    failing = {str(bad / name) for name in ("noise.flac", "notes.wav", "empty.mp3", "silence.wav")}
+    return folder, references, failing, str(bad / "truncated.flac")
+
+
+@pytest.fixture(scope="module")
+def first_run(model, corpus, tmp_path_factory):
+    folder, *_ = corpus
+    output = tmp_path_factory.mktemp("out")
+    result = wk.transcribe_corpus(folder, model, output_dir=output, output_format="all", progress=False)
+    return result, output
+
+
+def test_each_file_gets_its_own_words(first_run, corpus):
+    result, _ = first_run
+    _, references, _, _ = corpus
+    rates = {path: wk.word_error_rate(reference, result.transcripts[path].text) for path, reference in references.items()}
+    assert np.mean(list(rates.values())) < 0.15, rates
+    by_name = {path.split("corpus")[-1]: t.text.lower() for path, t in result.transcripts.items()}
+    assert "steady wins the race" in by_name[next(k for k in by_name if k.endswith("first/clip_1.flac"))]
+    assert "hanging grapes" in by_name[next(k for k in by_name if k.endswith("first/clip_3.flac"))]
+    assert "prove great friends" in by_name[next(k for k in by_name if k.endswith("second/clip_3.flac"))]
+    long_text = by_name[next(k for k in by_name if k.endswith("long/speech.flac"))]
+    assert long_text.startswith("four score and seven years ago") and "shall not perish from the earth" in long_text
+
+
+def test_segment_times_are_relative_to_each_file(first_run):
+    result, _ = first_run
+    for transcript in result.transcripts.values():
+        assert transcript.segments
+        for segment in transcript.segments:
+            assert 0.0 <= segment.start <= segment.end <= transcript.audio_seconds + 0.01
+    long = next(t for p, t in result.transcripts.items() if p.endswith("speech.flac"))
+    assert long.segments[-1].end > 70
+
+
+def test_bad_files_are_reported_and_never_stop_the_others(first_run, corpus):
+    result, _ = first_run
+    _, references, failing, truncated = corpus
+    assert set(result.failures) == failing
+    assert "silent" in result.failures[next(p for p in failing if p.endswith("silence.wav"))]
+    assert "empty" in result.failures[next(p for p in failing if p.endswith("empty.mp3"))]
+    for path, reason in result.failures.items():
+        assert reason.startswith(path) and "\n" not in reason
+    assert set(references) | {truncated} == set(result.transcripts)
+    assert any("truncated" in w or "damaged" in w for w in result.transcripts[truncated].warnings)
+
+
+def test_outputs_mirror_the_folders(first_run, corpus):
+    result, output = first_run
+    folder, references, failing, truncated = corpus
+    for path in [*references, truncated]:
+        relative = path[len(str(folder)) + 1:].rsplit(".", 1)[0]
+        for fmt in ("txt", "json", "srt", "vtt"):
+            assert (output / f"{relative}.{fmt}").is_file(), relative
+        text = (output / f"{relative}.txt").read_text()
+        assert text.split() == result.transcripts[path].to_txt().split()
+    assert (output / "first" / "clip_1.txt").read_text() != (output / "second" / "clip_1.txt").read_text()
+    saved = json.loads((output / "long" / "speech.json").read_text())
+    assert saved["segments"][0]["start"] < 1.0
+    assert (output / "long" / "speech.vtt").read_text().startswith("WEBVTT")
+    assert not list(output.rglob("*.tmp*"))
+
+
+def test_the_manifest_records_the_config_and_each_file(first_run, corpus):
+    _, output = first_run
+    _, references, failing, _ = corpus
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["config"]["pack"] is True and manifest["config"]["formats"] == ["txt", "json", "srt", "vtt"]
+    statuses = {entry["path"]: entry["status"] for entry in manifest["files"].values()}
+    assert all(statuses[path] == "done" for path in references)
+    assert all(statuses[path] == "failed" for path in failing)
+
+
+def test_a_rerun_skips_the_files_done_and_overwrite_redoes_them(model, first_run, corpus, tmp_path):
+    result, output = first_run
+    folder, references, failing, _ = corpus
+    again = wk.transcribe_corpus(folder, model, output_dir=output, output_format="all", progress=False)
+    assert set(again.skipped) == set(result.transcripts)
+    assert again.transcripts == {} and set(again.failures) == failing
+    with pytest.raises(wk.ConfigError, match="other settings"):
+        wk.transcribe_corpus(folder, model, output_dir=output, output_format="txt", progress=False)
+    some = tmp_path / "some"
+    shutil.copytree(folder / "first", some)
+    first = wk.transcribe_corpus(some, model, output_dir=tmp_path / "out", progress=False)
+    redone = wk.transcribe_corpus(some, model, output_dir=tmp_path / "out", resume=False, progress=False)
+    assert redone.skipped == [] and set(redone.transcripts) == set(first.transcripts)
+
+
+def test_stage_accounting(first_run, corpus):
+    result, _ = first_run
+    assert set(result.stages) == {"read", "pack", "model", "write"}
+    assert result.stages["model"].items == result.windows > 0
+    assert result.stages["read"].items >= result.pieces >= 11
+    assert 0 <= result.model_wait_percent <= 100
+    assert result.windows < result.pieces  # short clips were packed
+    assert {span.stage for span in result.spans} == {"read", "pack", "model", "write"}
+    assert set(result.stage_table().index) == {"read", "pack", "model", "write"}
+
+
+def test_one_long_file_has_the_words_of_batched_transcribe(model, batched, long_sample):
+    result = wk.transcribe_corpus(long_sample, model, batch_size=8, progress=False)
+    assert wk.word_error_rate(batched.text, result.transcripts[long_sample].text) <= 0.02
+
+
+def test_unpacked_words_match_and_monitor_marks_the_stages(model, clips):
+    result = wk.transcribe_corpus(clips[:4], model, pack=False, monitor=True, monitor_interval=0.1, progress=False)
+    assert result.windows == 4
+    assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
+    assert len(result.timeline) > 0 and {"start", "first batch"} <= set(result.marks["label"])
+
+
+def test_out_of_memory_halves_the_batch(model, clips, monkeypatch):
+    from whisperkit.core.corpus.decoding import WindowDecoder
+
+    original = WindowDecoder.__call__
+
+    def small_memory(self, windows):
+        if len(windows) > 2:
+            raise RuntimeError("CUDA failed with error out of memory")
+        return original(self, windows)
+
+    monkeypatch.setattr(WindowDecoder, "__call__", small_memory)
+    result = wk.transcribe_corpus(clips[:6], model, pack=False, batch_size=8, progress=False)
+    assert [retry["batch_size"] for retry in result.batch_retries][:2] == [6, 3]
+    assert result.batch_size == 2
+    assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
+
+
+def test_bad_settings_are_errors(model, clips, tmp_path):
+    with pytest.raises(wk.ConfigError, match="batch size"):
+        wk.transcribe_corpus(clips, model, batch_size=0)
+    with pytest.raises(wk.ConfigError, match="output format"):
+        wk.transcribe_corpus(clips, model, output_format="docx")
+    with pytest.raises(wk.ConfigError, match="no audio"):
+        wk.transcribe_corpus(tmp_path, model)
+    with pytest.raises(wk.ConfigError, match="sets vad_filter itself"):
+        wk.transcribe_corpus(clips, model, vad_filter=True)

@@ -1,0 +1,47 @@
+"""``whisperkit transcribe PATH... --mode corpus --output-dir DIR``: a folder of recordings at once.
+
+Outputs mirror the folders given (``DIR/<relative path>.<format>``), written as each file
+completes, with ``DIR/manifest.json``; a rerun skips the files done (``--overwrite`` redoes
+them). A file that fails is reported on one line and the rest go on; the exit status is then 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from whisperkit.errors import ConfigError
+
+
+def run_corpus(args) -> int:
+    """Run the corpus pipeline for the ``transcribe`` command's arguments; returns the exit status."""
+    from whisperkit.core.corpus.transcribe import transcribe_corpus
+    from whisperkit.core.models import load_model
+
+    if args.output_dir is None:
+        raise ConfigError("--mode corpus writes files: give --output-dir DIR")
+    model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads)
+    result = transcribe_corpus(
+        args.files,
+        model,
+        batch_size=args.batch_size,
+        pack=args.pack,
+        output_dir=args.output_dir,
+        output_format=args.output_format,
+        workers=args.workers,
+        language=args.language,
+        beam_size=args.beam_size,
+        resume=not args.overwrite,
+        progress=not args.quiet,
+    )
+    for transcript in result.transcripts.values():
+        for warning in transcript.warnings:
+            print(f"whisperkit: warning: {warning}", file=sys.stderr)
+    for reason in result.failures.values():
+        print(f"whisperkit: error: {reason}", file=sys.stderr)
+    if not args.quiet:
+        print(result.summary(), file=sys.stderr)
+    if result.failures:
+        done = len(result.transcripts) + len(result.skipped)
+        print(f"whisperkit: error: {len(result.failures)} file(s) failed, {done} done", file=sys.stderr)
+        return 2
+    return 0
