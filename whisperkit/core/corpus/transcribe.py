@@ -114,6 +114,9 @@ def transcribe_corpus(
     monitor: bool = False,
     monitor_interval: float = 0.25,
     progress: bool = True,
+    device: str = "auto",
+    compute_type: str = "auto",
+    cpu_threads: int = 0,
     engine: str = "local",
     ray_address: str | None = None,
     model_workers: int | None = None,
@@ -138,6 +141,9 @@ def transcribe_corpus(
         False redoes every file (the CLI's ``--overwrite``).
       monitor: sample CPU and GPU utilization into ``timeline`` and ``marks``.
       progress: a progress bar: files done, hours of audio, real-time factor.
+      device, compute_type, cpu_threads: where and how a model named by ``model`` is loaded, as
+        for :func:`whisperkit.load_model` (engine "ray": in each model actor; there ``cpu_threads``
+        0 shares the cluster's CPUs among the CPU actors).
       engine: ``"local"`` (threads in this process) or ``"ray"`` (the same stages on a Ray
         cluster, :mod:`whisperkit.core.corpus.ray_engine`; needs ``pip install whisperkit[ray]``).
       ray_address: engine "ray": the cluster to join (``ray.init(address=...)``); None starts
@@ -155,13 +161,18 @@ def transcribe_corpus(
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}")
+    if engine == "ray":
+        from whisperkit.core.corpus.ray_engine import require_ray
+
+        require_ray()  # before anything else: one line saying what to install
     formats = output_formats(output_format)
     found = find_sources(sources)
     if engine == "ray":
-        return _transcribe_ray(found, formats, model, batch_size, pack, output_dir, language, beam_size, resume,
-                               ray_address, model_workers, options, progress, monitor, monitor_interval)
+        placement = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads}
+        return _transcribe_ray(found, formats, model, placement, batch_size, pack, output_dir, language, beam_size,
+                               resume, ray_address, model_workers, options, progress, monitor, monitor_interval)
     workers = _workers(workers)
-    model, load_seconds = _load(model)
+    model, load_seconds = _load(model, device, compute_type, cpu_threads)
     pack = bool(pack) and packing_is_safe(model, language)
     resolved_batch = _batch_size(batch_size, model, beam_size)
     decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
@@ -178,16 +189,15 @@ def transcribe_corpus(
     return result
 
 
-def _transcribe_ray(found, formats, model, batch_size, pack, output_dir, language, beam_size, resume,
-                    ray_address, model_workers, options, progress, monitor, monitor_interval) -> CorpusResult:
+def _transcribe_ray(found, formats, model, placement: dict, batch_size, pack, output_dir, language, beam_size,
+                    resume, ray_address, model_workers, options, progress, monitor, monitor_interval) -> CorpusResult:
     """The Ray engine: the driver's part (files, manifest, outputs, result) is the local engine's."""
     from whisperkit.core.corpus import ray_engine
 
-    ray_engine.require_ray()
     batch_size = ray_engine.check_batch_size(batch_size)
     cluster = ray_engine.connect(ray_address)
     spec, settings, actors = ray_engine.plan(model, cluster, batch_size=batch_size, language=language, beam_size=beam_size,
-                                             options=options, model_workers=model_workers)
+                                             options=options, model_workers=model_workers, **placement)
     pack = bool(pack) and (language is not None or not spec.multilingual)
     config = corpus_config(spec.name, spec.compute_type, beam_size, language, pack, options, formats)
     manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
@@ -294,12 +304,12 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline, manifest, for
     result.config["batch_size"] = run.batch_size
 
 
-def _load(model) -> tuple[Model, float]:
+def _load(model, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0) -> tuple[Model, float]:
     if isinstance(model, Model):
         return model, 0.0
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return _wrap_whisper_model(model), 0.0
-    loaded = load_model(None if model is None else os.fspath(model))
+    loaded = load_model(None if model is None else os.fspath(model), device, compute_type, 1, cpu_threads)
     return loaded, loaded.load_seconds
 
 
