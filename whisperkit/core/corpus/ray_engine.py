@@ -23,14 +23,15 @@ was decoding again (``max_task_retries=-1``); the driver counts each piece of ea
 file is written once even if a retried batch reports it again. A bad file fails alone, as in
 the local engine.
 
-Packing happens inside each CPU task, over the files of its group (:data:`FILES_PER_TASK` at
-most), so a window never holds clips of two groups: a few more windows than the local engine,
+Packing happens inside each CPU task, over the files of its group (consecutive files, at most
+:data:`GROUP_FILES` of them and :data:`GROUP_BYTES` bytes, so that a long recording is a group of
+its own), so a window never holds clips of two groups: a few more windows than the local engine,
 which packs the whole stream, and the same words up to decoding differences at those edges.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ from whisperkit.core.corpus.stages import Failure, Source
 from whisperkit.errors import ConfigError, first_line
 
 RAY_MISSING = "engine 'ray' needs Ray, which is not installed here: pip install 'whisperkit[ray]'"
-FILES_PER_TASK = 16  # files read, packed and featurized by one CPU task (at most)
+GROUP_FILES = 16  # files read, packed and featurized by one CPU task (at most) ...
+GROUP_BYTES = 32 * 2**20  # ... and bytes of them (at most, unless one file is larger)
 AGENT_WAIT_MS = 120_000
 START_ATTEMPTS = 3  # a local Ray that does not come up in Ray's time limits is started again
 PREPARE_CPUS = 0.5  # Ray CPUs one CPU-stage task reserves (one decoding / VAD thread, often waiting on I/O)
@@ -181,9 +183,10 @@ def _feature_kwargs(path: str) -> dict:
     return {key: value for key, value in config.items() if key in valid}
 
 
-#: Test hook: the first model actor to finish this many batches exits before returning the last
-#: one, as a crashed worker would (None: off). Only for a local Ray (the marker file is local).
-CRASH_AFTER_BATCHES: int | None = None
+#: Test hook, ``(batches, marker_file)``: the first model actor to finish that many batches creates
+#: the marker file and exits before returning the last one, as a crashed worker would; the file
+#: makes it happen once. None: off. The marker must be on a file system every node shares.
+CRASH_HOOK: tuple[int, str] | None = None
 
 
 def check_batch_size(batch_size) -> int:
@@ -212,11 +215,8 @@ def plan(model, cluster: dict, *, batch_size: int, language: str | None, beam_si
         spec.cpu_threads = max(1, int(cluster["cpus"] // actors))
     settings = WorkerSettings(spec.load_name if spec.load_name else None, spec.device, spec.compute_type,
                               spec.cpu_threads, language, beam_size, batch_size, dict(options))
-    if CRASH_AFTER_BATCHES is not None:
-        import tempfile
-
-        settings.crash_after_batches = CRASH_AFTER_BATCHES
-        settings.crash_marker = os.path.join(tempfile.mkdtemp(prefix="whisperkit-crash-"), "crashed")
+    if CRASH_HOOK is not None:
+        settings.crash_after_batches, settings.crash_marker = CRASH_HOOK
     return spec, settings, actors
 
 
@@ -244,7 +244,8 @@ class WorkerTimeline:
     its node's GPUs), ``time_s`` on the run's clock (the ``spans`` clock; nodes' clocks are
     assumed in step). ``gpus`` are NVML indices of the GPUs Ray gave it (empty on CPU);
     ``restart`` counts the lives of the same actor before this one. ``busy_seconds`` decoding,
-    ``wait_seconds`` idle between batches (after loading), ``load_seconds`` loading the model.
+    ``wait_seconds`` idle between batches (after loading), ``load_seconds`` loading the model,
+    which ended at ``loaded_at_s`` (run clock).
     """
 
     label: str
@@ -262,6 +263,7 @@ class WorkerTimeline:
     busy_seconds: float = 0.0
     wait_seconds: float = 0.0
     load_seconds: float = 0.0
+    loaded_at_s: float = 0.0
 
 
 class RayRun:
@@ -382,12 +384,43 @@ def _worker_timeline(number: int, reports: list[WorkerReport], restart: int, clo
         windows=sum(r.windows for r in reports), audio_seconds=sum(r.audio_seconds for r in reports),
         busy_seconds=sum(r.ended - r.started for r in reports),
         wait_seconds=sum(r.waited_seconds for r in reports), load_seconds=who.get("load_seconds", 0.0),
+        loaded_at_s=who.get("loaded_at", first.started) - clock_start,
     )
 
 
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Log only errors from the logger ``name`` (and below it) meanwhile."""
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def group_sources(sources: list[Source], max_files: int = GROUP_FILES, max_bytes: int = GROUP_BYTES) -> list[list[Source]]:
+    """Consecutive sources in groups of at most ``max_files`` files and ``max_bytes`` bytes (a larger file alone)."""
+    groups: list[list[Source]] = []
+    size = 0
+    for source in sources:
+        try:
+            length = os.path.getsize(source.path)
+        except OSError:
+            length = 0  # it fails when read, in its group
+        if not groups or len(groups[-1]) >= max_files or (groups[-1] and size + length > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(source)
+        size += length
+    return groups
+
+
 def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSettings, *, batch_size: int,
-                     pack: bool, model_workers: int, cluster: dict, on_file, on_batch=None,
-                     files_per_task: int = FILES_PER_TASK) -> RayRun:
+                     pack: bool, model_workers: int, cluster: dict, on_file, on_batch=None) -> RayRun:
     """Run the stages over ``sources`` as a Ray Data dataset; ``on_file(source, transcript_or_failure,
     texts)`` is called on the driver as each file completes (the local engine's contract)."""
     ray = require_ray()
@@ -398,23 +431,23 @@ def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSet
     context.print_on_execution_start = False
     run = RayRun(sources, on_file, time.time())
     run.batch_size = batch_size
-    per_task = max(1, min(files_per_task, math.ceil(len(sources) / max(1, 2 * model_workers))))
-    dataset = ray.data.from_items([encode("source", source) for source in sources],
-                                  override_num_blocks=math.ceil(len(sources) / per_task))
+    groups = group_sources(sources)
+    dataset = ray.data.from_items([encode("group", group) for group in groups], override_num_blocks=len(groups))
     # a memory reservation of its own also keeps Ray Data from fusing this stage into the model actors,
     # which would put the CPU work back in front of the model, in the same process
-    dataset = dataset.map_batches(prepare, batch_size=per_task, num_cpus=PREPARE_CPUS, memory=PREPARE_MEMORY_BYTES,
+    dataset = dataset.map_batches(prepare, batch_size=1, num_cpus=PREPARE_CPUS, memory=PREPARE_MEMORY_BYTES,
                                   batch_format="numpy",
                                   fn_kwargs={"pack": pack, "feature_kwargs": spec.feature_kwargs})
     dataset = dataset.map_batches(ModelWorker, fn_constructor_kwargs={"settings": settings}, batch_size=batch_size,
                                   batch_format="numpy", compute=ActorPoolStrategy(size=model_workers),
                                   **model_resources(spec, model_workers, cluster))
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        if on_batch is not None:
-            on_batch()
-            on_batch = None
-        for kind, item in decode_rows(batch):
-            run.take(kind, item)
+    with _quiet("ray.data"):  # Ray Data's own progress lines; whisperkit shows its progress bar
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            if on_batch is not None:
+                on_batch()
+                on_batch = None
+            for kind, item in decode_rows(batch):
+                run.take(kind, item)
     run.finish_missing()
     run.build_workers()
     return run

@@ -47,10 +47,10 @@ def _columns(rows: list[dict]) -> dict:
 
 
 def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
-    """CPU stage task: a batch of sources -> windows with features, and the files that failed.
+    """CPU stage task: a group of sources (one row) -> windows with features, and the files that failed.
 
     Reads each source (decode + voice detection), packs its pieces with the sources before it in
-    this batch, and computes each window's log-mel features: ``read_pieces`` -> ``Packer`` ->
+    its group, and computes each window's log-mel features: ``read_pieces`` -> ``Packer`` ->
     ``add_features``, as the local engine does. Yields blocks of :data:`ROWS_PER_BLOCK` rows, so
     at most one open window and one block are held here whatever the length of the files.
     """
@@ -60,8 +60,8 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
     extractor = FeatureExtractor(**feature_kwargs)
     packer = Packer(pack)
     rows: list[dict] = []
-    sources = decode_rows(batch)
-    for _, source in sources:
+    sources = [source for _, group in decode_rows(batch) for source in group]
+    for source in sources:
         for item in read_pieces(source):
             if isinstance(item, Failure):
                 rows.append(encode("failure", item))
@@ -210,6 +210,7 @@ class ModelWorker:
         self.sampler.mark("decode")
         gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
         self.worker = identity(load_seconds, nvml_indices(gpu_ids) if gpu_ids else [])
+        self.worker["loaded_at"] = time.time()
         self.sent = 0
         self.calls = 0
         self.idle_since = time.time()

@@ -84,6 +84,19 @@ class CorpusResult:
                 for name, s in self.stages.items()]
         return pd.DataFrame(rows).set_index("stage")
 
+    def worker_table(self):
+        """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
+        batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
+        import pandas as pd
+
+        rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
+                 "restart": w.restart, "batches": w.batches, "windows": w.windows,
+                 "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
+                 "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
+                 "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
+                for w in self.workers]
+        return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
+
     def spans_frame(self):
         """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
         import pandas as pd
@@ -296,6 +309,7 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline, manifest, for
         if len(worker.timeline):
             worker.timeline["time_s"] += offset
         worker.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in worker.spans]
+        worker.loaded_at_s += offset
         result.workers.append(worker)
     result.engine_info.update(getattr(run, "info", {}))
     result.windows, result.pieces = run.windows, run.pieces_read
