@@ -99,7 +99,7 @@ def test_each_model_worker_has_its_own_timeline_and_accounts(both_engines):
     assert sum(w.windows for w in on_ray.workers) == on_ray.stages["model"].items == on_ray.windows
     assert on_ray.stages["model"].threads == len(on_ray.workers)
     assert set(on_ray.stages) == {"prepare", "model", "write"}
-    assert on_ray.stages["prepare"].items == 12  # every file read once
+    assert on_ray.stages["prepare"].items == 12  # every file read once (one group: a small corpus)
     table = on_ray.worker_table()
     assert len(table) == len(on_ray.workers) and table["windows"].sum() == on_ray.windows
     figure = wk.worker_timelines(on_ray)

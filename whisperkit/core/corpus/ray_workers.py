@@ -5,8 +5,10 @@ Both are the local engine's stage functions (:mod:`whisperkit.core.corpus.stages
 Rows travel as ``{"kind": str, "item": bytes}``: the stage objects pickled, so the objects the
 stages pass between them are the same in both engines. Kinds:
 
+- ``group``: a list of :class:`~whisperkit.core.corpus.stages.Source` (driver -> CPU stage);
 - ``window``: a :class:`~whisperkit.core.corpus.stages.Window` with its features (CPU stage -> model);
 - ``failure``: a file that could not be read (passes through the model stage to the driver);
+- ``stage``: a CPU task's account, busy and waiting seconds (passes through to the driver);
 - ``text``: a :class:`~whisperkit.core.corpus.decoding.PieceText` (model -> driver);
 - ``report``: one per model call, the actor's :class:`WorkerReport` (model -> driver).
 
