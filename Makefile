@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python -m whisperkit demo
 
+# lint and import order, types, then the tests
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lab: setup

@@ -175,3 +175,23 @@ def test_bad_settings_are_errors(model, clips, tmp_path):
         wk.transcribe_corpus(tmp_path, model)
     with pytest.raises(wk.ConfigError, match="sets vad_filter itself"):
         wk.transcribe_corpus(clips, model, vad_filter=True)
+
+
+def test_the_command_line_reports_each_bad_file_and_exits_2(cli, clips, bad_audio, tmp_path):
+    folder = tmp_path / "recordings"
+    (folder / "a").mkdir(parents=True)
+    shutil.copy(clips[1], folder / "a" / "one.flac")
+    shutil.copy(clips[3], folder / "two.flac")
+    shutil.copy(bad_audio["text"], folder / "bad.wav")
+    output = tmp_path / "out"
+    first = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--quiet")
+    assert first.returncode == 2, first.stderr
+    errors = [line for line in first.stderr.splitlines() if line.startswith("whisperkit: error:")]
+    assert len(errors) == 2 and "bad.wav" in errors[0] and "1 file(s) failed, 2 done" in errors[1]
+    assert "Traceback" not in first.stderr
+    assert "steady wins the race" in (output / "a" / "one.txt").read_text().lower()
+    assert "hanging grapes" in (output / "two.txt").read_text()
+    again = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output))
+    assert again.returncode == 2 and "2 skipped" in again.stderr
+    no_folder = cli("transcribe", str(folder), "--mode", "corpus")
+    assert no_folder.returncode == 2 and "--output-dir" in no_folder.stderr

@@ -11,7 +11,7 @@ import whisperkit as wk
 from whisperkit.core import batching
 from whisperkit.core.config import Config
 from whisperkit.core.samples import sample_path
-from whisperkit.experiments import experiment
+from whisperkit.experiments import metrics, results, runners
 
 CLIP = "aesop_03"  # 5.8 s, one chunk
 
@@ -131,12 +131,12 @@ def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
     measured = {1: 10.0, 2: 18.0, 4: 18.5}
 
     def step(result, audio, config, interval, progress, on_start, on_run):
-        point = experiment.SweepPoint(config.batch_size, measured[config.batch_size], 1.0, 300.0, None, 50.0, None)
+        point = results.SweepPoint(config.batch_size, measured[config.batch_size], 1.0, 300.0, None, 50.0, None)
         result.points.append(point)
-        result.runs.append(experiment.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, None, None, {}))
+        result.runs.append(results.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, None, None, {}))
         return point
 
-    monkeypatch.setattr(experiment, "_sweep_step", step)
+    monkeypatch.setattr(runners, "_sweep_step", step)
     result = wk.autotune(sample_path(CLIP))
     assert [p.batch_size for p in result.points] == [1, 2, 4]
     assert result.stopped_because.startswith("throughput rose 2.8 % from batch size 2 to 4, less than 5 %")
@@ -264,6 +264,13 @@ def test_gpu_metrics_come_from_the_busiest_gpu_during_transcription(comparison):
     timeline.loc[decoding, "gpu1_util_percent"] = 90.0  # busy only while transcribing
     timeline["gpu0_mem_used_mb"] = 800.0
     timeline["gpu1_mem_used_mb"] = float("nan")  # memory not supported on this one
-    metrics = experiment.compute_metrics(dataclasses.replace(run, timeline=timeline))
-    assert metrics["mean_gpu_util_percent"] == pytest.approx(90.0)  # model load excluded
-    assert metrics["peak_gpu_mem_mb"] == 800.0
+    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline))
+    assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # model load excluded
+    assert computed["peak_gpu_mem_mb"] == 800.0
+
+
+def test_every_computed_metric_is_in_the_registry(clip_comparison):
+    registered = {m.key for m in metrics.METRICS}
+    for run in (clip_comparison.before, clip_comparison.after):
+        assert set(run.metrics) == registered
+    assert set(run.table()["value"].index) == {"configuration", *(m.label for m in metrics.METRICS)}

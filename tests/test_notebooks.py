@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["01_quickstart.ipynb", "02_cpu_bound_vs_gpu_bound.ipynb", "03_batch_size_sweep.ipynb",
-            "04_workers_threads_batches.ipynb"]
+            "04_workers_threads_batches.ipynb", "05_corpus.ipynb"]
 KERNEL_NAME = "whisperkit-test"
 CELL_TIMEOUT_S = 300
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -30,7 +30,7 @@ def all_notebooks() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     assert [path.name for path in all_notebooks()] == EXPECTED
 
 
@@ -143,7 +143,7 @@ def test_03_sweep_runs(kernel_manager_factory):
     notebook = execute(NOTEBOOKS / "03_batch_size_sweep.ipynb", kernel_manager_factory)
     assert re.search(r"fastest batch size: \d+", text_of(code_cell(notebook, "sw = wk.sweep(")))
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.sweep(sw)"))
-    assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "experiment.autotune(")))
+    assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "runners.autotune(")))
     estimates = text_of(code_cell(notebook, "recommend_batch_size(m,"))
     assert "large-v3" in estimates and "80 GiB" in estimates
     assert "estimated batch size: 8" in text_of(code_cell(notebook, "loaded = wk.load_model("))
@@ -158,3 +158,15 @@ def test_04_workers_threads_batches_runs(kernel_manager_factory):
     assert "slow and steady wins the race" in text_of(many).lower()
     batched = text_of(code_cell(notebook, "wk.transcribe_clips(")).lower()
     assert "slow and steady wins the race" in batched and "batched across files" in batched
+
+
+def test_05_corpus_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "05_corpus.ipynb", kernel_manager_factory)
+    ways = text_of(code_cell(notebook, "ways = pd.DataFrame("))
+    assert "one file at a time" in ways and "across files, packed windows" in ways
+    words = text_of(code_cell(notebook, "words = pd.DataFrame(")).lower()
+    assert "slow and steady wins the race" in words and "hanging grapes" in words
+    assert "the model waited" in text_of(code_cell(notebook, "print(packed.summary())"))
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.stage_timeline(packed)"))
+    resumed = text_of(code_cell(notebook, "again = wk.transcribe_corpus("))
+    assert "10 files written; second run: 10 skipped, 0 transcribed" in resumed

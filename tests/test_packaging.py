@@ -20,7 +20,63 @@ def test_environment_yml_lists_the_pyproject_dependencies():
     pip_section = next(item["pip"] for item in conda["dependencies"] if isinstance(item, dict))
     pinned = [line.replace(" ", "") for line in pip_section if not line.startswith("-e")]
     assert sorted(pinned) == sorted(dep.replace(" ", "") for dep in project["dependencies"])
-    assert "-e ." in pip_section
+    assert "-e .[test]" in pip_section  # the test extra: pytest, ruff, mypy and type stubs, listed once
+
+
+def test_make_test_runs_the_linter_and_the_type_checker():
+    test_extra = " ".join(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"])
+    assert all(tool in test_extra for tool in ("ruff", "mypy", "pandas-stubs", "types-psutil", "types-tqdm"))
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("\ntest:"):].split("\n\n")[0]
+    assert "ruff check ." in recipe and "mypy" in recipe and "pytest" in recipe
+
+
+def unannotated(path: Path) -> list[str]:
+    """Public functions and methods of ``path`` with a parameter or the return not annotated."""
+    import ast
+
+    found = []
+
+    def check(function: ast.FunctionDef | ast.AsyncFunctionDef, owner: str) -> None:
+        args = function.args
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+        if owner and params and params[0].arg in ("self", "cls"):
+            params = params[1:]
+        missing = [p.arg for p in params if p.annotation is None]
+        missing += [f"*{star.arg}" for star in (args.vararg, args.kwarg) if star is not None and star.annotation is None]
+        missing += ["return"] if function.returns is None else []
+        if missing:
+            name = f"{owner}.{function.name}" if owner else function.name
+            found.append(f"{path.relative_to(ROOT)}:{function.lineno} {name}: {', '.join(missing)}")
+
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, functions) and not node.name.startswith("_"):
+            check(node, "")
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for item in node.body:
+                if isinstance(item, functions) and (not item.name.startswith("_") or item.name == "__init__"):
+                    check(item, node.name)
+    return found
+
+
+# being rewritten in another branch (issue 9), which brings its own annotations: drop it from here when it lands
+NOT_YET_ANNOTATED = {"whisperkit/measure/sampler.py"}
+
+
+def test_the_public_api_is_fully_annotated():
+    modules = [path for path in sorted((ROOT / "whisperkit").rglob("*.py"))
+               if not any(part.startswith("_") and part != "__init__.py" for part in path.relative_to(ROOT).parts)
+               and str(path.relative_to(ROOT)) not in NOT_YET_ANNOTATED]
+    missing = [line for path in modules for line in unannotated(path)]
+    assert not missing, "public functions without annotations:\n" + "\n".join(missing)
+
+
+def test_the_annotation_check_sees_a_missing_annotation(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    probe = tmp_path / "probe.py"
+    probe.write_text("def shown(a: int, b) -> int: ...\ndef _hidden(a): ...\nclass C:\n    def m(self, x: int): ...\n")
+    assert unannotated(probe) == ["probe.py:1 shown: b", "probe.py:4 C.m: return"]
 
 
 def test_import_is_light():
@@ -54,7 +110,7 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("core.batching", "core.accuracy", "core.config", "measure.columns"):
+    for name in ("checks", "core.batching", "core.accuracy", "core.config", "measure.columns", "views.format"):
         module = importlib.import_module(f"whisperkit.{name}")
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, name

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import whisperkit as wk
-from whisperkit.experiments.experiment import Sweep, SweepPoint
+from whisperkit.experiments import metrics
+from whisperkit.experiments.results import Sweep, SweepPoint
 from whisperkit.views import plots
 
 PHASES = ("load", "prepare", "decode")
@@ -156,6 +157,10 @@ def test_summary_bars_carry_the_metrics(clip_comparison):
         assert "mean_gpu_util_percent" not in values and "peak_gpu_mem_mb" not in values
     assert {t.marker.color for t in fig.data if t.meta["run"] == clip_comparison.before.label} == {plots.RUN_COLORS[0]}
     assert [a.text for a in fig.layout.annotations if a.name is None] == ["throughput", "CPU", "peak memory"]
+    # bar labels and decimals come from the metrics registry
+    first = next(t for t in fig.data if t.meta["run"] == clip_comparison.before.label and "rtfx" in t.meta["metrics"])
+    assert list(first.x) == [metrics.metric("rtfx").label]
+    assert list(first.text) == [f"{clip_comparison.before.metrics['rtfx']:.{metrics.metric('rtfx').digits}f}"]
     assert note_text(fig).startswith("No GPU visible: ")
 
 
@@ -173,7 +178,7 @@ def test_summary_with_gpu_has_gpu_bars(gpu_comparison):
 
 def test_sweep_plots_rtfx_on_a_log_axis_and_marks_the_best(clip_sweep):
     fig = plots.sweep(clip_sweep)
-    rtfx = next(t for t in fig.data if t.meta["series"] == "RTFx")
+    rtfx = next(t for t in fig.data if t.meta["series"] == "rtfx")
     assert list(rtfx.x) == [1, 4]
     assert list(rtfx.y) == pytest.approx([p.rtfx for p in clip_sweep.points])
     best = next(t for t in fig.data if t.meta["series"] == "best")
@@ -194,7 +199,7 @@ def test_sweep_marks_out_of_memory_points():
     oom = next(t for t in fig.data if t.meta["series"] == "oom")
     assert list(oom.x) == [16, 32] and list(oom.y) == [58.0, 0.0]
     assert list(next(t for t in fig.data if t.meta["series"] == "best").x) == [8]
-    assert any(t.meta["series"] == "GPU memory used" for t in fig.data)
+    assert any(t.meta["series"] == "peak_gpu_mem_mb" for t in fig.data)
     best_line = [s for s in fig.layout.shapes if s.name == "best"]
     assert best_line and best_line[0].x0 == 8  # shapes take data values on a log axis
     assert "out of memory at batch size 32" in fig.layout.title.text

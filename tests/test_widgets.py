@@ -16,7 +16,7 @@ pytest.importorskip("anywidget")  # plotly's FigureWidget needs it
 
 import whisperkit as wk  # noqa: E402
 from whisperkit.core.samples import reference_text, sample_path  # noqa: E402
-from whisperkit.experiments import experiment  # noqa: E402
+from whisperkit.experiments import results, runners  # noqa: E402
 from whisperkit.views.app import App, app  # noqa: E402
 
 TIMEOUT_S = 90
@@ -47,11 +47,16 @@ def visible_text(html_value: str) -> str:
     return re.sub(r"<[^>]+>", "", html_value)
 
 
-def test_app_is_exported_and_displays_as_a_widget():
+def test_app_is_a_widget_that_nests_in_a_layout_of_ones_own():
+    import ipywidgets
+
     a = wk.app()
-    assert isinstance(a, App)
+    assert isinstance(a, App) and isinstance(a, ipywidgets.Widget)
     bundle = a._repr_mimebundle_()
-    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.widget.model_id
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == a.model_id
+    tab = ipywidgets.Tab([a, ipywidgets.HTML("notes")])
+    assert tab.children[0] is a
+    assert a.controls.transcribe_button is a.transcribe_button and a.live.figure is a.live_figure
     assert a.model.value == "tiny.en (bundled)"
     assert {"tiny", "small", "large-v3"} <= set(a.model.options)
     assert a.device.options == ("auto", "cpu", "cuda")
@@ -69,7 +74,7 @@ def test_transcribe_shows_text_table_live_chart_and_figures(a):
 
     assert a.message.value == "", visible_text(a.message.value)
     assert a.last_error is None
-    assert isinstance(a.last_result, experiment.Run)
+    assert isinstance(a.last_result, results.Run)
     assert a.last_result.transcript.config["batch_size"] == 4
     assert "slow and steady wins the race" in visible_text(a.transcript.value).lower()
     table = visible_text(a.table.value)
@@ -141,7 +146,7 @@ def test_unexpected_exception_is_a_short_message_and_buttons_come_back(a, monkey
     def broken(*args, **kwargs):
         raise ValueError("something broke\nsecond line")
 
-    monkeypatch.setattr(experiment, "run", broken)
+    monkeypatch.setattr(runners, "run", broken)
     click_and_wait(a, a.transcribe_button)
     assert visible_text(a.message.value) == "Error: ValueError: something broke"
     assert isinstance(a.last_error, ValueError)
@@ -162,7 +167,7 @@ def test_compare_shows_both_sides_and_what_differs(a):
     click_and_wait(a, a.compare_button)
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
-    assert isinstance(result, experiment.Comparison)
+    assert isinstance(result, results.Comparison)
     # the app's model/device/compute type on both sides, the seed's settings otherwise
     assert result.before.config.num_workers == 24 and result.before.config.mode == "sequential"
     assert result.after.config.mode == "batched" and result.after.config.batch_size == "auto"
@@ -182,9 +187,9 @@ def test_sweep_measures_each_batch_size(a):
     click_and_wait(a, a.sweep_button)
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
-    assert isinstance(result, experiment.Sweep)
-    assert [p.batch_size for p in result.points] == [1, 2, 4, 8, 16]
-    assert a.progress.value == a.progress.max == 5
+    assert isinstance(result, results.Sweep)
+    assert [p.batch_size for p in result.points] == list(runners.DEFAULT_SWEEP)  # the one default list
+    assert a.progress.value == a.progress.max == len(runners.DEFAULT_SWEEP)
     assert f"Fastest batch size: {result.best}" in visible_text(a.table.value)
     assert reference_text(sample_path("aesop_02")).lower().rstrip(".") in visible_text(a.transcript.value).lower()
 

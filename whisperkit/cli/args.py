@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from whisperkit.core.config import Config
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
 
 
-def batch_size_argument(text: str):
+def batch_size_argument(text: str) -> int | str:
     """``auto`` or a whole number (range checked by Config, with its own message)."""
     if text == "auto":
         return text
@@ -28,7 +32,7 @@ def batch_size_argument(text: str):
         raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
-def config_from_args(args, **changes):
+def config_from_args(args: argparse.Namespace, **changes: Any) -> Config:
     """A Config from the shared model arguments, with ``changes`` on top."""
     from whisperkit.core.config import Config
 

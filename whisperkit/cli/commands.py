@@ -77,7 +77,7 @@ def _add_transcribe(commands) -> None:
     parser.set_defaults(func=run_transcribe)
 
 
-def run_transcribe(args) -> int:
+def run_transcribe(args: argparse.Namespace) -> int:
     if args.mode == "corpus":
         from whisperkit.cli.corpus import run_corpus
 
@@ -109,7 +109,7 @@ def run_transcribe(args) -> int:
     return 0
 
 
-def run_env(args) -> int:
+def run_env(args: argparse.Namespace) -> int:
     import json
 
     from whisperkit.measure.environment import collect_environment, format_environment

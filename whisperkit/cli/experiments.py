@@ -5,12 +5,14 @@ Each finished run is saved as soon as it ends, so a failure or Ctrl-C later on k
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
-def register(commands) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
     from whisperkit.cli.args import add_model_arguments
+    from whisperkit.experiments.runners import DEFAULT_SWEEP
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
     compare.add_argument("file", metavar="FILE")
@@ -25,7 +27,8 @@ def register(commands) -> None:
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
     sweep.add_argument("file", metavar="FILE")
     add_model_arguments(sweep)
-    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=(1, 2, 4, 8, 16))
+    sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
+                       help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
     sweep.add_argument("--interval", type=float, default=0.1)
     sweep.add_argument("--output-dir", required=True)
@@ -54,8 +57,8 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def run_compare(args) -> int:
-    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
+def run_compare(args: argparse.Namespace) -> int:
+    from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
     before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
     return _compare_and_save(args.file, before, after, args.output_dir, reference=args.reference,
@@ -63,9 +66,9 @@ def run_compare(args) -> int:
                              quiet=args.quiet)
 
 
-def run_sweep(args) -> int:
+def run_sweep(args: argparse.Namespace) -> int:
     from whisperkit.core.config import Config
-    from whisperkit.experiments import experiment
+    from whisperkit.experiments import runners
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
     from whisperkit.views.report import report
 
@@ -77,9 +80,9 @@ def run_sweep(args) -> int:
 
     common = dict(interval=args.interval, progress=not args.quiet, on_run=keep)
     if args.autotune:
-        result = experiment.autotune(args.file, config=base, **common)
+        result = runners.autotune(args.file, config=base, **common)
     else:
-        result = experiment.sweep(args.file, args.batch_sizes, config=base, **common)
+        result = runners.sweep(args.file, args.batch_sizes, config=base, **common)
     save_sweep(result, folder)
     report(result, folder / "report.html")
     print(result.table().to_string())
@@ -88,7 +91,7 @@ def run_sweep(args) -> int:
     return 0
 
 
-def run_report(args) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from whisperkit.experiments.store import load_runs
     from whisperkit.views.report import report
 
@@ -97,9 +100,9 @@ def run_report(args) -> int:
     return 0
 
 
-def run_demo(args) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from whisperkit.core.samples import sample_path
-    from whisperkit.experiments.experiment import SEED_AFTER, SEED_BEFORE
+    from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
 
     print("whisperkit demo: the seed's before/after comparison on the bundled 79 s sample, offline.")
     print("before: sequential WhisperModel.transcribe, num_workers=24; after: BatchedInferencePipeline, "
@@ -108,8 +111,9 @@ def run_demo(args) -> int:
 
 
 def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **options) -> int:
-    from whisperkit.experiments.experiment import compare
+    from whisperkit.experiments.runners import compare
     from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
+    from whisperkit.views import format as fmt
     from whisperkit.views.report import report
 
     folder = Path(output_dir)
@@ -129,8 +133,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
         print("settings that differ: " + "; ".join(
             f"{d['setting']} {d['before']} -> {d['after']}" for d in result.differences))
     reference = result.wer_vs_reference
-    accuracy = f", WER vs reference {reference['before']:.1%} -> {reference['after']:.1%}" if reference else ""
-    print(f"speedup {result.speedup:.2f}x, WER between the two {result.wer_between:.1%}{accuracy}")
+    accuracy = f", WER vs reference {fmt.percent(reference['before'])} -> {fmt.percent(reference['after'])}" if reference else ""
+    print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
               "report's timelines show the accelerator idle before and busy after")

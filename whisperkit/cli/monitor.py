@@ -18,10 +18,12 @@ import subprocess
 import sys
 import time
 
+from whisperkit.checks import is_missing
+
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``monitor`` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "monitor",
@@ -47,7 +49,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the monitor for parsed ``args``; return the exit status."""
     from whisperkit.errors import ConfigError, WhisperkitError
     from whisperkit.measure.sampler import Sampler
@@ -141,7 +143,7 @@ class _Line:
         for key, _, fmt in self.fields:
             value = sample.get(key, math.nan)
             width = len(fmt.format(0))
-            cells.append(f"{'-':>{width}}" if value != value else fmt.format(value))
+            cells.append(f"{'-':>{width}}" if is_missing(value) else fmt.format(value))
         return " ".join(cells)
 
 

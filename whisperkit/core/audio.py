@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import AudioError, first_line
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLING_RATE = 16000  # Hz, what Whisper models take
 SILENCE_PEAK = 1e-3  # peak amplitude below which audio counts as silence (about -60 dBFS)
@@ -22,7 +26,7 @@ HEADER_BYTES = 16 * 1024  # an empty but valid audio file is smaller than this
 class Audio:
     """Decoded audio: ``samples`` at 16 kHz mono float32 in [-1, 1]."""
 
-    samples: object  # numpy.ndarray, float32
+    samples: np.ndarray  # float32
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -35,6 +39,12 @@ class Audio:
     def is_silent(self) -> bool:
         """True when there is no sample above -60 dBFS (or no sample at all)."""
         return len(self.samples) == 0 or float(abs(self.samples).max()) < SILENCE_PEAK
+
+
+if TYPE_CHECKING:
+    #: What every function that transcribes takes as audio: a file path, decoded Audio, or a
+    #: one-dimensional 16 kHz mono float32 array.
+    AudioSource = str | os.PathLike[str] | Audio | np.ndarray
 
 
 def load_audio(path: str | os.PathLike) -> Audio:
@@ -64,7 +74,7 @@ def _check_file(path: str) -> None:
         raise AudioError(f"{path}: file is empty (0 bytes), not audio")
 
 
-def _decode(path: str) -> tuple[object, float | None, int]:
+def _decode(path: str) -> tuple[np.ndarray, float | None, int]:
     """Return (samples, seconds the container declares or None, frames that failed to decode)."""
     import numpy as np
 
@@ -112,7 +122,7 @@ class AudioBlock:
     """A stretch of a file decoded by :func:`stream_audio`: ``samples`` 16 kHz mono float32,
     starting ``start_seconds`` into the file; the ``last`` block carries the file's ``warnings``."""
 
-    samples: object  # numpy.ndarray, float32
+    samples: np.ndarray  # float32
     start_seconds: float
     last: bool
     warnings: list[str] = field(default_factory=list)

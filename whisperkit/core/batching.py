@@ -27,8 +27,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from whisperkit.core.models import Model
 
 MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
@@ -141,7 +145,7 @@ def recommend_batch_size(
     return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
 
 
-def recommend_for_model(model, beam_size: int = 5) -> int:
+def recommend_for_model(model: Model, beam_size: int = 5) -> int:
     """``batch_size="auto"`` for a loaded :class:`whisperkit.Model` (its weights already in memory)."""
     return recommend_batch_size(model.name, model.compute_type, device=model.device, beam_size=beam_size,
                                 weights_loaded=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
+from whisperkit.checks import is_whole
 from whisperkit.errors import ConfigError
 
 MODES = ("batched", "sequential")
@@ -39,19 +41,19 @@ class Config:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; expected one of: {', '.join(MODES)}")
-        if self.batch_size != "auto" and not _whole_at_least(self.batch_size, 1):
+        if self.batch_size != "auto" and not is_whole(self.batch_size, 1):
             raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {self.batch_size!r}")
-        if not _whole_at_least(self.beam_size, 1):
+        if not is_whole(self.beam_size, 1):
             raise ConfigError(f"beam size must be a whole number of at least 1, got {self.beam_size!r}")
-        if not _whole_at_least(self.num_workers, 1):
+        if not is_whole(self.num_workers, 1):
             raise ConfigError(f"num_workers must be a whole number of at least 1, got {self.num_workers!r}")
-        if not _whole_at_least(self.cpu_threads, 0):
+        if not is_whole(self.cpu_threads, 0):
             raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {self.cpu_threads!r}")
         reserved = {"batch_size", "beam_size", "language"} & set(self.options)
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
 
-    def replace(self, **changes) -> Config:
+    def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
 
@@ -67,10 +69,6 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
-
-
-def _whole_at_least(value, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 # Decoding settings a comparison shows, in this order.

@@ -14,8 +14,9 @@ import os
 import time
 from dataclasses import dataclass
 
+from whisperkit.checks import is_whole
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
-from whisperkit.measure.cuda import cuda_device_count, supported_compute_types
+from whisperkit.measure.cuda import cuda_device_count, is_out_of_memory, supported_compute_types
 
 BUNDLED_MODEL = "tiny.en"
 DEVICES = ("auto", "cpu", "cuda")
@@ -74,9 +75,9 @@ def load_model(
     >>> m.device, m.compute_type              # doctest: +SKIP
     ('cpu', 'int8')
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+    if not is_whole(num_workers, 1):
         raise ConfigError(f"num_workers must be a whole number of at least 1, got {num_workers!r}")
-    if isinstance(cpu_threads, bool) or not isinstance(cpu_threads, int) or cpu_threads < 0:
+    if not is_whole(cpu_threads, 0):
         raise ConfigError(f"cpu_threads must be a whole number of at least 0, got {cpu_threads!r}")
     name, path = resolve_model(model)
     device = pick_device(device)
@@ -187,7 +188,7 @@ def _load(path: str, device: str, compute_type: str, num_workers: int, cpu_threa
         )
     except RuntimeError as error:
         reason = first_line(error)
-        if "out of memory" in reason.lower():
+        if is_out_of_memory(error):
             raise DeviceError(
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "
                 "use a smaller model, fewer workers, or int8"

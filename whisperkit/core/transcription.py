@@ -16,11 +16,17 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.audio import Audio, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, load_model
 from whisperkit.errors import DeviceError, WhisperkitError, first_line
+from whisperkit.measure.cuda import is_out_of_memory
+
+if TYPE_CHECKING:
+    from whisperkit.core.audio import AudioSource
+    from whisperkit.measure.sampler import Sampler
 
 
 @dataclass
@@ -119,7 +125,7 @@ class Transcript:
 
 
 def transcribe(
-    audio,
+    audio: AudioSource,
     model: Model | str | os.PathLike | None = None,
     *,
     mode: str = "batched",
@@ -133,7 +139,7 @@ def transcribe(
     progress: bool = True,
     monitor: bool = False,
     monitor_interval: float = 0.1,
-    **options,
+    **options: Any,
 ) -> Transcript:
     """Transcribe one audio file (or a 16 kHz float32 array).
 
@@ -155,6 +161,7 @@ def transcribe(
     """
     if model is not None and not isinstance(model, (Model, str, os.PathLike)):
         model = _wrap_whisper_model(model)
+    name: str | None
     if isinstance(model, Model):  # already loaded: its placement is the one used
         name, device, compute_type = model.name, model.device, model.compute_type
         num_workers, cpu_threads = model.num_workers, model.cpu_threads
@@ -185,11 +192,11 @@ def transcribe(
 
 
 def transcribe_config(
-    audio,
+    audio: AudioSource,
     config: Config,
     model: Model | None = None,
     progress: bool = True,
-    sampler=None,
+    sampler: Sampler | None = None,
 ) -> Transcript:
     """Transcribe with a :class:`Config`; the engine under :func:`transcribe` and experiments.
 
@@ -229,7 +236,7 @@ def transcribe_config(
             _run(model, audio, config, batch_size, transcript, progress, started, mark)
             break
         except RuntimeError as error:
-            if config.mode != "batched" or not _is_out_of_memory(error):
+            if config.mode != "batched" or not is_out_of_memory(error):
                 raise
             if batch_size == 1:
                 raise DeviceError(
@@ -287,7 +294,7 @@ def _read_segments(segments, audio: Audio, progress: bool) -> tuple[list[Segment
 
 
 def _resolve_batch_size(config: Config, model: Model) -> int:
-    if config.batch_size != "auto":
+    if isinstance(config.batch_size, int):
         return config.batch_size
     from whisperkit.core.batching import recommend_for_model
 
@@ -326,10 +333,6 @@ def _wrap_whisper_model(whisper) -> Model:
         compute_type=inner.compute_type,
         num_workers=inner.num_workers,
     )
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    return "out of memory" in str(error).lower()
 
 
 

@@ -10,27 +10,33 @@ sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs u
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from whisperkit.checks import is_missing
 from whisperkit.errors import RunError, first_line
 from whisperkit.files import write_bytes_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from whisperkit.experiments.results import Comparison, Run, Sweep
 
 RUN_KIND = "whisperkit.run"
 SCHEMA = 1
 
 
-def save(result, folder: str | os.PathLike) -> str:
+def save(result: Run | Comparison | Sweep, folder: str | os.PathLike) -> str:
     """Write a Run, Comparison or Sweep into ``folder``; returns the folder path."""
     kind = type(result).__name__
-    writers = {"Run": save_run, "Comparison": save_comparison, "Sweep": save_sweep}
+    writers: dict[str, Callable[[Any, str | os.PathLike], str]] = {
+        "Run": save_run, "Comparison": save_comparison, "Sweep": save_sweep}
     if kind not in writers:
         raise RunError(f"cannot save a {kind}: expected a Run, Comparison or Sweep")
     return writers[kind](result, folder)
 
 
-def save_run(run, folder: str | os.PathLike) -> str:
+def save_run(run: Run, folder: str | os.PathLike) -> str:
     """Write ``run`` into ``folder`` (created if needed); returns the folder path."""
     import io
 
@@ -57,13 +63,13 @@ def save_run(run, folder: str | os.PathLike) -> str:
     return str(folder)
 
 
-def load_run(folder: str | os.PathLike):
+def load_run(folder: str | os.PathLike) -> Run:
     """Read a run saved by :func:`save_run`; a clear :class:`RunError` for anything else."""
     import pandas as pd
 
     from whisperkit.core.config import Config
     from whisperkit.core.transcription import Transcript
-    from whisperkit.experiments.experiment import Run
+    from whisperkit.experiments.results import Run
 
     folder = Path(folder)
     document = _read_run_json(folder)
@@ -102,7 +108,7 @@ def load_runs(folder: str | os.PathLike) -> list:
     return sorted(runs, key=lambda run: run.started_at)
 
 
-def save_comparison(comparison, folder: str | os.PathLike) -> str:
+def save_comparison(comparison: Comparison, folder: str | os.PathLike) -> str:
     """Write a comparison's JSON and its two runs (each repeat)."""
     folder = Path(folder)
     for side, runs in (("before", comparison.before_runs), ("after", comparison.after_runs)):
@@ -112,11 +118,11 @@ def save_comparison(comparison, folder: str | os.PathLike) -> str:
     return str(folder)
 
 
-def save_sweep(sweep, folder: str | os.PathLike) -> str:
+def save_sweep(sweep: Sweep, folder: str | os.PathLike) -> str:
     """Write a sweep's JSON and a run per batch size."""
     folder = Path(folder)
     for run in sweep.runs:
-        save_run(run, folder / "runs" / sweep_run_name(run.config.batch_size))
+        save_run(run, folder / "runs" / sweep_run_name(int(run.config.batch_size)))
     write_text_atomic(folder / "sweep.json", to_json(sweep.to_dict()))
     return str(folder)
 
@@ -160,7 +166,7 @@ def _records(frame) -> list[dict]:
 
 
 def _nan_to_none(value):
-    if isinstance(value, float) and math.isnan(value):
+    if is_missing(value):
         return None
     if isinstance(value, dict):
         return {key: _nan_to_none(item) for key, item in value.items()}

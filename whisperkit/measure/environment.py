@@ -50,7 +50,7 @@ def cpu_model() -> str:
 
 def package_versions() -> dict:
     """Installed versions of the packages that decide a run's speed (None where missing)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -31,6 +31,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from whisperkit.measure.columns import gpu_column, gpu_columns
 
@@ -86,6 +87,8 @@ def release() -> None:
         _users -= 1
         if _users == 0:
             module, _module = _module, None
+            if module is None:
+                return
             try:
                 module.nvmlShutdown()
             except module.NVMLError:
@@ -185,8 +188,8 @@ class NvmlSession:
             devices.append(Device(index, handle, lost=handle is None))
         return devices
 
-    def query(self, func_name: str, *args, device: int | None = None, default=NaN,
-              columns: Collection[str] = (), not_found=None):
+    def query(self, func_name: str, *args: object, device: int | None = None, default: Any = NaN,
+              columns: Collection[str] = (), not_found: Any = None) -> Any:
         """Call ``pynvml.<func_name>(*args)``; on failure return ``default``, never raise.
 
         ``device`` keys the NotSupported memory and the GpuIsLost state (None: a system call).
@@ -246,9 +249,12 @@ class NvmlSession:
         memory = self.query("nvmlDeviceGetMemoryInfo", h, device=i, default=None,
                             columns=(prefix + "mem_used_mb", prefix + "mem_total_mb"))
         power_mw = self.query("nvmlDeviceGetPowerUsage", h, device=i, columns=(prefix + "power_w",))
-        clock = self.query("nvmlDeviceGetClockInfo", h, self._nv.NVML_CLOCK_SM, device=i,
+        nv = self._nv
+        if nv is None:  # a device exists only while NVML is open
+            return {}
+        clock = self.query("nvmlDeviceGetClockInfo", h, nv.NVML_CLOCK_SM, device=i,
                            columns=(prefix + "sm_clock_mhz",))
-        temperature = self.query("nvmlDeviceGetTemperature", h, self._nv.NVML_TEMPERATURE_GPU, device=i,
+        temperature = self.query("nvmlDeviceGetTemperature", h, nv.NVML_TEMPERATURE_GPU, device=i,
                                  columns=(prefix + "temperature_c",))
         return {
             prefix + "util_percent": float(util.gpu) if util is not None else NaN,

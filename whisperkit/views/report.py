@@ -12,9 +12,19 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.files import write_text_atomic
+from whisperkit.views import format as fmt
+from whisperkit.views.tables import metric_rows, sweep_header, sweep_rows
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.experiments.results import Comparison, Run, Sweep
+    from whisperkit.views.plots.common import Runs
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}  # no logo: it links to plotly.com
 
@@ -59,14 +69,14 @@ MATCHED_SENTENCE = (
 )
 
 
-def report(obj, path: str | os.PathLike) -> str:
+def report(obj: Runs, path: str | os.PathLike) -> str:
     """Write an HTML report of ``obj`` (Comparison, Sweep, Run or list of Runs) to ``path``.
 
     The file is written atomically and holds: title and date, a short guide to reading it,
     metrics (speedup, RTFx, wall s, CPU %, GPU %, RSS MiB, word error rates), the settings that
     differ, the figures, the machine, and the transcripts. Returns ``path`` as a string.
     """
-    from whisperkit.experiments.experiment import Comparison, Sweep
+    from whisperkit.experiments.results import Comparison, Sweep
     from whisperkit.views.plots import runs_of
 
     runs = runs_of(obj)
@@ -85,7 +95,7 @@ def report(obj, path: str | os.PathLike) -> str:
 # ---- the three kinds of report -----------------------------------------------------------
 
 
-def _comparison_sections(comparison, runs) -> list[str]:
+def _comparison_sections(comparison: Comparison, runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     return [
@@ -104,7 +114,7 @@ def _comparison_sections(comparison, runs) -> list[str]:
     ]
 
 
-def _sweep_sections(sw, runs) -> list[str]:
+def _sweep_sections(sw: Sweep, runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     figures = [("Throughput and memory against batch size", "", plots.sweep(sw))]
@@ -125,7 +135,7 @@ def _sweep_sections(sw, runs) -> list[str]:
     ]
 
 
-def _runs_sections(runs) -> list[str]:
+def _runs_sections(runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
     return [
@@ -153,7 +163,7 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _header(title: str, runs) -> str:
+def _header(title: str, runs: list[Run]) -> str:
     from whisperkit._version import __version__
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -168,96 +178,55 @@ def _header(title: str, runs) -> str:
             f'<p class="meta">Report written {now} by whisperkit {__version__}{when}{audio_line}</p>\n')
 
 
-def _headline(comparison) -> str:
+def _headline(comparison: Comparison) -> str:
     before = comparison.before.metrics.get("wall_seconds")
     after = comparison.after.metrics.get("wall_seconds")
     verdict = comparison.verdict
     return (f'<p class="headline">{html.escape(verdict[:1].upper() + verdict[1:])}</p>\n<p class="note">Transcription wall time (model load excluded): '
-            f"{_fmt(before, 2)} s before, {_fmt(after, 2)} s after; speedup is the median before wall time "
+            f"{fmt.metric_text('wall_seconds', before)} s before, {fmt.metric_text('wall_seconds', after)} s after; speedup is the median before wall time "
             f"over the median after wall time ({len(comparison.before_runs)} run(s) per side).</p>\n")
 
 
-def _reading_guide(runs) -> str:
+def _reading_guide(runs: list[Run]) -> str:
     cores = next((run.environment.get("cpu_logical_cores") for run in runs if run.environment), None)
     return _section("How to read this report", READING_GUIDE.format(cores=cores or "the"))
 
 
-def _comparison_table(comparison) -> str:
-    rows = [["speedup (before wall / after wall)", f"{_fmt(comparison.speedup, 2)}x"],
-            ["word error rate, after text against before text", _percent(comparison.wer_between)]]
+def _comparison_table(comparison: Comparison) -> str:
+    rows = [["speedup (before wall / after wall)", fmt.times(comparison.speedup)],
+            ["word error rate, after text against before text", fmt.percent(comparison.wer_between)]]
     reference = comparison.wer_vs_reference
     for side in ("before", "after"):
         value = reference.get(side) if reference else None
         rows.append([f"word error rate of {side} against the reference",
-                     _percent(value) if reference else "n/a (no reference text)"])
+                     fmt.percent(value) if reference else "n/a (no reference text)"])
     return _table(["", "value"], rows)
 
 
-def _metrics_table(runs) -> str:
-    rows = []
-    for name, key, digits in _METRIC_ROWS:
-        rows.append([name, *(_metric_cell(run, key, digits) for run in runs)])
-    return _table(["metric", *(run.label for run in runs)], rows)
+def _metrics_table(runs: list[Run]) -> str:
+    return _table(["metric", *(run.label for run in runs)], metric_rows(runs, long=True))
 
 
-_METRIC_ROWS = (
-    ("RTFx (audio s per wall s)", "rtfx", 2),
-    ("wall s (transcription)", "wall_seconds", 2),
-    ("model load s", "load_seconds", 2),
-    ("prepare s (VAD, features)", "prepare_seconds", 2),
-    ("decode s", "decode_seconds", 2),
-    ("mean CPU % (system)", "mean_cpu_percent", 1),
-    ("mean CPU % (this process)", "mean_process_cpu_percent", 1),
-    ("mean GPU utilization % (busiest GPU)", "mean_gpu_util_percent", 1),
-    ("peak RSS MiB", "peak_rss_mb", 0),
-    ("peak GPU memory MiB", "peak_gpu_mem_mb", 0),
-    ("batch size", "batch_size", 0),
-    ("out-of-memory retries", "oom_retries", 0),
-    ("word error rate vs reference", "wer_vs_reference", None),
-)
-
-
-def _metric_cell(run, key: str, digits: int | None) -> str:
-    value = run.metrics.get(key)
-    if value is None:
-        if "gpu" in key:
-            return "n/a (no GPU)"
-        if key == "wer_vs_reference":
-            return "n/a (no reference)"
-        if key == "batch_size":
-            return "none (sequential)" if run.config.mode == "sequential" else "n/a"
-        return "n/a"
-    return _percent(value) if digits is None else _fmt(value, digits)
-
-
-def _differences(comparison) -> str:
+def _differences(comparison: Comparison) -> str:
     sentence = MATCHED_SENTENCE if comparison.matched else DIFFERENCES_SENTENCE
     if not comparison.differences:
         return "<p>Both sides use the same settings.</p>"
-    rows = [[d["setting"], _value(d["before"]), _value(d["after"])] for d in comparison.differences]
+    rows = [[d["setting"], fmt.setting(d["before"]), fmt.setting(d["after"])] for d in comparison.differences]
     return f"<p>{sentence}</p>\n" + _table(["setting", "before", "after"], rows, css_class="differences")
 
 
-def _sweep_table(sw) -> str:
-    rows, marked = [], set()
-    no_gpu = "n/a" if any(p.peak_gpu_mem_mb is not None for p in sw.points) else "n/a (no GPU)"
-    for number, p in enumerate(sorted(sw.points, key=lambda point: point.batch_size)):
-        if p.batch_size == sw.best and not p.oom:
-            marked.add(number)
-        rows.append([str(p.batch_size), _fmt(p.rtfx, 2), _fmt(p.wall_seconds, 2), _fmt(p.peak_rss_mb, 0),
-                     _fmt(p.peak_gpu_mem_mb, 0, no_gpu), _fmt(p.mean_cpu_percent, 1),
-                     _fmt(p.mean_gpu_util_percent, 1, no_gpu), "yes" if p.oom else "no"])
-    header = ["batch size", "RTFx", "wall s", "peak RSS MiB", "peak GPU MiB", "mean CPU %", "mean GPU %",
-              "out of memory"]
-    return _table(header, rows, marked=marked, mark_class="best")
+def _sweep_table(sw: Sweep) -> str:
+    rows = sweep_rows(sw)
+    marked = {number for number, row in enumerate(rows) if row[0] == str(sw.best) and row[-1] == "no"}
+    return _table(sweep_header(), rows, marked=marked, mark_class="best")
 
 
-def _settings_table(runs) -> str:
+def _settings_table(runs: list[Run]) -> str:
     settings = [_settings(run) for run in runs]
     names = list(dict.fromkeys(name for one in settings for name in one))
     rows, marked = [], set()
     for number, name in enumerate(names):
-        values = [_value(one.get(name)) for one in settings]
+        values = [fmt.setting(one.get(name)) for one in settings]
         rows.append([name, *values])
         if len(set(values)) > 1:
             marked.add(number)
@@ -265,7 +234,7 @@ def _settings_table(runs) -> str:
     return note + _table(["setting", *(run.label for run in runs)], rows, marked=marked)
 
 
-def _settings(run) -> dict:
+def _settings(run: Run) -> dict[str, object]:
     """The settings a run used: resolved config (model, device, batch size) and decoding in effect."""
     from whisperkit.core.config import decoding_settings
 
@@ -275,7 +244,7 @@ def _settings(run) -> dict:
     return {**used, **decoding, **({"other options": other} if other else {})}
 
 
-def _environment_table(runs) -> str:
+def _environment_table(runs: list[Run]) -> str:
     described = [_environment_rows(run.environment or {}) for run in runs]
     if all(rows == described[0] for rows in described):
         return _table(["", "value"], [[name, value] for name, value in described[0].items()])
@@ -285,28 +254,28 @@ def _environment_table(runs) -> str:
             + _table(["", *(run.label for run in runs)], rows))
 
 
-def _environment_rows(env: dict) -> dict:
+def _environment_rows(env: dict[str, Any]) -> dict[str, str]:
     gpus = env.get("gpus") or []
     rows = {
         "CPU": str(env.get("cpu_model", "unknown")),
         "cores (physical / logical)": f"{env.get('cpu_physical_cores')} / {env.get('cpu_logical_cores')}",
-        "memory MiB": _value(env.get("memory_total_mb")),
+        "memory MiB": fmt.setting(env.get("memory_total_mb")),
     }
     for gpu in gpus:
         rows[f"GPU {gpu.get('index')}"] = (
-            f"{gpu.get('name')}, {_fmt(gpu.get('memory_total_mb'), 0)} MiB, driver {gpu.get('driver_version')}, "
+            f"{gpu.get('name')}, {fmt.number(gpu.get('memory_total_mb'), 0)} MiB, driver {gpu.get('driver_version')}, "
             f"CUDA {gpu.get('cuda_driver_version')}"
         )
     if not gpus:
         rows["GPU"] = f"none visible: {env.get('gpu_unavailable_reason') or 'reason not recorded'}"
-    rows["CUDA devices ctranslate2 sees"] = _value(env.get("ctranslate2_cuda_devices"))
+    rows["CUDA devices ctranslate2 sees"] = fmt.setting(env.get("ctranslate2_cuda_devices"))
     rows["Python"] = f"{env.get('python')} on {env.get('platform')}"
     for name, version in (env.get("versions") or {}).items():
         rows[name] = version or "not installed"
     return rows
 
 
-def _transcripts(runs, *, open_count: int) -> str:
+def _transcripts(runs: list[Run], *, open_count: int) -> str:
     parts = []
     references = dict.fromkeys(run.reference for run in runs if run.reference)
     for reference in references:
@@ -321,7 +290,7 @@ def _transcripts(runs, *, open_count: int) -> str:
     return "\n".join(parts)
 
 
-def _figures(figures) -> str:
+def _figures(figures: list[tuple[str, str, Figure]]) -> str:
     """Figures as HTML: plotly.js inlined with the first one only."""
     parts = []
     for number, (heading, caption, fig) in enumerate(figures):
@@ -335,7 +304,8 @@ def _section(heading: str, content: str) -> str:
     return f"<h2>{html.escape(heading)}</h2>\n{content}\n"
 
 
-def _table(header, rows, *, marked=(), mark_class: str = "differs", css_class: str = "") -> str:
+def _table(header: Sequence[object], rows: Sequence[Sequence[object]], *, marked: Collection[int] = (),
+           mark_class: str = "differs", css_class: str = "") -> str:
     """An HTML table; every cell escaped; the first cell of a row is its heading; rows whose
     number is in ``marked`` get ``mark_class``."""
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
@@ -346,24 +316,3 @@ def _table(header, rows, *, marked=(), mark_class: str = "differs", css_class: s
         body.append(f"<tr{css}>{cells}</tr>")
     table_class = f' class="{css_class}"' if css_class else ""
     return f"<table{table_class}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>\n"
-
-
-def _fmt(value, digits: int, missing: str = "n/a") -> str:
-    if value is None or value != value:
-        return missing
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return f"{value:,.{digits}f}"
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.1f} %"
-
-
-def _value(value) -> str:
-    """A setting's value as text: None as 'none', lists comma-separated."""
-    if value is None:
-        return "none"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(item) for item in value)
-    return str(value)

@@ -13,14 +13,21 @@ waited for the CPU stages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from whisperkit.errors import ConfigError
 from whisperkit.measure.columns import gpu_column
+
+if TYPE_CHECKING:
+    from plotly.graph_objects import Figure
+
+    from whisperkit.core.corpus.transcribe import CorpusResult
 
 BATCH_COLOR = "rgba(99, 110, 250, 0.18)"
 LOAD_COLOR = "rgba(150, 150, 150, 0.18)"
 
 
-def worker_timelines(result, *, height_per_worker: int = 170):
+def worker_timelines(result: CorpusResult, *, height_per_worker: int = 170) -> Figure:
     """A plotly Figure: one row per model worker of ``result`` (a CorpusResult from engine "ray")."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

@@ -59,6 +59,7 @@ class WindowDecoder:
         whisper = model.whisper
         self.multilingual = bool(whisper.model.is_multilingual) and language is None
         self.pipeline = BatchedInferencePipeline(whisper)
+        self.feature_extractor = whisper.feature_extractor  # for add_features
         self.plain, found = self._options(language, beam_size, options, word_timestamps=False)
         self.words, _ = self._options(language, beam_size, options, word_timestamps=True)
         self.language = None if self.multilingual else found
@@ -91,7 +92,7 @@ class WindowDecoder:
             options = self.words if any(window.packed for window in heard) else self.plain
             metadata = [{"offset": 0.0, "duration": window.seconds, "segments": []} for window in heard]
             self.pipeline.last_speech_timestamp = 0.0  # windows come from different files
-            outputs = self.pipeline.forward(np.stack([w.features for w in heard]), self.tokenizer, metadata, options)
+            outputs = self.pipeline.forward(np.stack([w.features for w in heard if w.features is not None]), self.tokenizer, metadata, options)
         by_window = dict(zip(map(id, heard), outputs))
         texts = []
         for window in windows:

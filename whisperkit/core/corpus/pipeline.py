@@ -41,8 +41,17 @@ import time
 from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
-from whisperkit.core.corpus.stages import Failure, Packer, Source, Window, add_features, read_pieces
+from whisperkit.core.corpus.stages import (
+    Failure,
+    Packer,
+    Source,
+    Window,
+    add_features,
+    read_pieces,
+    release_freed_memory,
+)
 from whisperkit.errors import DeviceError, first_line
+from whisperkit.measure.cuda import is_out_of_memory
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
@@ -246,20 +255,21 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         since = time.monotonic()
         if on_batch is not None and run.stats["model"].items == 0:
             on_batch()
+        heard = sum(window.seconds > 0 for window in item)
         texts = _decode(run, decoder, item)
-        run.busy("model", 0, since, items=sum(window.seconds > 0 for window in item))
+        del item  # the batch's features can go
+        release_freed_memory()
+        run.busy("model", 0, since, items=heard)
         for text in texts:
             finished.put(text)
 
 
 def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
     """Decode ``windows``; on out-of-memory, halve the batch, rounding up (here and for the batches to come)."""
-    from whisperkit.core.transcription import _is_out_of_memory
-
     try:
         return decoder(windows)
     except RuntimeError as error:
-        if not _is_out_of_memory(error):
+        if not is_out_of_memory(error):
             raise
         if len(windows) == 1:
             raise DeviceError(f"out of memory even at batch size 1 ({first_line(error)}); "

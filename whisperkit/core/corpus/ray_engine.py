@@ -35,6 +35,7 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from types import ModuleType
 
 from whisperkit.core.corpus.ray_run import RayRun, WorkerTimeline
 from whisperkit.core.corpus.ray_workers import ModelWorker, WorkerSettings, decode_rows, encode, prepare
@@ -53,7 +54,7 @@ PREPARE_CPUS = 0.5  # Ray CPUs one CPU-stage task reserves (one decoding / VAD t
 PREPARE_MEMORY_BYTES = 256 * 2**20  # memory it reserves: two 300 s blocks of audio, an open window, a block of windows
 
 
-def require_ray():
+def require_ray() -> ModuleType:
     """The ``ray`` module, or a :class:`ConfigError` saying what to install."""
     try:
         import ray

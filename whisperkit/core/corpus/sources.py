@@ -30,7 +30,7 @@ def find_sources(paths: Iterable[str | os.PathLike]) -> list[Source]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[tuple[str, str]] = []
-    for path in map(os.fspath, paths):
+    for path in (os.fspath(entry) for entry in paths):
         found.extend(_expand(path))
     if not found:
         raise ConfigError("no files to transcribe; name audio files, folders or @list.txt files")
@@ -63,7 +63,7 @@ def _read_list(list_path: str) -> list[str]:
 
 
 def _audio_files(folder: str) -> list[str]:
-    files = []
+    files: list[str] = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files.extend(os.path.join(root, name) for name in sorted(names)

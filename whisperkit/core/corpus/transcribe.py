@@ -6,7 +6,9 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from whisperkit.checks import is_whole
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
 from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
@@ -15,6 +17,9 @@ from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, So
 from whisperkit.core.models import Model, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ENGINES = ("local", "ray")
 
@@ -73,7 +78,7 @@ class CorpusResult:
         workers = max(1, stats.threads) if stats else 1
         return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
-    def stage_table(self):
+    def stage_table(self) -> pd.DataFrame:
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
         of the run (over 100 % for a pool of threads working at once)."""
         import pandas as pd
@@ -84,7 +89,7 @@ class CorpusResult:
                 for name, s in self.stages.items()]
         return pd.DataFrame(rows).set_index("stage")
 
-    def worker_table(self):
+    def worker_table(self) -> pd.DataFrame:
         """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
         batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
         import pandas as pd
@@ -97,7 +102,7 @@ class CorpusResult:
                 for w in self.workers]
         return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
 
-    def spans_frame(self):
+    def spans_frame(self) -> pd.DataFrame:
         """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
         import pandas as pd
 
@@ -196,7 +201,7 @@ def transcribe_corpus(
                           {**config, **model.describe(), "mode": "corpus", "batch_size": resolved_batch,
                            "workers": workers}, load_seconds=load_seconds, output_dir=output_dir)
     if todo:
-        pipeline = functools.partial(run_pipeline, todo, decoder, model.whisper.feature_extractor,
+        pipeline = functools.partial(run_pipeline, todo, decoder, decoder.feature_extractor,
                                      batch_size=result.batch_size, pack=result.pack, workers=workers)
         _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
     return result
@@ -252,7 +257,8 @@ def corpus_config(model_name: str, compute_type: str, beam_size: int, language: 
             "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
 
 
-def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[str, ...], resume: bool):
+def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[str, ...],
+                 resume: bool) -> tuple[Manifest | None, list[Source], list[str]]:
     """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
     if output_dir is None:
         return None, found, []
@@ -332,7 +338,7 @@ def _batch_size(batch_size, model: Model, beam_size: int) -> int:
         from whisperkit.core.batching import recommend_for_model
 
         return recommend_for_model(model, beam_size=beam_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole(batch_size, 1):
         raise ConfigError(f"batch size must be a whole number of at least 1 or 'auto', got {batch_size!r}")
     return batch_size
 
@@ -340,6 +346,6 @@ def _batch_size(batch_size, model: Model, beam_size: int) -> int:
 def _workers(workers) -> int:
     if workers is None:
         return max(1, min(4, (os.cpu_count() or 2) // 2))
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not is_whole(workers, 1):
         raise ConfigError(f"workers must be a whole number of at least 1, got {workers!r}")
     return workers

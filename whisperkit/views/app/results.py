@@ -1,0 +1,110 @@
+"""The app's result area: the transcript, a table of metrics (from the registry) and the figures."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from whisperkit.views import format as fmt
+from whisperkit.views import tables
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from whisperkit.experiments.results import Comparison, Run, Sweep
+
+TABLE_STYLE = (
+    "<style>.wk-table{border-collapse:collapse;font-size:12px;line-height:1.35;margin:4px 0}"
+    ".wk-table th,.wk-table td{border:1px solid #d0d0d0;padding:2px 8px;text-align:right}"
+    ".wk-table thead th{background:#f3f3f3}</style>"
+)
+
+
+class ResultView:
+    """``transcript`` and ``table`` (HTML widgets) and ``figures`` (a VBox of plotly FigureWidgets)."""
+
+    def __init__(self) -> None:
+        import ipywidgets as w
+
+        # a long transcript scrolls in its box instead of pushing the charts down
+        self.transcript = w.HTML(value="", layout=w.Layout(max_height="140px", overflow="auto"))
+        self.table = w.HTML(value="")
+        self.figures = w.VBox([])
+
+    def show(self, result: Run | Comparison | Sweep) -> None:
+        """Show a Run, a Comparison or a Sweep: its text(s), its table and notes, its figures."""
+        import plotly.graph_objects as go
+
+        from whisperkit.experiments.results import Comparison, Sweep
+
+        if isinstance(result, Comparison):
+            texts, table, figures, notes = _comparison(result)
+        elif isinstance(result, Sweep):
+            texts, table, figures, notes = _sweep(result)
+        else:
+            texts, table, figures, notes = _run(result)
+        self.transcript.value = "".join(
+            f'<p style="white-space:pre-wrap;line-height:1.4;margin:2px 0">'
+            f'{f"<b>{html.escape(label)}:</b> " if label else ""}'
+            f"{html.escape(text) or '<i>(no speech found)</i>'}</p>"
+            for label, text in texts
+        )
+        self.table.value = table + "".join(f"<p><i>{html.escape(note)}</i></p>" for note in notes)
+        self.figures.children = [go.FigureWidget(figure) for figure in figures]
+
+
+def _run(result: Run) -> tuple[list[tuple[str, str]], str, list, list[str]]:
+    from whisperkit.views import plots
+
+    table = _html_table(_metrics_frame([result], ["value"]), header=False)
+    return [("", result.transcript.text)], table, [plots.timeline(result), plots.summary(result)], _notes(result)
+
+
+def _comparison(result: Comparison) -> tuple[list[tuple[str, str]], str, list, list[str]]:
+    from whisperkit.views import plots
+
+    texts = [("before", result.before.transcript.text), ("after", result.after.transcript.text)]
+    table = (f"<p>Speed-up (before wall / after wall): <b>{fmt.times(result.speedup)}</b>; "
+             f"word error rate between the two texts: {fmt.percent(result.wer_between)}</p>")
+    side_by_side = [_html_table(_metrics_frame([result.before, result.after], ["before", "after"]))]
+    if result.differences:
+        rows = [[d["setting"], fmt.setting(d["before"]), fmt.setting(d["after"])] for d in result.differences]
+        side_by_side.append("<div><b>What differs between the two sides</b>"
+                            + _html_table(tables.frame(["setting", "before", "after"], rows)) + "</div>")
+    table += ('<div style="display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start">'
+              + "".join(side_by_side) + "</div>")
+    return texts, table, [plots.timeline(result), plots.summary(result)], _notes(result.after)
+
+
+def _sweep(result: Sweep) -> tuple[list[tuple[str, str]], str, list, list[str]]:
+    from whisperkit.views import plots
+
+    best = result.best
+    best_run = next((r for r in result.runs if r.transcript.config.get("batch_size") == best), None)
+    shown = best_run or (result.runs[-1] if result.runs else None)
+    texts = [(f"batch size {best}", shown.transcript.text)] if shown is not None else []
+    table = _html_table(tables.frame(tables.sweep_header(), tables.sweep_rows(result)))
+    table += f"<p>Fastest batch size: <b>{best}</b> ({html.escape(result.stopped_because)})</p>"
+    figures = [plots.sweep(result), plots.timeline(result.runs)] if result.runs else [plots.sweep(result)]
+    return texts, table, figures, _notes(shown) if shown is not None else []
+
+
+def _html_table(frame: pd.DataFrame, header: bool = True) -> str:
+    """A DataFrame of text cells (see :mod:`whisperkit.views.tables`) as compact HTML."""
+    return TABLE_STYLE + frame.to_html(border=0, classes="wk-table", header=header)
+
+
+def _metrics_frame(runs: Sequence[Run], names: Sequence[str]) -> pd.DataFrame:
+    """The runs' configuration and every registered metric, one column per run."""
+    rows = [["configuration", *(run.label for run in runs)], *tables.metric_rows(runs)]
+    return tables.frame(["metric", *names], rows)
+
+
+def _notes(run_: Run) -> list[str]:
+    notes = list(run_.transcript.warnings)
+    notes += [f"batch size {retry['batch_size']} ran out of memory and was halved ({retry['error']})"
+              for retry in run_.transcript.batch_retries]
+    if run_.gpu_unavailable_reason:
+        notes.append(f"GPU: {run_.gpu_unavailable_reason}")
+    return notes

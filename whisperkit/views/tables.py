@@ -1,0 +1,65 @@
+"""The tables every view shows, as rows of text: each metric from the registry, formatted once.
+
+The report writes these rows as HTML, the app as a compact HTML table; labels, units, decimals
+and GPU-only come from :data:`whisperkit.experiments.metrics.METRICS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from whisperkit.checks import is_missing
+from whisperkit.experiments.metrics import METRICS, Metric, metric
+from whisperkit.views.format import MISSING, metric_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from whisperkit.experiments.results import Run, Sweep
+
+NO_GPU = "n/a (no GPU)"
+# the columns of a sweep table, after the batch size (SweepPoint fields named as metrics)
+SWEEP_METRICS = ("rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean_cpu_percent", "mean_gpu_util_percent")
+
+
+def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
+    """One row per registered metric: its label (``long``: its description), then one cell per run."""
+    return [[m.description if long else m.label, *(metric_cell(run, m) for run in runs)] for m in METRICS]
+
+
+def metric_cell(run: Run, m: Metric) -> str:
+    """A run's value of ``m`` as text; where it was not measured, the reason in a few words."""
+    value = run.metrics.get(m.key)
+    if not is_missing(value):
+        return metric_text(m.key, value)
+    if m.gpu_only:
+        return NO_GPU
+    if m.key == "wer_vs_reference":
+        return "n/a (no reference)"
+    if m.key == "batch_size" and run.config.mode == "sequential":
+        return "none (sequential)"
+    return MISSING
+
+
+def sweep_header() -> list[str]:
+    """The header of :func:`sweep_rows`."""
+    return ["batch size", *(metric(key).label for key in SWEEP_METRICS), "out of memory"]
+
+
+def sweep_rows(sw: Sweep) -> list[list[str]]:
+    """One row per batch size, smallest first: the batch size, each metric, ``yes``/``no`` out of memory."""
+    has_gpu = any(p.peak_gpu_mem_mb is not None for p in sw.points)
+    rows = []
+    for point in sorted(sw.points, key=lambda p: p.batch_size):
+        cells = [metric_text(key, getattr(point, key), missing=MISSING if has_gpu or not metric(key).gpu_only else NO_GPU)
+                 for key in SWEEP_METRICS]
+        rows.append([str(point.batch_size), *cells, "yes" if point.oom else "no"])
+    return rows
+
+
+def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
+    """Rows as a pandas DataFrame indexed by their first cell (for notebooks and the app)."""
+    import pandas as pd
+
+    return pd.DataFrame([list(row[1:]) for row in rows], index=[row[0] for row in rows], columns=list(header[1:]))
