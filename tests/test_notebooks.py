@@ -89,6 +89,8 @@ def execute(path: Path, kernel_manager_factory, parameters: str | None = None):
     errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
               if output.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0].ename}: {errors[0].evalue}"
+    figures = [cell for cell in notebook.cells if cell.cell_type == "code" and PLOTLY_MIME in mimetypes(cell)]
+    assert figures, f"{path.name}: no plotly figure among the outputs; every notebook shows its measurements as figures"
     return notebook
 
 
@@ -158,6 +160,14 @@ def test_04_workers_threads_batches_runs(kernel_manager_factory):
     assert "slow and steady wins the race" in text_of(many).lower()
     batched = text_of(code_cell(notebook, "wk.transcribe_clips(")).lower()
     assert "slow and steady wins the race" in batched and "batched across files" in batched
+    # the measurements as figures, not only tables: workers (speed and memory), then every configuration
+    single_figure = code_cell(notebook, "the same measurement as a figure")
+    assert PLOTLY_MIME in mimetypes(single_figure)
+    bars = single_figure.outputs[-1].data[PLOTLY_MIME]["data"]
+    assert [list(bar["x"]) for bar in bars] == [["num_workers=1", "num_workers=24"]] * 2
+    many_figure = code_cell(notebook, "every row above as a bar")
+    assert PLOTLY_MIME in mimetypes(many_figure)
+    assert len(many_figure.outputs[-1].data[PLOTLY_MIME]["data"][0]["x"]) == 5  # four thread rows and the batched one
 
 
 def test_05_corpus_runs(kernel_manager_factory):

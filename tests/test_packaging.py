@@ -80,7 +80,8 @@ def test_the_annotation_check_sees_a_missing_annotation(tmp_path, monkeypatch):
 
 
 def test_import_is_light():
-    code = "import sys, whisperkit; print(' '.join(sorted(m for m in ('faster_whisper', 'ctranslate2', 'pandas', 'plotly', 'ipywidgets', 'pynvml', 'numpy', 'ray') if m in sys.modules)))"
+    heavy = "('faster_whisper', 'ctranslate2', 'pandas', 'plotly', 'ipywidgets', 'pynvml', 'numpy', 'ray')"
+    code = f"import sys, whisperkit; print(' '.join(sorted(m for m in {heavy} if m in sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
 
@@ -114,3 +115,19 @@ def test_docstring_examples_run():
         module = importlib.import_module(f"whisperkit.{name}")
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, name
+
+
+def test_every_wk_name_in_the_readme_resolves():
+    import re
+
+    names = sorted(set(re.findall(r"\bwk\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", (ROOT / "README.md").read_text())))
+    assert len(names) >= 15, names  # the README's examples use the API; the pattern still finds them
+    broken = []
+    for dotted in names:
+        value = whisperkit
+        try:
+            for part in dotted.split("."):
+                value = getattr(value, part)
+        except AttributeError as error:
+            broken.append(f"wk.{dotted}: {error}")
+    assert not broken, "README names that do not resolve:\n" + "\n".join(broken)

@@ -70,6 +70,17 @@ def test_report_shows_speedup_metrics_and_differences(clip_comparison, compariso
     assert _text(clip_comparison.before.transcript.text) in comparison_html
 
 
+def test_report_rows_come_from_the_metrics_registry(clip_comparison, comparison_html):
+    import html
+
+    from whisperkit.experiments.metrics import METRICS
+
+    for m in METRICS:  # one row per registered metric, under its description, with its decimals
+        assert f"<th>{html.escape(m.description)}</th>" in comparison_html
+    wall = clip_comparison.before.metrics["wall_seconds"]
+    assert f"<td>{wall:,.{METRICS[2].digits}f}</td>" in comparison_html and METRICS[2].key == "wall_seconds"
+
+
 def test_report_escapes_transcripts_and_labels(clip_comparison, tmp_path):
     run = clip_comparison.after
     transcript = dataclasses.replace(run.transcript, segments=[wk.Segment(0.0, 1.0, "<b>bold</b> & <script>x</script>")])

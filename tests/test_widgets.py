@@ -81,6 +81,9 @@ def test_transcribe_shows_text_table_live_chart_and_figures(a):
     rtfx = re.search(r"RTFx\s*([0-9.]+)", table)
     assert rtfx and float(rtfx.group(1)) == pytest.approx(a.last_result.metrics["rtfx"], abs=0.01)
     assert "batched, batch 4" in table
+    from whisperkit.experiments.metrics import METRICS
+
+    assert all(m.label in table for m in METRICS)  # the app's table reads the metrics registry
     assert a.progress.value == a.progress.max and a.status.value.startswith("Done in")
 
     live = {trace.name: trace for trace in a.live_figure.data}

@@ -173,7 +173,7 @@ def sweep(
         raise WhisperkitError(f"batch sizes must be whole numbers of at least 1, got {sizes!r}")
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
+        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
     result.stopped_because = "all batch sizes measured"
     return result
 
@@ -198,7 +198,7 @@ def autotune(
     result = Sweep(points=[])
     size = start
     while True:
-        point = _sweep_step(result, audio, base, size, interval, progress, on_start, on_run)
+        point = _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
         if point.oom:
             result.stopped_because = f"out of memory at batch size {size}"
             break
@@ -233,8 +233,8 @@ def differences(before: Run, after: Run) -> list[dict]:
     ]
 
 
-def _sweep_step(result: Sweep, audio, base: Config, size: int, interval, progress, on_start, on_run) -> SweepPoint:
-    config = base.replace(batch_size=size)
+def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
+    size = int(config.batch_size)  # a sweep's configs name their batch size, never "auto"
     try:
         measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
     except DeviceError:  # out of memory even at batch size 1

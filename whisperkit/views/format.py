@@ -12,6 +12,8 @@ better, such as "n/a (no GPU)"). A metric's decimals come from its registry entr
 
 from __future__ import annotations
 
+import numbers
+
 from whisperkit.checks import is_missing
 from whisperkit.experiments.metrics import metric
 
@@ -24,9 +26,9 @@ def number(value: object, digits: int, missing: str = MISSING) -> str:
     Anything that is not a number (text, True/False) is shown as it is."""
     if is_missing(value):
         return missing
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return str(value)
-    return f"{value:,.{digits}f}"
+    return f"{float(value):,.{digits}f}"
 
 
 def metric_text(key: str, value: object, missing: str = MISSING) -> str:
@@ -36,9 +38,9 @@ def metric_text(key: str, value: object, missing: str = MISSING) -> str:
 
 def percent(fraction: object, digits: int = 1, missing: str = MISSING) -> str:
     """A fraction (0.05) as a percentage (``"5.0 %"``), e.g. a word error rate."""
-    if is_missing(fraction) or not isinstance(fraction, (int, float)):
+    if is_missing(fraction) or isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
         return missing
-    return f"{100 * fraction:.{digits}f} %"
+    return f"{100 * float(fraction):.{digits}f} %"
 
 
 def times(ratio: object, digits: int = 2, missing: str = MISSING) -> str:

@@ -80,7 +80,7 @@ def _mark_best(fig: Figure, best: int, rtfx: float) -> None:
     fig.add_scatter(
         x=[best], y=[rtfx], mode="markers", name="best batch size",
         marker=dict(symbol="star", size=18, color="#f1c40f", line=dict(color="#333", width=1)),
-        hovertemplate=f"best batch size {best}: RTFx %{{y:.1f}}<extra></extra>", meta={"series": "best"},
+        hovertemplate=f"best batch size {best}: RTFx %{{y:{fmt.axis_format(metric('rtfx').digits)}}}<extra></extra>", meta={"series": "best"},
         row=1, col=1,
     )
     fig.add_vline(x=best, line=dict(color="#b7950b", dash="dot", width=1), name="best", row="all", col=1)
