@@ -36,11 +36,18 @@ import os
 import time
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from whisperkit.core.corpus.ray_run import RayRun, WorkerTimeline
 from whisperkit.core.corpus.ray_workers import ModelWorker, WorkerSettings, decode_rows, encode, prepare
 from whisperkit.core.corpus.stages import Source
 from whisperkit.errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from whisperkit.core.corpus.ray_run import OnFile
+    from whisperkit.core.models import Model
 
 RAY_MISSING = "engine 'ray' needs Ray, which is not installed here: pip install 'whisperkit[ray]'"
 # A group is one CPU task's work: larger groups pack like the local engine (which packs the whole
@@ -132,7 +139,7 @@ class ModelSpec:
                 "num_workers": 1, "cpu_threads": self.cpu_threads}
 
 
-def model_spec(model, device: str, compute_type: str, cpu_threads: int, cluster_gpus: float) -> ModelSpec:
+def model_spec(model: Model | str | os.PathLike | None, device: str, compute_type: str, cpu_threads: int, cluster_gpus: float) -> ModelSpec:
     """Resolve ``model`` (a name, a folder, a loaded Model or None) on the driver, without loading it.
 
     ``device`` "auto" is cuda where the cluster has GPUs, else cpu; ``compute_type`` "auto" is
@@ -192,7 +199,7 @@ def _feature_kwargs(path: str) -> dict:
 CRASH_HOOK: tuple[int, str] | None = None
 
 
-def check_batch_size(batch_size) -> int:
+def check_batch_size(batch_size: int | str) -> int:
     """A whole number of windows per model call ("auto" needs the workers' device: not here)."""
     if batch_size == "auto":
         raise ConfigError("batch size 'auto' is not available with engine 'ray' (it depends on each worker's GPU); "
@@ -202,7 +209,7 @@ def check_batch_size(batch_size) -> int:
     return batch_size
 
 
-def plan(model, cluster: dict, *, batch_size: int, language: str | None, beam_size: int, options: dict,
+def plan(model: Model | str | os.PathLike | None, cluster: dict, *, batch_size: int, language: str | None, beam_size: int, options: dict,
          model_workers: int | None = None, device: str = "auto", compute_type: str = "auto",
          cpu_threads: int | None = None) -> tuple[ModelSpec, WorkerSettings, int]:
     """``(model spec, what each actor gets, number of model actors)`` for ``cluster`` (from :func:`connect`).
@@ -275,7 +282,8 @@ def group_sources(sources: list[Source], max_files: int = GROUP_FILES, max_bytes
 
 
 def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSettings, *, batch_size: int,
-                     pack: bool, model_workers: int, cluster: dict, on_file, on_batch=None) -> RayRun:
+                     pack: bool, model_workers: int, cluster: dict, on_file: OnFile,
+                     on_batch: Callable[[], None] | None = None) -> RayRun:
     """Run the stages over ``sources`` as a Ray Data dataset; ``on_file(source, transcript_or_failure,
     texts)`` is called on the driver as each file completes (the local engine's contract)."""
     ray = require_ray()

@@ -8,12 +8,18 @@ counts once, and a file is handed to ``on_file`` once, when its pieces 0 .. last
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from whisperkit.core.corpus.decoding import PieceText, assemble, is_complete
 from whisperkit.core.corpus.pipeline import Span, StageStats
 from whisperkit.core.corpus.ray_workers import WorkerReport
 from whisperkit.core.corpus.stages import Failure, Source
+from whisperkit.core.transcription import Transcript
+
+#: ``on_file(source, transcript or failure, piece texts)``: called once per file as it completes
+OnFile = Callable[[Source, "Transcript | Failure", list], None]
 
 
 @dataclass
@@ -49,7 +55,7 @@ class WorkerTimeline:
 class RayRun:
     """The state of one Ray run, shaped like the local pipeline's (``stats``, ``spans``, ...)."""
 
-    def __init__(self, sources: list[Source], on_file, clock_start: float) -> None:
+    def __init__(self, sources: list[Source], on_file: OnFile, clock_start: float) -> None:
         self.by_index = {source.index: source for source in sources}
         self.on_file = on_file
         self.clock_start = clock_start
@@ -65,7 +71,7 @@ class RayRun:
         self.batch_size = 0
         self.workers: list[WorkerTimeline] = []
 
-    def take(self, kind: str, item) -> None:
+    def take(self, kind: str, item: Any) -> None:
         """One row from the model stage: a piece's text, a failed file, or an actor's report."""
         if kind == "report":
             self.reports.setdefault((item.worker["actor_id"], item.worker["pid"]), []).append(item)

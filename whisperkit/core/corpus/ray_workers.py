@@ -31,7 +31,7 @@ ROWS_PER_BLOCK = 8  # the CPU stage hands windows on this many at a time (a bloc
 SAMPLE_INTERVAL = 0.2  # seconds between a model actor's utilization samples
 
 
-def encode(kind: str, item) -> dict:
+def encode(kind: str, item: object) -> dict:
     """One row: ``kind`` and the pickled stage object."""
     return {"kind": kind, "item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)}
 

@@ -6,7 +6,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_whole
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
@@ -19,7 +19,11 @@ from whisperkit.core.transcription import Transcript, _wrap_whisper_model
 from whisperkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+
+    from whisperkit.measure.sampler import Sampler
 
 ENGINES = ("local", "ray")
 
@@ -257,7 +261,7 @@ def corpus_config(model_name: str, compute_type: str, beam_size: int, language: 
             "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
 
 
-def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[str, ...],
+def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
                  resume: bool) -> tuple[Manifest | None, list[Source], list[str]]:
     """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
     if output_dir is None:
@@ -269,7 +273,8 @@ def open_outputs(found: list[Source], output_dir, config: dict, formats: tuple[s
     return manifest, todo, skipped
 
 
-def run_stages(result: CorpusResult, todo: list[Source], pipeline, manifest, formats, progress: bool, sampler) -> None:
+def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[..., Any], manifest: Manifest | None,
+               formats: tuple[str, ...], progress: bool, sampler: Sampler | None) -> None:
     """Run ``pipeline(on_file=..., on_batch=...)`` (an engine: the threads of :func:`run_pipeline`,
     or Ray) over the files ``todo``, writing each file's outputs and manifest entry as it completes,
     and fill ``result`` from the run's state (``stats``, ``spans``, ``windows``, ...)."""
