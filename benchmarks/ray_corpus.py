@@ -86,7 +86,7 @@ def report(paths: list[str], runs: dict, cluster: dict, ray_start: float, args) 
     print(f"first batch at {first_batch:.1f} s after the run started; last model loaded at {loaded:.1f} s; "
           f"run wall {on_ray.wall_seconds:.1f} s")
     if args.figure:
-        wk.worker_timelines(on_ray).write_html(args.figure)
+        wk.plots.worker_timelines(on_ray).write_html(args.figure)
         print(f"per-worker timelines: {args.figure}")
 
 

@@ -98,11 +98,14 @@ def test_each_model_worker_has_its_own_timeline_and_accounts(both_engines):
         assert worker.timeline["process_rss_mb"].max() > 50  # the model lives in this process
     assert sum(w.windows for w in on_ray.workers) == on_ray.stages["model"].items == on_ray.windows
     assert on_ray.stages["model"].threads == len(on_ray.workers)
-    assert set(on_ray.stages) == {"prepare", "model", "write"}
-    assert on_ray.stages["prepare"].items == 12  # every file read once (one group: a small corpus)
+    assert list(on_ray.stages) == ["read", "pack", "model", "write"]  # the local engine's stages
+    assert on_ray.stages["read"].items == 12  # every file read once
+    assert {span.stage for span in on_ray.spans} == {"read", "pack", "model", "write"}
+    lanes = {trace.name: set(trace.y) for trace in wk.plots.stage_timeline(on_ray).data}
+    assert lanes["model"] == {f"model {w}" for w in range(len(on_ray.workers))} or len(on_ray.workers) == 1
     table = on_ray.worker_table()
     assert len(table) == len(on_ray.workers) and table["windows"].sum() == on_ray.windows
-    figure = wk.worker_timelines(on_ray)
+    figure = wk.plots.worker_timelines(on_ray)
     assert len({trace.yaxis for trace in figure.data}) == len(on_ray.workers)
 
 

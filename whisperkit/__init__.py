@@ -48,7 +48,6 @@ _EXPORTS = {
     "transcribe_clips": "core.clips",
     "transcribe_corpus": "core.corpus.transcribe",
     "CorpusResult": "core.corpus.transcribe",
-    "worker_timelines": "views.workers",
 }
 # submodules reachable as attributes, e.g. wk.plots.timeline(...)
 _SUBMODULES = {

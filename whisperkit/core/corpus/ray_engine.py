@@ -36,7 +36,7 @@ import os
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.corpus.ray_run import RayRun, WorkerTimeline
 from whisperkit.core.corpus.ray_workers import ModelWorker, WorkerSettings, decode_rows, encode, prepare
@@ -83,7 +83,7 @@ def connect(address: str | None = None) -> dict:
     started_at = time.perf_counter()
     started = False
     if not ray.is_initialized():
-        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         if address is not None:
             kwargs["address"] = address
         else:

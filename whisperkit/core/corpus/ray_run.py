@@ -70,6 +70,7 @@ class RayRun:
         self.batch_retries: list[dict] = []
         self.batch_size = 0
         self.workers: list[WorkerTimeline] = []
+        self.task_lanes: dict[int, int] = {}  # Ray worker process of a CPU task -> its lane
 
     def take(self, kind: str, item: Any) -> None:
         """One row from the model stage: a piece's text, a failed file, or an actor's report."""
@@ -111,15 +112,16 @@ class RayRun:
             self._finish(index, Failure(index, f"{self.by_index[index].path}: lost by the Ray engine; run again to redo it"), [])
 
     def _task(self, item: dict) -> None:
-        """A CPU-stage task's account: busy seconds (reading, packing, features), windows made."""
-        stats = self.stats.setdefault("prepare", StageStats(0))
-        stats.threads += 1
-        stats.busy_seconds += item["busy_seconds"]
-        stats.wait_seconds += item["wait_seconds"]
-        stats.items += item["files"]
-        thread = stats.threads - 1
-        self.spans.extend(Span("prepare", thread, start - self.clock_start, end - self.clock_start)
-                          for start, end in item["spans"])
+        """A CPU task's account: its ``read`` and ``pack`` (packing and features) seconds, as the
+        local engine counts them; a task's lane (thread) is its Ray worker process."""
+        thread = self.task_lanes.setdefault(item["pid"], len(self.task_lanes))
+        for stage, busy in item["busy_seconds"].items():
+            stats = self.stats.setdefault(stage, StageStats(0))
+            stats.busy_seconds += busy
+            stats.threads = len(self.task_lanes)
+        self.stats.setdefault("read", StageStats(0)).items += item["files"]
+        self.spans.extend(Span(stage, thread, start - self.clock_start, end - self.clock_start)
+                          for stage, start, end in item["spans"])
 
     @property
     def info(self) -> dict:
@@ -148,6 +150,9 @@ class RayRun:
             model.items += worker.windows
         self.stats["model"] = model
         self.windows = model.items
+        self.stats.setdefault("pack", StageStats(0)).items = model.items
+        order = ("read", "pack", "model", "write")
+        self.stats = {name: self.stats[name] for name in sorted(self.stats, key=lambda n: order.index(n) if n in order else 9)}
 
 
 def _worker_timeline(number: int, reports: list[WorkerReport], restart: int, clock_start: float) -> WorkerTimeline:

@@ -21,8 +21,9 @@ import os
 import pickle
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from whisperkit.core.corpus.stages import Failure, Packer, Window, add_features, read_pieces
 from whisperkit.errors import WhisperkitError, first_line
@@ -36,7 +37,7 @@ def encode(kind: str, item: object) -> dict:
     return {"kind": kind, "item": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
-def decode_rows(batch: dict) -> list[tuple[str, object]]:
+def decode_rows(batch: dict) -> list[tuple[str, Any]]:
     """``(kind, object)`` for each row of a Ray Data batch (a dict of columns)."""
     return [(str(kind), pickle.loads(item)) for kind, item in zip(batch["kind"], batch["item"])]
 
@@ -54,52 +55,63 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
     Reads each source (decode + voice detection), packs its pieces with the sources before it in
     its group, and computes each window's log-mel features: ``read_pieces`` -> ``Packer`` ->
     ``add_features``, as the local engine does. Yields blocks of :data:`ROWS_PER_BLOCK` rows, so
-    at most one open window and one block are held here whatever the length of the files.
+    at most one open window and one block are held here whatever the length of the files. The
+    last row accounts for the task, as the local engine's ``read`` and ``pack`` stages.
     """
     from faster_whisper.feature_extractor import FeatureExtractor
 
-    clock = _TaskClock()
+    clock = TaskClock()
     extractor = FeatureExtractor(**feature_kwargs)
     packer = Packer(pack)
     rows: list[dict] = []
     sources = [source for _, group in decode_rows(batch) for source in group]
     for source in sources:
-        for item in read_pieces(source):
+        pieces = read_pieces(source)
+        while (item := clock.timed("read", next, pieces, None)) is not None:
             if isinstance(item, Failure):
                 rows.append(encode("failure", item))
                 continue
-            rows.extend(encode("window", add_features(window, extractor)) for window in packer.add(item))
+            windows = clock.timed("pack", _packed, packer.add(item), extractor)
+            rows.extend(encode("window", window) for window in windows)
             if len(rows) >= ROWS_PER_BLOCK:
-                yield clock.handing_on(_columns(rows))
-                clock.resumed()
+                yield _columns(rows)
                 rows = []
-    rows.extend(encode("window", add_features(window, extractor)) for window in packer.flush())
+    rows.extend(encode("window", window) for window in clock.timed("pack", _packed, packer.flush(), extractor))
     rows.append(encode("stage", clock.account(len(sources))))
     yield _columns(rows)
 
 
-class _TaskClock:
-    """Busy and waiting time of a generator task: it waits while its output is handed on (wall-clock seconds)."""
+def _packed(windows: list[Window], extractor: Any) -> list[Window]:
+    return [add_features(window, extractor) for window in windows]
+
+
+class TaskClock:
+    """What a CPU task spent on each stage: ``(stage, start, end)`` spans in wall-clock seconds,
+    adjacent spans of the same stage joined."""
 
     def __init__(self) -> None:
-        self.started = time.time()
-        self.spans: list[tuple[float, float]] = []
-        self.waited = 0.0
+        self.spans: list[list] = []
 
-    def handing_on(self, block: dict) -> dict:
-        self.spans.append((self.started, time.time()))
-        return block
-
-    def resumed(self) -> None:
-        now = time.time()
-        if self.spans:
-            self.waited += now - self.spans[-1][1]
-        self.started = now
+    def timed(self, stage: str, function: Callable[..., Any], *args: object) -> Any:
+        """``function(*args)``, its time counted to ``stage``."""
+        started = time.time()
+        try:
+            return function(*args)
+        finally:
+            ended = time.time()
+            last = self.spans[-1] if self.spans else None
+            if last and last[0] == stage and started - last[2] < 0.001:
+                last[2] = ended
+            else:
+                self.spans.append([stage, started, ended])
 
     def account(self, files: int) -> dict:
-        self.spans.append((self.started, time.time()))
-        return {"busy_seconds": sum(end - start for start, end in self.spans), "wait_seconds": self.waited,
-                "files": files, "spans": self.spans}
+        """``files`` handled, busy seconds per stage, and the spans, for the driver."""
+        busy: dict[str, float] = {}
+        for stage, start, end in self.spans:
+            busy[stage] = busy.get(stage, 0.0) + end - start
+        return {"files": files, "busy_seconds": busy, "spans": [tuple(span) for span in self.spans],
+                "pid": os.getpid()}
 
 
 @dataclass
@@ -251,7 +263,7 @@ class ModelWorker:
         start = 0
         while start < len(windows):
             size = self.state.batch_size  # halved for good after an out-of-memory error
-            texts.extend(_decode(self.state, self.decoder, windows[start:start + size]))
+            texts.extend(_decode(cast(Any, self.state), self.decoder, windows[start:start + size]))
             start += size
         return texts
 

@@ -1,7 +1,7 @@
 """Per-worker views of a corpus run on Ray: one timeline per model actor, side by side.
 
 >>> result = wk.transcribe_corpus("clips/", engine="ray")     # doctest: +SKIP
->>> wk.worker_timelines(result)                               # doctest: +SKIP   a plotly Figure
+>>> wk.plots.worker_timelines(result)                         # doctest: +SKIP   a plotly Figure
 >>> result.worker_table()                                     # doctest: +SKIP   a pandas DataFrame
 
 Each row of the figure is one model actor (one life of it: an actor that died and was restarted
