@@ -76,6 +76,11 @@ def connect(address: str | None = None) -> dict:
 
     Returns ``{"address", "started", "seconds", "cpus", "gpus", "nodes"}``: ``started`` is True
     when this call started Ray, ``seconds`` how long joining or starting took.
+
+    This process's whisperkit is sent to the workers with the job (Ray's ``py_modules``), so
+    every node runs the driver's version of it; its dependencies (faster-whisper, ...) must be
+    installed on every node. Where Ray was started before (``ray.init`` by the caller), the
+    workers import the whisperkit their nodes have.
     """
     import logging
 
@@ -83,7 +88,10 @@ def connect(address: str | None = None) -> dict:
     started_at = time.perf_counter()
     started = False
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        # the driver's whisperkit goes to every worker with the job, so all run the same code
+        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                                      runtime_env={"py_modules": [package]})
         if address is not None:
             kwargs["address"] = address
         else:
@@ -290,8 +298,8 @@ def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSet
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
+    saved = context.enable_progress_bars, context.print_on_execution_start
+    context.enable_progress_bars = context.print_on_execution_start = False  # whisperkit shows its own progress
     run = RayRun(sources, on_file, time.time())
     run.batch_size = batch_size
     groups = group_sources(sources)
@@ -301,16 +309,24 @@ def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSet
     dataset = dataset.map_batches(prepare, batch_size=1, num_cpus=PREPARE_CPUS, memory=PREPARE_MEMORY_BYTES,
                                   batch_format="numpy",
                                   fn_kwargs={"pack": pack, "feature_kwargs": spec.feature_kwargs})
+    # a task's windows leave it as one block; cut into blocks of a batch each, so that each batch is a
+    # model task of its own and the batches of one group spread over the actors
+    dataset = dataset.repartition(target_num_rows_per_block=batch_size)
+    # one batch in flight per actor: a batch goes to whichever actor is free (not queued behind a busy
+    # one), and an actor that dies takes one batch with it
+    pool = ActorPoolStrategy(size=model_workers, max_tasks_in_flight_per_actor=1)
     dataset = dataset.map_batches(ModelWorker, fn_constructor_kwargs={"settings": settings}, batch_size=batch_size,
-                                  batch_format="numpy", compute=ActorPoolStrategy(size=model_workers),
-                                  **model_resources(spec, model_workers, cluster))
-    with _quiet("ray.data"):  # Ray Data's own progress lines; whisperkit shows its progress bar
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            if on_batch is not None:
-                on_batch()
-                on_batch = None
-            for kind, item in decode_rows(batch):
-                run.take(kind, item)
+                                  batch_format="numpy", compute=pool, **model_resources(spec, model_workers, cluster))
+    try:
+        with _quiet("ray.data"):
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                if on_batch is not None:
+                    on_batch()
+                    on_batch = None
+                for kind, item in decode_rows(batch):
+                    run.take(kind, item)
+    finally:
+        context.enable_progress_bars, context.print_on_execution_start = saved
     run.finish_missing()
     run.build_workers()
     return run

@@ -29,7 +29,7 @@ class WorkerTimeline:
     ``timeline`` has the :class:`~whisperkit.measure.sampler.Sampler` columns (its process and
     its node's GPUs), ``time_s`` on the run's clock (the ``spans`` clock; nodes' clocks are
     assumed in step). ``gpus`` are NVML indices of the GPUs Ray gave it (empty on CPU);
-    ``restart`` counts the lives of the same actor before this one. ``busy_seconds`` decoding,
+    ``restarted`` is True for an actor Ray started again after it died (a new process). ``busy_seconds`` decoding,
     ``wait_seconds`` idle between batches (after loading), ``load_seconds`` loading the model,
     which ended at ``loaded_at_s`` (run clock).
     """
@@ -40,7 +40,7 @@ class WorkerTimeline:
     host: str
     pid: int
     gpus: list[int]
-    restart: int
+    restarted: bool
     timeline: object  # pandas.DataFrame
     spans: list[Span] = field(default_factory=list)
     batches: int = 0
@@ -126,7 +126,7 @@ class RayRun:
     @property
     def info(self) -> dict:
         """What the engine adds to the result's ``engine_info``."""
-        return {"duplicates_dropped": self.duplicates, "actor_restarts": sum(1 for w in self.workers if w.restart),
+        return {"duplicates_dropped": self.duplicates, "actor_restarts": sum(1 for w in self.workers if w.restarted),
                 "worker_lives": len(self.workers)}
 
     def _busy(self, stage: str, thread: int, start: float, end: float, items: int = 1) -> None:
@@ -138,10 +138,8 @@ class RayRun:
     def build_workers(self) -> None:
         """A :class:`WorkerTimeline` per actor life, and the model stage summed over them."""
         model = StageStats(0)
-        restarts: dict[str, int] = {}
-        for number, (key, reports) in enumerate(sorted(self.reports.items(), key=lambda kv: kv[1][0].started)):
-            worker = _worker_timeline(number, reports, restarts.get(key[0], 0), self.clock_start)
-            restarts[key[0]] = restarts.get(key[0], 0) + 1
+        for number, reports in enumerate(sorted(self.reports.values(), key=lambda lives: lives[0].started)):
+            worker = _worker_timeline(number, reports, self.clock_start)
             self.workers.append(worker)
             self.spans.extend(worker.spans)
             model.threads += 1
@@ -155,7 +153,7 @@ class RayRun:
         self.stats = {name: self.stats[name] for name in sorted(self.stats, key=lambda n: order.index(n) if n in order else 9)}
 
 
-def _worker_timeline(number: int, reports: list[WorkerReport], restart: int, clock_start: float) -> WorkerTimeline:
+def _worker_timeline(number: int, reports: list[WorkerReport], clock_start: float) -> WorkerTimeline:
     import pandas as pd
 
     first = reports[0]
@@ -167,11 +165,12 @@ def _worker_timeline(number: int, reports: list[WorkerReport], restart: int, clo
         timeline["time_s"] = timeline["time_s"] + shift
     gpus = list(who.get("nvml_gpus") or [])
     where = f"GPU {','.join(map(str, gpus))}" if gpus else "CPU"
-    label = f"worker {number} ({who['node_ip']}, {where}, actor {who['actor_id'][:6]}" + (f", life {restart + 1})" if restart else ")")
+    restarted = bool(who.get("restarted"))
+    label = f"worker {number} ({who['node_ip']}, {where}, actor {who['actor_id'][:6]}" + (", restarted)" if restarted else ")")
     spans = [Span("model", number, r.started - clock_start, r.ended - clock_start) for r in reports]
     return WorkerTimeline(
         label=label, actor_id=who["actor_id"], node_ip=who["node_ip"], host=who["host"], pid=who["pid"], gpus=gpus,
-        restart=restart, timeline=timeline, spans=spans, batches=len(reports),
+        restarted=restarted, timeline=timeline, spans=spans, batches=len(reports),
         windows=sum(r.windows for r in reports), audio_seconds=sum(r.audio_seconds for r in reports),
         busy_seconds=sum(r.ended - r.started for r in reports),
         wait_seconds=sum(r.waited_seconds for r in reports), load_seconds=who.get("load_seconds", 0.0),

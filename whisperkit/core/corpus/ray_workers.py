@@ -175,6 +175,7 @@ def identity(load_seconds: float, nvml_gpus: list[int]) -> dict:
         "host": socket.gethostname(),
         "actor_id": context.get_actor_id(),
         "pid": os.getpid(),
+        "restarted": bool(context.was_current_actor_reconstructed),
         "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
         "nvml_gpus": nvml_gpus,
         "load_seconds": load_seconds,

@@ -99,7 +99,7 @@ class CorpusResult:
         import pandas as pd
 
         rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
-                 "restart": w.restart, "batches": w.batches, "windows": w.windows,
+                 "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
                  "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
                  "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
                  "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
