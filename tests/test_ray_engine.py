@@ -144,3 +144,9 @@ def test_without_ray_engine_ray_says_what_to_install(clips, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(wk.ConfigError, match="unknown engine"):
         wk.transcribe_corpus(clips, engine="dask")
+
+
+def test_engine_options_go_with_corpus_mode(cli, clips):
+    done = cli("transcribe", clips[0], "--engine", "ray")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "whisperkit: error: --engine, --ray-address and --model-workers go with --mode corpus"
