@@ -150,3 +150,21 @@ def test_engine_options_go_with_corpus_mode(cli, clips):
     done = cli("transcribe", clips[0], "--engine", "ray")
     assert done.returncode == 2
     assert done.stderr.strip() == "whisperkit: error: --engine, --ray-address and --model-workers go with --mode corpus"
+
+
+def test_a_worker_finds_its_gpus_nvml_index_from_rays_ids(monkeypatch):
+    """Ray gives an actor GPU ids (indices, or UUIDs where the node's devices were named by UUID);
+    its timeline column is the NVML index of that GPU (a fake NVML with two GPUs)."""
+    from whisperkit.core.corpus.ray_workers import nvml_indices
+
+    try:
+        from tests import fake_pynvml
+    except ImportError:
+        import fake_pynvml
+
+    gpus = [fake_pynvml.a100(), fake_pynvml.rtx3090()]
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake(gpus))
+    assert nvml_indices(["1"]) == [1]
+    assert nvml_indices([gpus[1].uuid]) == [1] and nvml_indices([gpus[0].uuid, "1"]) == [0, 1]
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the index Ray gave, as it is
+    assert nvml_indices(["0"]) == [0]

@@ -183,7 +183,13 @@ def identity(load_seconds: float, nvml_gpus: list[int]) -> dict:
 
 
 def nvml_indices(gpu_ids: list[str]) -> list[int]:
-    """NVML indices of the GPUs Ray gave this actor: Ray's ids are UUIDs or NVML-order indices."""
+    """NVML indices of the GPUs Ray gave this actor (for its timeline's ``gpu{i}_*`` columns).
+
+    Ray's ids are what it puts in ``CUDA_VISIBLE_DEVICES``: UUIDs where the node's devices were
+    named by UUID (matched here against NVML's), else indices, taken as NVML's. Those agree on
+    nodes of identical GPUs; on a node of mixed GPUs, start Ray with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``
+    (NVML's order) or with UUIDs in ``CUDA_VISIBLE_DEVICES``.
+    """
     from whisperkit.measure.nvml import gpu_inventory
 
     inventory, _ = gpu_inventory()
