@@ -130,6 +130,12 @@ def test_a_model_actor_killed_mid_run_loses_no_file_and_writes_none_twice(ray_cl
     assert result.stages["model"].items == len(clips)  # each window decoded once in the batches that returned
 
 
+@needs_ray
+def test_a_model_the_workers_cannot_load_is_one_error(ray_cluster, clips):
+    with pytest.raises(wk.DeviceError, match="compute type 'float16' is not supported on cpu"):
+        wk.transcribe_corpus(clips[:1], engine="ray", device="cpu", compute_type="float16", model_workers=1, progress=False)
+
+
 def test_without_ray_engine_ray_says_what_to_install(clips, tmp_path):
     """Ray missing (simulated: ``sys.modules['ray'] = None`` makes ``import ray`` fail): one line, exit 2."""
     import subprocess

@@ -55,8 +55,8 @@ RAY_MISSING = "engine 'ray' needs Ray, which is not installed here: pip install 
 # 10 minutes of 16 kHz FLAC or 128 kbit/s MP3.
 GROUP_FILES = 64  # files read, packed and featurized by one CPU task (at most) ...
 GROUP_BYTES = 16 * 2**20  # ... and bytes of them (at most, unless one file is larger)
-AGENT_WAIT_MS = 120_000
-START_ATTEMPTS = 3  # a local Ray that does not come up in Ray's time limits is started again
+# Ray's raylet gives up when its helper processes take over 15 s to start (a busy machine): try again
+START_ATTEMPTS = 3
 PREPARE_CPUS = 0.5  # Ray CPUs one CPU-stage task reserves (one decoding / VAD thread, often waiting on I/O)
 PREPARE_MEMORY_BYTES = 256 * 2**20  # memory it reserves: two 300 s blocks of audio, an open window, a block of windows
 
@@ -96,8 +96,6 @@ def connect(address: str | None = None) -> dict:
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = os.cpu_count() or 1
-            # the raylet waits this long (ms) for its helper processes; on a busy machine they start slowly
-            os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_WAIT_MS))
         for attempt in range(START_ATTEMPTS):
             try:
                 ray.init(**kwargs)
@@ -256,7 +254,7 @@ def default_workers(spec: ModelSpec, cluster: dict) -> int:
 
 @contextlib.contextmanager
 def _quiet(name: str):
-    """Log only errors from the logger ``name`` (and below it) meanwhile, and drop a misleading warning."""
+    """Log only errors from the logger ``name`` (and below it) meanwhile, and drop one warning."""
     import logging
     import warnings
 
@@ -265,7 +263,7 @@ def _quiet(name: str):
     logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            # counted from the groups before the CPU stage cuts them into many blocks of windows
+            # fewer batches than model actors leaves some idle; its advice (override_num_blocks) is not for here
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             yield
     finally:

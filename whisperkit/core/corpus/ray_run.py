@@ -74,6 +74,8 @@ class RayRun:
 
     def take(self, kind: str, item: Any) -> None:
         """One row from the model stage: a piece's text, a failed file, or an actor's report."""
+        if kind == "fatal":  # the model cannot run: the run ends, as in the local engine
+            raise item
         if kind == "report":
             self.reports.setdefault((item.worker["actor_id"], item.worker["pid"]), []).append(item)
             self.batch_retries.extend(item.batch_retries)

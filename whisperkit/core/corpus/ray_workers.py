@@ -10,7 +10,8 @@ stages pass between them are the same in both engines. Kinds:
 - ``failure``: a file that could not be read (passes through the model stage to the driver);
 - ``stage``: a CPU task's account, busy and waiting seconds (passes through to the driver);
 - ``text``: a :class:`~whisperkit.core.corpus.decoding.PieceText` (model -> driver);
-- ``report``: one per model call, the actor's :class:`WorkerReport` (model -> driver).
+- ``report``: one per model call, the actor's :class:`WorkerReport` (model -> driver);
+- ``fatal``: a :class:`~whisperkit.errors.WhisperkitError` that ends the run (model -> driver).
 
 Nothing here imports Ray: the driver (:mod:`whisperkit.core.corpus.ray_engine`) hands these to Ray.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from whisperkit.core.corpus.stages import Failure, Packer, Window, add_features, read_pieces
-from whisperkit.errors import WhisperkitError, first_line
+from whisperkit.errors import WhisperkitError
 
 ROWS_PER_BLOCK = 8  # the CPU stage hands windows on this many at a time (a block of about 8 MB)
 SAMPLE_INTERVAL = 0.2  # seconds between a model actor's utilization samples
@@ -158,7 +159,6 @@ class WorkerReport:
     windows: int
     audio_seconds: float
     load_seconds: float = 0.0
-    error: str | None = None
     batch_retries: list[dict] = field(default_factory=list)
 
 
@@ -224,9 +224,13 @@ class ModelWorker:
         self.clock_start = time.time()
         self.sampler.mark("load")
         started = time.perf_counter()
-        model = load_model(settings.model, settings.device, settings.compute_type, 1, settings.cpu_threads)
-        self.decoder = WindowDecoder(model, language=settings.language, beam_size=settings.beam_size,
-                                     options=settings.options)
+        self.failed: WhisperkitError | None = None
+        try:
+            model = load_model(settings.model, settings.device, settings.compute_type, 1, settings.cpu_threads)
+            self.decoder = WindowDecoder(model, language=settings.language, beam_size=settings.beam_size,
+                                         options=settings.options)
+        except WhisperkitError as error:  # sent to the driver by the first call (see __call__)
+            self.failed = error
         load_seconds = time.perf_counter() - started
         self.sampler.mark("decode")
         gpu_ids = [str(gpu) for gpu in ray.get_gpu_ids()]
@@ -240,24 +244,26 @@ class ModelWorker:
         self.state = types.SimpleNamespace(batch_size=settings.batch_size, batch_retries=[])
 
     def __call__(self, batch: dict) -> dict:
+        """Decode the batch's windows; pass its other rows on; add this call's report.
+
+        A :class:`~whisperkit.errors.WhisperkitError` (the model cannot load here, out of memory
+        even at batch size 1) ends the run, as in the local engine: it goes to the driver as a
+        ``fatal`` row, which raises it there (Ray's own error wrapping would lose its type).
+        """
+        if self.failed is not None:
+            return _columns([encode("fatal", self.failed)])
         started = time.time()
         rows = decode_rows(batch)
         windows = [item for kind, item in rows if kind == "window"]
         out = [encode(kind, item) for kind, item in rows if kind != "window"]  # failures, task accounts
         retries_before = len(self.state.batch_retries)
-        error = None
         try:
-            texts = self._decode(windows)
-        except (RuntimeError, WhisperkitError) as exc:  # a batch the model cannot decode fails its files, not the run
-            error = first_line(exc)
-            texts = []
-            sources = sorted({place.piece.source for window in windows for place in window.places})
-            out.extend(encode("failure", Failure(source, f"the model failed on this file's batch: {error}"))
-                       for source in sources)
-        out.extend(encode("text", text) for text in texts)
+            out.extend(encode("text", text) for text in self._decode(windows))
+        except WhisperkitError as error:
+            return _columns([encode("fatal", error)])
         self.calls += 1
         self._crash_if_asked()
-        report = self._report(started, windows, error)
+        report = self._report(started, windows)
         report.batch_retries = self.state.batch_retries[retries_before:]
         out.append(encode("report", report))
         return _columns(out)
@@ -274,7 +280,7 @@ class ModelWorker:
             start += size
         return texts
 
-    def _report(self, started: float, windows: list[Window], error: str | None) -> WorkerReport:
+    def _report(self, started: float, windows: list[Window]) -> WorkerReport:
         samples = self.sampler.samples(self.sent)
         self.sent += len(samples)
         ended = time.time()
@@ -282,7 +288,7 @@ class ModelWorker:
             worker=self.worker, clock_start=self.clock_start, samples=samples, started=started, ended=ended,
             waited_seconds=max(0.0, started - self.idle_since), windows=len(windows),
             audio_seconds=sum(window.seconds for window in windows),
-            load_seconds=self.load_seconds if self.calls == 1 else 0.0, error=error,
+            load_seconds=self.load_seconds if self.calls == 1 else 0.0,
         )
         self.idle_since = ended
         return report
