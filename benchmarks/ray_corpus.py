@@ -81,10 +81,11 @@ def report(paths: list[str], runs: dict, cluster: dict, ray_start: float, args) 
     print(on_ray.stage_table().to_string())
     print("Per model worker:")
     print(on_ray.worker_table().drop(columns=["pid"]).to_string())
-    first_batch = min(span.start_s for w in on_ray.workers for span in w.spans)
-    loaded = max(w.loaded_at_s for w in on_ray.workers)
-    print(f"first batch at {first_batch:.1f} s after the run started; last model loaded at {loaded:.1f} s; "
-          f"run wall {on_ray.wall_seconds:.1f} s")
+    for worker in on_ray.workers:
+        first = min(span.start_s for span in worker.spans)
+        last = max(span.end_s for span in worker.spans)
+        print(f"  {worker.label}: model loaded at {worker.loaded_at_s:.1f} s (load {worker.load_seconds:.1f} s), "
+              f"decoding from {first:.1f} s to {last:.1f} s of a {on_ray.wall_seconds:.1f} s run")
     if args.figure:
         wk.plots.worker_timelines(on_ray).write_html(args.figure)
         print(f"per-worker timelines: {args.figure}")
