@@ -1,7 +1,8 @@
 """A corpus: per-file batched transcribe vs across files vs packed windows, and one long file.
 
 Corpus A: 60 short clips of synthetic speech (the ten bundled Aesop clips, each in six
-variants: other gain, silence around it, light noise), references known. Corpus B: the same
+variants: other gain, silence around it, light noise; named so that neighbours in the folder
+are different sentences), references known. Corpus B: the same
 clips plus two long files (the Gettysburg address, and it repeated for five minutes). Ways, on
 one loaded model, alternating, ``--repeats`` times, medians:
 
@@ -49,12 +50,12 @@ def make_clips(folder: str) -> dict[str, str]:
     """60 clips in ``folder``; returns path -> reference text."""
     rng = np.random.default_rng(0)
     references = {}
-    for clip in short_clips():
-        samples = wk.load_audio(clip).samples
-        for number, (gain, before, after, noise) in enumerate(VARIANTS):
+    clips = {clip: wk.load_audio(clip).samples for clip in short_clips()}
+    for number, (gain, before, after, noise) in enumerate(VARIANTS):  # neighbours are different sentences
+        for clip, samples in clips.items():
             padded = np.concatenate([np.zeros(int(before * 16000)), samples * gain, np.zeros(int(after * 16000))])
             padded = padded + rng.standard_normal(len(padded)) * noise
-            path = os.path.join(folder, f"{os.path.basename(clip)[:-5]}_{number}.wav")
+            path = os.path.join(folder, f"{number}_{os.path.basename(clip)[:-5]}.wav")
             write_wav(path, padded)
             references[path] = reference_text(clip)
     return references

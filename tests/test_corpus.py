@@ -195,3 +195,105 @@ def test_the_command_line_reports_each_bad_file_and_exits_2(cli, clips, bad_audi
     assert again.returncode == 2 and "2 skipped" in again.stderr
     no_folder = cli("transcribe", str(folder), "--mode", "corpus")
     assert no_folder.returncode == 2 and "--output-dir" in no_folder.stderr
+
+
+MEMORY_SCRIPT = """
+import json, sys, threading, time
+import psutil
+import whisperkit as wk
+
+short, long = sys.argv[1], sys.argv[2]
+model = wk.load_model()
+process = psutil.Process()
+
+
+def peak_growth_mib(path):
+    base = peak = process.memory_info().rss
+    stop = threading.Event()
+
+    def watch():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    result = wk.transcribe_corpus(path, model, batch_size=8, progress=False)
+    stop.set()
+    watcher.join()
+    return (peak - base) / 2**20, result.transcripts[path]
+
+
+short_growth, _ = peak_growth_mib(short)
+long_growth, transcript = peak_growth_mib(long)
+print(json.dumps({"short_mib": short_growth, "long_mib": long_growth, "audio_seconds": transcript.audio_seconds,
+                  "text": transcript.text}))
+"""
+
+
+def test_memory_stays_bounded_on_a_30_minute_file(long_sample, tmp_path):
+    """A 30-minute file (speech, then quiet noise, five times) raises the peak RSS by less than
+    300 MB above what a 160 s file (one full batch of 30 s windows) raises it.
+
+    The baseline is a short run's own peak because one batch of 8 windows at beam 5 takes about
+    600 MiB of model working memory on a CPU (tiny.en int8; batched ``transcribe`` needs it too),
+    allocated and freed with every batch: what is measured is what the length of the file adds.
+    Run in a subprocess, so that this process's memory does not count.
+    """
+    import subprocess
+    import sys
+    import wave
+
+    speech = wk.load_audio(long_sample).samples
+    noise = np.random.default_rng(0).standard_normal(300 * 16000) * 0.003  # 5 minutes at about -50 dBFS
+    paths = {"short": tmp_path / "short.wav", "long": tmp_path / "half_hour.wav"}
+    for name, parts in (("short", [speech, speech]), ("long", [speech, noise] * 5)):
+        with wave.open(str(paths[name]), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(16000)
+            for part in parts:
+                handle.writeframes((np.clip(part, -1, 1) * 32767).astype("<i2").tobytes())
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(paths["short"]), str(paths["long"])],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    assert measured["audio_seconds"] > 30 * 60
+    assert measured["text"].lower().count("four score and seven years ago") == 5
+    assert measured["long_mib"] - measured["short_mib"] < 300 / 1.048576, measured
+
+
+def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(cli, clips, long_sample, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for number, clip in enumerate(clips):
+        shutil.copy(clip, folder / f"{number:02d}.flac")
+    shutil.copy(long_sample, folder / "99_long.flac")
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "whisperkit", "transcribe", str(folder), "--mode", "corpus", "--output-dir",
+               str(output), "--no-pack", "--batch-size", "1", "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(output.glob("*.txt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "whisperkit: error: interrupted" in stderr and "Traceback" not in stderr
+    assert not list(output.rglob("*.tmp*"))
+    manifest = json.loads((output / "manifest.json").read_text())
+    done = [name for name, entry in manifest["files"].items() if entry["status"] == "done"]
+    assert done and len(done) < 11
+    for name in done:
+        assert (output / f"{name}.txt").read_text().strip()
+    rerun = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--no-pack",
+                "--batch-size", "1")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(done)} skipped" in rerun.stderr
+    assert len(list(output.glob("*.txt"))) == 11

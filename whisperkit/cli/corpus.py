@@ -7,12 +7,13 @@ them). A file that fails is reported on one line and the rest go on; the exit st
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from whisperkit.errors import ConfigError
 
 
-def run_corpus(args) -> int:
+def run_corpus(args: argparse.Namespace) -> int:
     """Run the corpus pipeline for the ``transcribe`` command's arguments; returns the exit status."""
     from whisperkit.core.corpus.transcribe import transcribe_corpus
     from whisperkit.core.models import load_model

@@ -12,8 +12,10 @@ its segments. :func:`assemble` joins a file's pieces.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from whisperkit.core.corpus.stages import Piece, Window
+from whisperkit.core.models import Model
 from whisperkit.core.transcription import Segment, Transcript
 from whisperkit.errors import ConfigError
 
@@ -48,7 +50,8 @@ class WindowDecoder:
     decoding keywords (``temperature``, ``initial_prompt``, ``hotwords``, ...).
     """
 
-    def __init__(self, model, *, language: str | None = None, beam_size: int = 5, options: dict | None = None):
+    def __init__(self, model: Model, *, language: str | None = None, beam_size: int = 5,
+                 options: dict | None = None) -> None:
         from faster_whisper import BatchedInferencePipeline
         from faster_whisper.tokenizer import Tokenizer
 
@@ -56,7 +59,7 @@ class WindowDecoder:
         reserved = sorted(set(RESERVED_OPTIONS) & set(options))
         if reserved:
             raise ConfigError(f"the corpus pipeline sets {', '.join(reserved)} itself; leave them out")
-        whisper = model.whisper
+        whisper: Any = model.whisper
         self.multilingual = bool(whisper.model.is_multilingual) and language is None
         self.pipeline = BatchedInferencePipeline(whisper)
         self.feature_extractor = whisper.feature_extractor  # for add_features
@@ -166,10 +169,11 @@ def _piece_text(piece: Piece, segments: list[Segment], language: str | None) -> 
                      list(piece.warnings), language)
 
 
-def packing_is_safe(model, language: str | None) -> bool:
+def packing_is_safe(model: Model, language: str | None) -> bool:
     """Packing puts several files in one window, decoded in one language: safe with a fixed
     ``language`` or an English-only model."""
-    return language is not None or not bool(model.whisper.model.is_multilingual)
+    whisper: Any = model.whisper
+    return language is not None or not bool(whisper.model.is_multilingual)
 
 
 def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: float = 0.0) -> Transcript:

@@ -54,7 +54,7 @@ class Manifest:
     a folder written with other settings cannot be resumed: :meth:`open` raises, naming them.
     """
 
-    def __init__(self, output_dir: str, config: dict, files: dict | None = None):
+    def __init__(self, output_dir: str, config: dict, files: dict | None = None) -> None:
         self.output_dir = output_dir
         self.config = config
         self.files: dict[str, dict] = files or {}
@@ -92,7 +92,7 @@ class Manifest:
             return False
         return all(os.path.exists(path) for path in output_paths(self.output_dir, source, formats).values())
 
-    def record(self, source: Source, status: str, **details) -> None:
+    def record(self, source: Source, status: str, **details: object) -> None:
         """Note ``source``'s status; saves when the last save is a second old."""
         self.files[source.name] = {"path": os.path.abspath(source.path), "status": status, **details}
         if time.monotonic() - self._saved_at >= SAVE_EVERY_SECONDS:

@@ -6,7 +6,7 @@ only runs them on threads; ``whisperkit.engines`` may run the same functions on 
 
     Source(index, path, name)                               sources.find_sources(paths)
       -- read_pieces(source) -------------------------> Piece | Failure     (CPU, a pool of workers)
-         decode in blocks of 300 s; a file of <= 30 s is one whole piece, a longer one is cut by
+         decode in blocks of 60 s; a file of <= 30 s is one whole piece, a longer one is cut by
          Silero VAD into chunks of <= 30 s of speech; Piece.spans maps piece time to file time;
          the file's last piece says last=True and carries audio_seconds and warnings
       -- Packer(pack).add(piece) / .flush() ----------> Window(places=[Place(piece, start, end)])
@@ -24,13 +24,17 @@ batches of ``batch_size`` windows across files) -> batch queue -> the model, in 
 thread -> file queue -> one writer. Queues are bounded, so a slow model holds the CPU stages
 back instead of letting decoded audio pile up.
 
-Memory bound (float32 audio at 64 KB per second): each reader holds at most two blocks of
-300 s (about 40 MB) while it cuts a long file; the piece queue at most ``2 x batch_size``
-pieces of <= 30 s (1.9 MB each); the packer one open window and one batch being formed; the
-batch queue ``QUEUED_BATCHES`` batches; the model one batch. Windows in flight are therefore at
-most ``(QUEUED_BATCHES + 2) x batch_size + 1``, each about 1 MB of features (80 mel bands;
-1.5 MB with 128): for batch size 8, under 40 MB of windows and 4 x 40 MB of reader blocks.
-Transcripts (text) of every file are kept for the result.
+Memory bound (float32 audio takes 64 KB per second): each reader holds at most two blocks of
+60 s (a block and the carried-over tail of the one before, 7.7 MB) and the pieces cut from
+them; the piece queue at most ``2 x batch_size`` pieces of <= 30 s (1.9 MB each); the packer
+one open window of <= 30 s and the batch it is forming; the batch queue ``QUEUED_BATCHES``
+batches; the model one. Windows with features in flight are therefore at most
+``(QUEUED_BATCHES + 2) x batch_size + 1``, about 1 MB each (80 mel bands; 1.5 MB with 128):
+for batch size 8 and 2 readers, under 100 MB in all, whatever the length of a file or the
+size of the folder. Readers hand freed memory back to the system after a block, at most every
+5 s (glibc otherwise keeps it, and the resident size creeps up with the audio's length). On top
+comes the model's own working memory for one batch (on a CPU, tiny.en int8 at beam 5: about
+70 MB per window), and the transcripts (text) of the files done, kept for the result.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
@@ -48,15 +53,15 @@ from whisperkit.core.corpus.stages import (
     Window,
     add_features,
     read_pieces,
-    release_freed_memory,
 )
+from whisperkit.core.transcription import Transcript
 from whisperkit.errors import DeviceError, first_line
 from whisperkit.measure.cuda import is_out_of_memory
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
 MAX_SPANS = 200_000  # stage spans kept for the timeline
-_END = "end"
+_END = object()  # marks the end of a queue
 
 
 @dataclass
@@ -140,8 +145,9 @@ class _Run:
         self.stop.set()
 
 
-def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor, *, batch_size: int,
-                 pack: bool, workers: int, on_file, on_batch=None) -> _Run:
+def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor: Callable, *, batch_size: int,
+                 pack: bool, workers: int, on_file: Callable[[Source, Transcript | Failure, list[PieceText]], None],
+                 on_batch: Callable[[], None] | None = None) -> _Run:
     """Run the stages over ``sources`` on threads; ``on_file(source, transcript_or_failure, texts)``
     is called on the writer thread as each file completes. Returns the run's state (stats, spans).
     Raises what a stage raised (KeyboardInterrupt stops the readers and lets the writer finish
@@ -209,7 +215,7 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
         item = run.get(run.pieces, "pack")
         if item is None:
             return
-        if item == _END:
+        if item is _END:
             ended += 1
             continue
         since = time.monotonic()
@@ -247,7 +253,7 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         item = run.get(run.batches, "model")
         if item is None:
             return
-        if item == _END:
+        if item is _END:
             return
         if isinstance(item, Failure):
             finished.put(item)
@@ -258,7 +264,6 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         heard = sum(window.seconds > 0 for window in item)
         texts = _decode(run, decoder, item)
         del item  # the batch's features can go
-        release_freed_memory()
         run.busy("model", 0, since, items=heard)
         for text in texts:
             finished.put(text)
@@ -286,7 +291,7 @@ def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) ->
     failed: set[int] = set()
     while True:
         item = finished.get()
-        if item == _END:
+        if item is _END:
             return
         since = time.monotonic()
         if isinstance(item, Failure):

@@ -20,7 +20,7 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
-def find_sources(paths: Iterable[str | os.PathLike]) -> list[Source]:
+def find_sources(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Source]:
     """The files ``paths`` name, in order, each with its output name (see the module's docstring).
 
     A path that does not exist is kept (it fails when read, and is reported with the others);

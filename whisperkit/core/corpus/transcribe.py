@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +59,8 @@ class CorpusResult:
     batch_retries: list[dict] = field(default_factory=list)
     output_dir: str | None = None
     spans: list[Span] = field(default_factory=list)
-    timeline: object = None  # pandas.DataFrame when monitored
-    marks: object = None  # pandas.DataFrame when monitored
+    timeline: Any = None  # pandas.DataFrame when monitored
+    marks: Any = None  # pandas.DataFrame when monitored
     engine: str = "local"
     workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
     engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
@@ -122,7 +123,7 @@ class CorpusResult:
 
 
 def transcribe_corpus(
-    sources,
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
     model: Model | str | os.PathLike | None = None,
     *,
     batch_size: int | str = 8,
@@ -142,7 +143,7 @@ def transcribe_corpus(
     engine: str = "local",
     ray_address: str | None = None,
     model_workers: int | None = None,
-    **options,
+    **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
 
