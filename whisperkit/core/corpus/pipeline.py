@@ -21,8 +21,8 @@ only runs them on threads; ``whisperkit.engines`` may run the same functions on 
 
 Threads here: ``workers`` readers -> piece queue -> one packer (packing and features, forming
 batches of ``batch_size`` windows across files) -> batch queue -> the model, in the calling
-thread -> file queue -> one writer. Queues are bounded, so a slow model holds the CPU stages
-back instead of letting decoded audio pile up.
+thread -> text queue (words only) -> one writer. The queues that carry audio are bounded, so a
+slow model holds the CPU stages back instead of letting decoded audio pile up.
 
 Memory bound (float32 audio takes 64 KB per second): each reader holds at most two blocks of
 60 s (a block and the carried-over tail of the one before, 7.7 MB) and the pieces cut from
