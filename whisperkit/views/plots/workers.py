@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
 from whisperkit.measure.columns import gpu_column
+from whisperkit.views.plots.common import TEMPLATE
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -39,14 +40,16 @@ def worker_timelines(result: CorpusResult, *, height_per_worker: int = 170) -> F
                         subplot_titles=[_title(worker) for worker in workers])
     for row, worker in enumerate(workers, start=1):
         frame = worker.timeline.copy()
+        top = 100.0
         for column, name, color in _lines(worker, frame):
             fig.add_trace(go.Scatter(x=frame["time_s"], y=frame[column], name=name, mode="lines",
                                      line={"color": color, "width": 1.5}, legendgroup=name,
                                      showlegend=row == 1), row=row, col=1)
+            top = max(top, float(frame[column].max(skipna=True) or 0.0))  # a process of several threads: over 100 %
         _bands(fig, worker, row)
-        fig.update_yaxes(title_text="%", range=[0, 105], row=row, col=1)
+        fig.update_yaxes(title_text="%", range=[0, top * 1.05], row=row, col=1)
     fig.update_xaxes(title_text="seconds since the run started", row=len(workers), col=1)
-    fig.update_layout(height=120 + height_per_worker * len(workers), margin={"t": 80},
+    fig.update_layout(template=TEMPLATE, height=120 + height_per_worker * len(workers), margin={"t": 80},
                       title=_figure_title(result, workers), legend={"orientation": "h", "y": 1.02, "yanchor": "bottom"})
     return fig
 
