@@ -61,6 +61,20 @@ def test_words_go_to_the_piece_holding_their_midpoint_and_gap_words_to_the_piece
     assert second.segments[0].start == pytest.approx(60.1) and second.segments[0].end == pytest.approx(61.4)
 
 
+def test_a_packed_window_with_a_skipped_piece_is_decoded_again_one_piece_each():
+    from whisperkit.core.corpus.decoding import _skipped, unpack
+
+    window = pack_pieces([piece(0, 4.0), piece(1, 3.0)])[0]
+    window.features = np.arange(80 * 3000, dtype=np.float32).reshape(80, 3000)
+    words = [{"word": w, "start": 0.2 * i, "end": 0.2 * i + 0.2} for i, w in enumerate(" The fox jumped up".split(" "))]
+    found = split_window(window, [{"text": "", "start": 0.0, "end": 7.6, "words": words}])
+    assert _skipped(window, found)  # nothing for the 3 s piece
+    first, second = unpack(window)
+    assert first.places[0].piece.source == 0 and second.places[0].end == pytest.approx(3.0)
+    assert second.features.shape == (80, 3000)
+    assert second.features[0, 0] == window.features[0, 460] and not second.features[:, 300:].any()
+
+
 def test_a_piece_maps_its_time_back_through_the_stretches_of_speech_it_joins():
     joined = Piece(0, 0, np.zeros(RATE * 5, dtype=np.float32), ((10.0, 2.0), (20.0, 3.0)))
     assert joined.to_file_seconds(1.0) == 11.0 and joined.to_file_seconds(2.5) == 20.5

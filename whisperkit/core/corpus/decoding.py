@@ -11,14 +11,16 @@ its segments. :func:`assemble` joins a file's pieces.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from whisperkit.core.corpus.stages import Piece, Window
+from whisperkit.core.corpus.stages import Piece, Place, Window
 from whisperkit.core.models import Model
 from whisperkit.core.transcription import Segment, Transcript
 from whisperkit.errors import ConfigError
 
+MIN_WORDS_PER_SECOND = 0.5  # fewer in a packed piece: the model skipped it; decode it alone
 # options the corpus pipeline sets itself
 RESERVED_OPTIONS = ("vad_filter", "vad_parameters", "clip_timestamps", "batch_size", "word_timestamps",
                     "multilingual", "chunk_length", "log_progress")
@@ -63,6 +65,8 @@ class WindowDecoder:
         self.multilingual = bool(whisper.model.is_multilingual) and language is None
         self.pipeline = BatchedInferencePipeline(whisper)
         self.feature_extractor = whisper.feature_extractor  # for add_features
+        self.frames_per_second = int(whisper.frames_per_second)
+        self.unpacked = 0  # windows decoded again one piece each (see __call__)
         self.plain, found = self._options(language, beam_size, options, word_timestamps=False)
         self.words, _ = self._options(language, beam_size, options, word_timestamps=True)
         self.language = None if self.multilingual else found
@@ -86,21 +90,68 @@ class WindowDecoder:
         return info.transcription_options, info.language
 
     def __call__(self, windows: list[Window]) -> list[PieceText]:
-        """One model call for ``windows`` (their features set); each piece's text, in window order."""
+        """One model call for ``windows`` (their features set); each piece's text, in window order.
+
+        A packed window in which a piece got fewer than ``MIN_WORDS_PER_SECOND`` words per
+        second of its audio is decoded again, one piece per window (the model sometimes skips a
+        sentence of a packed window, and the next piece's first words then drift into its span).
+        """
+        outputs = self._forward(windows)
+        texts: list[PieceText] = []
+        again: list[Window] = []
+        for window, output in zip(windows, outputs):
+            found = split_window(window, output, self.language)
+            if window.packed and _skipped(window, found):
+                again.extend(unpack(window, self.frames_per_second))
+            else:
+                texts.extend(found)
+        self.unpacked += len(again)
+        for start in range(0, len(again), max(1, len(windows))):
+            part = again[start:start + max(1, len(windows))]
+            for window, output in zip(part, self._forward(part)):
+                texts.extend(split_window(window, output, self.language))
+        return texts
+
+    def _forward(self, windows: list[Window]) -> list[list[dict]]:
+        """faster-whisper's segments (dicts) of each window; none for a window with nothing to hear."""
         import numpy as np
 
         heard = [window for window in windows if window.features is not None]
-        outputs: list = []
-        if heard:
-            options = self.words if any(window.packed for window in heard) else self.plain
-            metadata = [{"offset": 0.0, "duration": window.seconds, "segments": []} for window in heard]
-            self.pipeline.last_speech_timestamp = 0.0  # windows come from different files
-            outputs = self.pipeline.forward(np.stack([w.features for w in heard if w.features is not None]), self.tokenizer, metadata, options)
-        by_window = dict(zip(map(id, heard), outputs))
-        texts = []
-        for window in windows:
-            texts.extend(split_window(window, by_window.get(id(window), []), self.language))
-        return texts
+        if not heard:
+            return [[] for _ in windows]
+        options = self.words if any(window.packed for window in heard) else self.plain
+        metadata = [{"offset": 0.0, "duration": window.seconds, "segments": []} for window in heard]
+        self.pipeline.last_speech_timestamp = 0.0  # windows come from different files
+        features = np.stack([w.features for w in heard if w.features is not None])
+        by_window = dict(zip(map(id, heard), self.pipeline.forward(features, self.tokenizer, metadata, options)))
+        return [by_window.get(id(window), []) for window in windows]
+
+
+def _skipped(window: Window, texts: list[PieceText]) -> bool:
+    """True when a piece of at least a second got fewer than ``MIN_WORDS_PER_SECOND`` words per second."""
+    for place, text in zip(window.places, texts):
+        seconds = place.end - place.start
+        words = sum(len(segment.text.split()) for segment in text.segments)
+        if seconds >= 1.0 and words < MIN_WORDS_PER_SECOND * seconds:
+            return True
+    return False
+
+
+def unpack(window: Window, frames_per_second: int = 100) -> list[Window]:
+    """A packed window as one window per piece, their features cut from the window's (and padded
+    with zeros to 30 s, as ``BatchedInferencePipeline`` pads a short chunk's)."""
+    from faster_whisper.audio import pad_or_trim
+
+    single = []
+    for place in window.places:
+        if place.end <= place.start or window.features is None:
+            continue
+        first = round(place.start * frames_per_second)
+        last = math.ceil(place.end * frames_per_second - 1e-6)
+        features = pad_or_trim(window.features[:, first:last])
+        single.append(Window(places=[Place(place.piece, 0.0, place.end - place.start)], features=features,
+                             seconds=place.end - place.start))
+    return single
 
 
 def split_window(window: Window, segments: list[dict], language: str | None = None) -> list[PieceText]:

@@ -38,7 +38,9 @@ class CorpusResult:
     ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
     previous run had done (resume). ``audio_seconds`` and ``wall_seconds`` cover this run's
     files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
-    seconds; ``model_wait_seconds`` is how long the model waited for its next batch, the corpus
+    seconds; ``windows`` the model's windows (``unpacked_windows`` of them decoded again one clip
+    per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
+    how long the model waited for its next batch, the corpus
     version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
     start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
     utilization samples, on the same clock as ``spans``.
@@ -55,6 +57,7 @@ class CorpusResult:
     stages: dict[str, StageStats] = field(default_factory=dict)
     windows: int = 0
     pieces: int = 0
+    unpacked_windows: int = 0
     load_seconds: float = 0.0
     batch_retries: list[dict] = field(default_factory=list)
     output_dir: str | None = None
@@ -153,7 +156,8 @@ def transcribe_corpus(
       model: as for :func:`whisperkit.transcribe`; None is the bundled tiny.en.
       batch_size: windows per model call (across files), or ``"auto"``; halved on out-of-memory.
       pack: put several short files (and voice-detected chunks) in one 30 s window, 0.6 s of
-        silence between them, and split the words back by their timestamps. Only where safe:
+        silence between them, and split the words back by their timestamps (a window where the
+        model skipped a clip is decoded again, one clip per window). Only where safe:
         with a fixed ``language`` or an English-only model; for a multilingual model with
         ``language=None`` packing is off (each window's language is detected on its own).
       output_dir: write each file's outputs there as it completes (``DIR/<relative path>.<fmt>``,
@@ -325,6 +329,7 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
         result.workers.append(worker)
     result.engine_info.update(getattr(run, "info", {}))
     result.windows, result.pieces = run.windows, run.pieces_read
+    result.unpacked_windows = decoder.unpacked
     result.batch_retries = run.batch_retries
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
