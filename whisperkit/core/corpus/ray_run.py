@@ -68,6 +68,7 @@ class RayRun:
         self.windows = 0
         self.pieces_read = 0
         self.batch_retries: list[dict] = []
+        self.unpacked_windows = 0
         self.batch_size = 0
         self.workers: list[WorkerTimeline] = []
         self.task_lanes: dict[int, int] = {}  # Ray worker process of a CPU task -> its lane
@@ -79,6 +80,7 @@ class RayRun:
         if kind == "report":
             self.reports.setdefault((item.worker["actor_id"], item.worker["pid"]), []).append(item)
             self.batch_retries.extend(item.batch_retries)
+            self.unpacked_windows += item.unpacked
         elif kind == "stage":
             self._task(item)
         elif kind == "failure":

@@ -159,6 +159,7 @@ class WorkerReport:
     windows: int
     audio_seconds: float
     load_seconds: float = 0.0
+    unpacked: int = 0  # windows the decoder decoded again one piece each (see WindowDecoder)
     batch_retries: list[dict] = field(default_factory=list)
 
 
@@ -257,6 +258,7 @@ class ModelWorker:
         windows = [item for kind, item in rows if kind == "window"]
         out = [encode(kind, item) for kind, item in rows if kind != "window"]  # failures, task accounts
         retries_before = len(self.state.batch_retries)
+        unpacked_before = self.decoder.unpacked
         try:
             out.extend(encode("text", text) for text in self._decode(windows))
         except WhisperkitError as error:
@@ -265,6 +267,7 @@ class ModelWorker:
         self._crash_if_asked()
         report = self._report(started, windows)
         report.batch_retries = self.state.batch_retries[retries_before:]
+        report.unpacked = self.decoder.unpacked - unpacked_before
         out.append(encode("report", report))
         return _columns(out)
 

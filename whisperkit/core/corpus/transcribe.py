@@ -212,7 +212,10 @@ def transcribe_corpus(
     if todo:
         pipeline = functools.partial(run_pipeline, todo, decoder, decoder.feature_extractor,
                                      batch_size=result.batch_size, pack=result.pack, workers=workers)
-        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+        try:
+            _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+        finally:
+            result.unpacked_windows = decoder.unpacked
     return result
 
 
@@ -329,7 +332,7 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
         result.workers.append(worker)
     result.engine_info.update(getattr(run, "info", {}))
     result.windows, result.pieces = run.windows, run.pieces_read
-    result.unpacked_windows = decoder.unpacked
+    result.unpacked_windows = getattr(run, "unpacked_windows", 0)  # engine "ray": summed over its actors
     result.batch_retries = run.batch_retries
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
