@@ -7,6 +7,7 @@ real bundled model on the bundled audio, as a student would run it on a CPU-only
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -19,7 +20,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["01_quickstart.ipynb", "02_cpu_bound_vs_gpu_bound.ipynb", "03_batch_size_sweep.ipynb",
-            "04_workers_threads_batches.ipynb", "05_corpus.ipynb"]
+            "04_workers_threads_batches.ipynb", "05_corpus.ipynb", "06_scaling_out.ipynb"]
 KERNEL_NAME = "whisperkit-test"
 CELL_TIMEOUT_S = 300
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -30,7 +31,7 @@ def all_notebooks() -> list[Path]:
     return sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [path.name for path in all_notebooks()] == EXPECTED
 
 
@@ -190,3 +191,14 @@ def test_05_corpus_runs(kernel_manager_factory):
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.stage_timeline(packed)"))
     resumed = text_of(code_cell(notebook, "again = wk.transcribe_corpus("))
     assert "10 files written; second run: 10 skipped, 0 transcribed" in resumed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="notebook 06 needs the ray extra: pip install whisperkit[ray]")
+def test_06_scaling_out_runs(kernel_manager_factory):
+    notebook = execute(NOTEBOOKS / "06_scaling_out.ipynb", kernel_manager_factory)
+    assert "WER between the engines over the corpus: 0.0" in text_of(code_cell(notebook, "local_text = "))
+    assert "same output files: True" in text_of(code_cell(notebook, "local_text = "))
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.worker_timelines(result)"))
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.stage_timeline(result)"))
+    survived = text_of(code_cell(notebook, "ray_engine.CRASH_HOOK = (1, marker)"))
+    assert "a worker died: True; files done: 10 of 10, failed: 0;" in survived

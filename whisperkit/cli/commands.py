@@ -94,6 +94,12 @@ def _add_transcribe(commands) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="corpus mode: redo files the output folder's manifest lists as done")
     parser.add_argument("--workers", type=int, default=None, help="corpus mode: threads reading files")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="corpus mode: run the pipeline here (local) or on a Ray cluster (ray; pip install whisperkit[ray])")
+    parser.add_argument("--ray-address", default=None,
+                        help="engine ray: the cluster to join (HOST:6379 or ray://HOST:10001); default: start a local Ray")
+    parser.add_argument("--model-workers", type=int, default=None,
+                        help="engine ray: model actors (default: one per GPU, or one per CPU on a CPU-only cluster)")
     parser.set_defaults(func=run_transcribe)
 
 
@@ -102,6 +108,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
         from whisperkit.cli.corpus import run_corpus
 
         return run_corpus(args)
+    if args.engine != "local" or args.ray_address is not None or args.model_workers is not None:
+        raise ConfigError("--engine, --ray-address and --model-workers go with --mode corpus")
     from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
 

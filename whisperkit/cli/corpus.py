@@ -20,7 +20,15 @@ def run_corpus(args: argparse.Namespace) -> int:
 
     if args.output_dir is None:
         raise ConfigError("--mode corpus writes files: give --output-dir DIR")
-    model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads)
+    if args.engine == "ray":  # each model actor loads the model on its own node
+        model = args.model
+        engine = {"engine": "ray", "ray_address": args.ray_address, "model_workers": args.model_workers,
+                  "device": args.device, "compute_type": args.compute_type, "cpu_threads": args.cpu_threads}
+    else:
+        if args.ray_address is not None or args.model_workers is not None:
+            raise ConfigError("--ray-address and --model-workers need --engine ray")
+        model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads)
+        engine = {}
     result = transcribe_corpus(
         args.files,
         model,
@@ -33,6 +41,7 @@ def run_corpus(args: argparse.Namespace) -> int:
         beam_size=args.beam_size,
         resume=not args.overwrite,
         progress=not args.quiet,
+        **engine,
     )
     for transcript in result.transcripts.values():
         for warning in transcript.warnings:

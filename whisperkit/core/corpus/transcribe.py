@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -17,11 +18,18 @@ from whisperkit.core.corpus.sources import check_collisions, find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.transcription import Transcript, _wrap_whisper_model
+from whisperkit.errors import ConfigError
 
 MAX_WORKERS = 64  # reader threads
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
+
+    from whisperkit.measure.sampler import Sampler
+
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -61,6 +69,9 @@ class CorpusResult:
     spans: list[Span] = field(default_factory=list)
     timeline: Any = None  # pandas.DataFrame when monitored
     marks: Any = None  # pandas.DataFrame when monitored
+    engine: str = "local"
+    workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
+    engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
 
     @property
     def rtfx(self) -> float:
@@ -75,8 +86,10 @@ class CorpusResult:
 
     @property
     def model_wait_percent(self) -> float:
-        """The model's wait as a percent of the run's wall time."""
-        return 100.0 * self.model_wait_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        """The model's wait as a percent of the run's wall time (per model worker, where there are several)."""
+        stats = self.stages.get("model")
+        workers = max(1, stats.threads) if stats else 1
+        return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def stage_table(self) -> pd.DataFrame:
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
@@ -88,6 +101,19 @@ class CorpusResult:
                  "busy_percent": round(100.0 * s.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
                 for name, s in self.stages.items()]
         return pd.DataFrame(rows).set_index("stage")
+
+    def worker_table(self) -> pd.DataFrame:
+        """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
+        batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
+        import pandas as pd
+
+        rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
+                 "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
+                 "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
+                 "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
+                 "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
+                for w in self.workers]
+        return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
 
     def spans_frame(self) -> pd.DataFrame:
         """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
@@ -120,6 +146,12 @@ def transcribe_corpus(
     monitor: bool = False,
     monitor_interval: float = 0.25,
     progress: bool = True,
+    device: str = "auto",
+    compute_type: str = "auto",
+    cpu_threads: int = 0,
+    engine: str = "local",
+    ray_address: str | None = None,
+    model_workers: int | None = None,
     **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
@@ -142,6 +174,15 @@ def transcribe_corpus(
         False redoes every file (the CLI's ``--overwrite``).
       monitor: sample CPU and GPU utilization into ``timeline`` and ``marks``.
       progress: a progress bar: files done, hours of audio, real-time factor.
+      device, compute_type, cpu_threads: where and how a model named by ``model`` is loaded, as
+        for :func:`whisperkit.load_model` (engine "ray": in each model actor; there ``cpu_threads``
+        0 shares the cluster's CPUs among the CPU actors).
+      engine: ``"local"`` (threads in this process) or ``"ray"`` (the same stages on a Ray
+        cluster, :mod:`whisperkit.core.corpus.ray_engine`; needs ``pip install whisperkit[ray]``).
+      ray_address: engine "ray": the cluster to join (``ray.init(address=...)``); None starts
+        a local Ray, or reuses the one this process already joined.
+      model_workers: engine "ray": model actors (default: one per GPU of the cluster, or on a
+        CPU-only cluster one per CPU, each with one CTranslate2 thread).
       options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
 
     Memory stays bounded whatever the corpus: see :mod:`whisperkit.core.corpus.pipeline` (for
@@ -151,52 +192,111 @@ def transcribe_corpus(
     >>> result = transcribe_corpus("recordings/", output_dir="transcripts")   # doctest: +SKIP
     >>> result.summary()                                                      # doctest: +SKIP
     """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}")
+    if engine == "ray":
+        from whisperkit.core.corpus.ray_engine import require_ray
+
+        require_ray()  # before anything else: one line saying what to install
     formats = output_formats(output_format)
     if batch_size != "auto":
         check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
     check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
     check_language(language)
-    workers = _workers(workers)
     found = find_sources(sources)
-    model, load_seconds = _load(model)
+    if engine == "ray":
+        placement = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads}
+        return _transcribe_ray(found, formats, model, placement, batch_size, pack, output_dir, language, beam_size,
+                               resume, ray_address, model_workers, options, progress, monitor, monitor_interval)
+    workers = _workers(workers)
+    model, load_seconds = _load(model, device, compute_type, cpu_threads)
     check_model_language(model, language)
     pack = bool(pack) and packing_is_safe(model, language)
     resolved_batch = _batch_size(batch_size, model, beam_size)
     decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
-    config = {"model": model.name, "compute_type": model.compute_type, "beam_size": beam_size,
-              "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
-              "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
-    manifest = None
-    todo, skipped = found, []
-    if output_dir is not None:
-        output_dir = os.fspath(output_dir)
-        check_collisions(found)
-        manifest = Manifest.open(output_dir, config, overwrite=not resume)
-        todo = [s for s in found if not manifest.is_done(s, formats)]
-        skipped = [s.path for s in found if manifest.is_done(s, formats)]
+    config = corpus_config(model.name, model.compute_type, beam_size, language, pack, options, formats)
+    manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
+    output_dir = None if manifest is None else manifest.output_dir
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, resolved_batch, pack,
                           {**config, **model.describe(), "mode": "corpus", "batch_size": resolved_batch,
                            "workers": workers}, load_seconds=load_seconds, output_dir=output_dir)
-    if not todo:
-        return result
+    if todo:
+        pipeline = functools.partial(run_pipeline, todo, decoder, decoder.feature_extractor,
+                                     batch_size=result.batch_size, pack=result.pack, workers=workers)
+        try:
+            _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+        finally:
+            result.unpacked_windows = decoder.unpacked
+    return result
+
+
+def _transcribe_ray(found, formats, model, placement: dict, batch_size, pack, output_dir, language, beam_size,
+                    resume, ray_address, model_workers, options, progress, monitor, monitor_interval) -> CorpusResult:
+    """The Ray engine: the driver's part (files, manifest, outputs, result) is the local engine's."""
+    from whisperkit.core.corpus import ray_engine
+
+    batch_size = ray_engine.check_batch_size(batch_size)
+    cluster = ray_engine.connect(ray_address)
+    spec, settings, actors = ray_engine.plan(model, cluster, batch_size=batch_size, language=language, beam_size=beam_size,
+                                             options=options, model_workers=model_workers, **placement)
+    pack = bool(pack) and (language is not None or not spec.multilingual)
+    config = corpus_config(spec.name, spec.compute_type, beam_size, language, pack, options, formats)
+    manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
+    result = CorpusResult({}, {}, skipped, 0.0, 0.0, batch_size, pack,
+                          {**config, **spec.describe(), "mode": "corpus", "batch_size": batch_size,
+                           "engine": "ray", "model_workers": actors},
+                          output_dir=None if manifest is None else manifest.output_dir, engine="ray",
+                          engine_info={**cluster, "model_workers": actors})
+    if todo:
+        pipeline = functools.partial(ray_engine.run_ray_pipeline, todo, spec, settings, batch_size=batch_size,
+                                     pack=pack, model_workers=actors, cluster=cluster)
+        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+    return result
+
+
+def _execute(result: CorpusResult, todo: list[Source], pipeline, manifest, formats, progress: bool, monitor: bool,
+             monitor_interval: float) -> None:
+    """Run an engine's ``pipeline`` over the files ``todo``, sampling utilization with ``monitor``."""
     sampler = None
     if monitor:
         from whisperkit.measure.sampler import Sampler
 
         sampler = Sampler(interval=monitor_interval).start()
     try:
-        _run(result, todo, model, decoder, manifest, formats, workers, progress, sampler)
+        run_stages(result, todo, pipeline, manifest, formats, progress, sampler)
     finally:
         if sampler is not None:
             sampler.stop()
             result.timeline, result.marks = sampler.timeline, sampler.marks
         if manifest is not None:
             manifest.save()
-    return result
 
 
-def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manifest, formats, workers: int,
-         progress: bool, sampler) -> None:
+def corpus_config(model_name: str, compute_type: str, beam_size: int, language: str | None, pack: bool,
+                  options: dict, formats: tuple[str, ...]) -> dict:
+    """The settings that change what is written: the manifest's ``config`` (both engines)."""
+    return {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
+            "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
+            "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+
+
+def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
+                 resume: bool) -> tuple[Manifest | None, list[Source], list[str]]:
+    """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
+    if output_dir is None:
+        return None, found, []
+    check_collisions(found)
+    manifest = Manifest.open(os.fspath(output_dir), config, overwrite=not resume)
+    todo = [s for s in found if not manifest.is_done(s, formats)]
+    skipped = [s.path for s in found if manifest.is_done(s, formats)]
+    return manifest, todo, skipped
+
+
+def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[..., Any], manifest: Manifest | None,
+               formats: tuple[str, ...], progress: bool, sampler: Sampler | None) -> None:
+    """Run ``pipeline(on_file=..., on_batch=...)`` (an engine: the threads of :func:`run_pipeline`,
+    or Ray) over the files ``todo``, writing each file's outputs and manifest entry as it completes,
+    and fill ``result`` from the run's state (``stats``, ``spans``, ``windows``, ...)."""
     from tqdm.auto import tqdm
 
     offset = 0.0
@@ -226,8 +326,7 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
 
     on_batch = (lambda: sampler.mark("first batch")) if sampler is not None else None
     try:
-        run = run_pipeline(todo, decoder, decoder.feature_extractor, batch_size=result.batch_size,
-                           pack=result.pack, workers=workers, on_file=on_file, on_batch=on_batch)
+        run = pipeline(on_file=on_file, on_batch=on_batch)
     finally:
         bar.close()
         result.wall_seconds = time.monotonic() - started
@@ -236,20 +335,27 @@ def _run(result: CorpusResult, todo: list[Source], model: Model, decoder, manife
     result.failures = dict(sorted(result.failures.items(), key=lambda item: order[item[0]]))
     result.stages = run.stats
     result.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in run.spans]
+    for worker in getattr(run, "workers", []):  # engine "ray": one timeline per model actor
+        if len(worker.timeline):
+            worker.timeline["time_s"] += offset
+        worker.spans = [Span(s.stage, s.thread, s.start_s + offset, s.end_s + offset) for s in worker.spans]
+        worker.loaded_at_s += offset
+        result.workers.append(worker)
+    result.engine_info.update(getattr(run, "info", {}))
     result.windows, result.pieces = run.windows, run.pieces_read
-    result.unpacked_windows = decoder.unpacked
+    result.unpacked_windows = getattr(run, "unpacked_windows", 0)  # engine "ray": summed over its actors
     result.batch_retries = run.batch_retries
     result.retry_seconds = run.retry_seconds
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
 
 
-def _load(model) -> tuple[Model, float]:
+def _load(model, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0) -> tuple[Model, float]:
     if isinstance(model, Model):
         return model, 0.0
     if model is not None and not isinstance(model, (str, os.PathLike)):
         return _wrap_whisper_model(model), 0.0
-    loaded = load_model(None if model is None else os.fspath(model))
+    loaded = load_model(None if model is None else os.fspath(model), device, compute_type, 1, cpu_threads)
     return loaded, loaded.load_seconds
 
 

@@ -8,6 +8,7 @@ the figure it gets, :func:`whisperkit.views.report.report` writes it into an HTM
 >>> plots.summary(comparison)           # doctest: +SKIP   RTFx, CPU %, GPU %, memory as bars
 >>> plots.sweep(sweep_result)           # doctest: +SKIP   RTFx and memory against batch size
 >>> plots.stage_timeline(corpus_result) # doctest: +SKIP   the corpus pipeline's stages over time
+>>> plots.worker_timelines(ray_result)  # doctest: +SKIP   one timeline per model worker (engine "ray")
 
 One module per figure (``timelines``, ``summaries``, ``sweeps``); ``common`` holds the colours,
 notes and titles they share. Labels, units and decimals of metrics come from the registry
@@ -19,5 +20,6 @@ from whisperkit.views.plots.stages import stage_timeline
 from whisperkit.views.plots.summaries import summary
 from whisperkit.views.plots.sweeps import sweep
 from whisperkit.views.plots.timelines import phases, timeline
+from whisperkit.views.plots.workers import worker_timelines
 
-__all__ = ["RUN_COLORS", "phases", "runs_of", "stage_timeline", "summary", "sweep", "timeline"]
+__all__ = ["RUN_COLORS", "phases", "runs_of", "stage_timeline", "summary", "sweep", "timeline", "worker_timelines"]

@@ -39,13 +39,14 @@ def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
     rows = 2 if monitored else 1
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, row_heights=[0.4, 0.6][-rows:] if rows == 2 else [1.0],
                         vertical_spacing=0.08)
-    lanes = _lanes(spans)
+    split = _split_stages(spans)
+    lanes = _lanes(spans, split)
     for stage in STAGE_ORDER:
         mine = [span for span in spans if span.stage == stage]
         if not mine:
             continue
         fig.add_trace(go.Bar(
-            y=[_lane(span) for span in mine], x=[span.end_s - span.start_s for span in mine],
+            y=[_lane(span, split) for span in mine], x=[span.end_s - span.start_s for span in mine],
             base=[span.start_s for span in mine], orientation="h", name=stage,
             marker=dict(color=STAGE_COLORS[stage], line=dict(width=0)),
             hovertemplate="%{y}: %{base:.2f} s + %{x:.3f} s<extra></extra>",
@@ -66,12 +67,21 @@ def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
     return fig
 
 
-def _lane(span) -> str:
-    return f"{span.stage} {span.thread}" if span.stage == "read" else span.stage
+def _split_stages(spans) -> set[str]:
+    """Stages drawn one lane per thread: ``read``, and any other that several threads (or Ray
+    workers) ran."""
+    threads: dict[str, set[int]] = {}
+    for span in spans:
+        threads.setdefault(span.stage, set()).add(span.thread)
+    return {"read"} | {stage for stage, seen in threads.items() if len(seen) > 1}
 
 
-def _lanes(spans) -> list[str]:
-    lanes = {_lane(span): (STAGE_ORDER.index(span.stage), span.thread) for span in spans}
+def _lane(span, split: set[str]) -> str:
+    return f"{span.stage} {span.thread}" if span.stage in split else span.stage
+
+
+def _lanes(spans, split: set[str]) -> list[str]:
+    lanes = {_lane(span, split): (STAGE_ORDER.index(span.stage), span.thread) for span in spans}
     return sorted(lanes, key=lanes.__getitem__)
 
 

@@ -1,0 +1,176 @@
+"""The Ray engine on a local Ray (this machine's CPUs): the local engine's words, outputs and
+manifest, a timeline per model worker, a killed model actor, and the one-line error without Ray.
+
+Ray takes seconds to start (a minute on a busy machine), so the tests share one local Ray
+(module fixture) and few runs. Two CPU model actors, one CTranslate2 thread each.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+
+import pytest
+
+import whisperkit as wk
+from whisperkit.core.samples import reference_text
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="the Ray engine needs the ray extra: pip install whisperkit[ray]")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the module (or the one this machine already runs), shut down after it if started here."""
+    import ray
+
+    from whisperkit.core.corpus.ray_engine import connect
+
+    info = connect(None)
+    yield info
+    if info["started"]:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, clips, long_sample, bad_audio):
+    """Ten clips in two subfolders with the same file names, the long sample, and one damaged file."""
+    folder = tmp_path_factory.mktemp("ray_corpus")
+    references = {}
+    for number, clip in enumerate(clips):
+        subfolder = folder / ("first" if number < 5 else "second")
+        subfolder.mkdir(exist_ok=True)
+        path = subfolder / f"clip_{number % 5}.flac"
+        shutil.copy(clip, path)
+        references[str(path)] = reference_text(clip)
+    shutil.copy(long_sample, folder / "speech.flac")
+    references[str(folder / "speech.flac")] = reference_text(long_sample)
+    shutil.copy(bad_audio["noise"], folder / "noise.flac")
+    return folder, references, str(folder / "noise.flac")
+
+
+@pytest.fixture(scope="module")
+def both_engines(ray_cluster, model, corpus, tmp_path_factory):
+    folder, *_ = corpus
+    local_out, ray_out = tmp_path_factory.mktemp("local_out"), tmp_path_factory.mktemp("ray_out")
+    local = wk.transcribe_corpus(folder, model, output_dir=local_out, output_format="all", progress=False)
+    on_ray = wk.transcribe_corpus(folder, engine="ray", model_workers=2, batch_size=4, output_dir=ray_out,
+                                  output_format="all", progress=False)
+    return local, on_ray, local_out, ray_out
+
+
+@needs_ray
+def test_ray_writes_the_words_outputs_and_manifest_of_the_local_engine(both_engines, corpus, model):
+    local, on_ray, local_out, ray_out = both_engines
+    folder, references, bad = corpus
+    assert set(on_ray.transcripts) == set(local.transcripts) == set(references)
+    assert set(on_ray.failures) == set(local.failures) == {bad}
+    assert on_ray.failures[bad].startswith(bad) and "\n" not in on_ray.failures[bad]
+    paths = list(references)
+    local_text = " ".join(local.transcripts[path].text for path in paths)
+    ray_text = " ".join(on_ray.transcripts[path].text for path in paths)
+    assert wk.word_error_rate(local_text, ray_text) <= 0.02
+    ray_words = {path.split("ray_corpus")[-1]: t.text.lower() for path, t in on_ray.transcripts.items()}
+    assert "steady wins the race" in next(text for key, text in ray_words.items() if key.endswith("first/clip_1.flac"))
+    assert "shall not perish from the earth" in next(text for key, text in ray_words.items() if key.endswith("speech.flac"))
+    written = sorted(p.relative_to(ray_out).as_posix() for p in ray_out.rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(local_out).as_posix() for p in local_out.rglob("*") if p.is_file())
+    ray_manifest = json.loads((ray_out / "manifest.json").read_text())
+    local_manifest = json.loads((local_out / "manifest.json").read_text())
+    assert ray_manifest["config"] == local_manifest["config"]
+    assert {n: e["status"] for n, e in ray_manifest["files"].items()} == {n: e["status"] for n, e in local_manifest["files"].items()}
+    # the same manifest, so either engine resumes the other's folder
+    again = wk.transcribe_corpus(folder, model, output_dir=ray_out, output_format="all", progress=False)
+    assert set(again.skipped) == set(references) and set(again.failures) == {bad}
+
+
+@needs_ray
+def test_each_model_worker_has_its_own_timeline_and_accounts(both_engines):
+    _, on_ray, _, _ = both_engines
+    assert on_ray.engine == "ray" and on_ray.engine_info["model_workers"] == 2
+    assert 1 <= len(on_ray.workers) <= 2 + on_ray.engine_info["actor_restarts"]
+    assert len({(w.actor_id, w.pid) for w in on_ray.workers}) == len(on_ray.workers)
+    for worker in on_ray.workers:
+        assert len(worker.timeline) > 0 and {"time_s", "process_cpu_percent", "process_rss_mb"} <= set(worker.timeline)
+        assert worker.batches == len(worker.spans) > 0 and worker.busy_seconds > 0 and worker.load_seconds > 0
+        assert worker.timeline["process_rss_mb"].max() > 50  # the model lives in this process
+    assert sum(w.windows for w in on_ray.workers) == on_ray.stages["model"].items == on_ray.windows
+    assert on_ray.stages["model"].threads == len(on_ray.workers)
+    assert list(on_ray.stages) == ["read", "pack", "model", "write"]  # the local engine's stages
+    assert on_ray.stages["read"].items == 12  # every file read once
+    assert {span.stage for span in on_ray.spans} == {"read", "pack", "model", "write"}
+    lanes = {trace.name: set(trace.y) for trace in wk.plots.stage_timeline(on_ray).data}
+    assert lanes["model"] == {f"model {w}" for w in range(len(on_ray.workers))} or len(on_ray.workers) == 1
+    table = on_ray.worker_table()
+    assert len(table) == len(on_ray.workers) and table["windows"].sum() == on_ray.windows
+    figure = wk.plots.worker_timelines(on_ray)
+    assert len({trace.yaxis for trace in figure.data}) == len(on_ray.workers)
+
+
+@needs_ray
+def test_a_model_actor_killed_mid_run_loses_no_file_and_writes_none_twice(ray_cluster, clips, tmp_path, monkeypatch):
+    from whisperkit.core.corpus import ray_engine
+
+    marker = tmp_path / "crashed"
+    monkeypatch.setattr(ray_engine, "CRASH_HOOK", (1, str(marker)))  # the first actor to finish a batch dies before returning it
+    output = tmp_path / "out"
+    result = wk.transcribe_corpus(clips, engine="ray", model_workers=2, batch_size=2, pack=False,
+                                  output_dir=output, progress=False)
+    assert marker.exists()  # an actor did die
+    assert result.failures == {} and set(result.transcripts) == set(clips)
+    rates = [wk.word_error_rate(reference_text(clip), result.transcripts[clip].text) for clip in clips]
+    assert sum(rates) / len(rates) < 0.15, rates
+    assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == sorted(p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in clips)
+    assert all(entry["status"] == "done" for entry in manifest["files"].values())
+    assert sorted(p.name for p in output.glob("*.txt")) == sorted(f"{n}.txt" for n in manifest["files"])
+    assert result.stages["model"].items == len(clips)  # each window decoded once in the batches that returned
+
+
+@needs_ray
+def test_a_model_the_workers_cannot_load_is_one_error(ray_cluster, clips):
+    with pytest.raises(wk.DeviceError, match="compute type 'float16' is not supported on cpu"):
+        wk.transcribe_corpus(clips[:1], engine="ray", device="cpu", compute_type="float16", model_workers=1, progress=False)
+
+
+def test_without_ray_engine_ray_says_what_to_install(clips, tmp_path):
+    """Ray missing (simulated: ``sys.modules['ray'] = None`` makes ``import ray`` fail): one line, exit 2."""
+    import subprocess
+
+    code = ("import sys; sys.modules['ray'] = None; from whisperkit.cli.commands import main; "
+            f"sys.exit(main(['transcribe', {clips[0]!r}, '--mode', 'corpus', '--engine', 'ray', "
+            f"'--output-dir', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "whisperkit: error: engine 'ray' needs Ray, which is not installed here: pip install 'whisperkit[ray]'"]
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(wk.ConfigError, match="unknown engine"):
+        wk.transcribe_corpus(clips, engine="dask")
+
+
+def test_engine_options_go_with_corpus_mode(cli, clips):
+    done = cli("transcribe", clips[0], "--engine", "ray")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "whisperkit: error: --engine, --ray-address and --model-workers go with --mode corpus"
+
+
+def test_a_worker_finds_its_gpus_nvml_index_from_rays_ids(monkeypatch):
+    """Ray gives an actor GPU ids (indices, or UUIDs where the node's devices were named by UUID);
+    its timeline column is the NVML index of that GPU (a fake NVML with two GPUs)."""
+    from whisperkit.core.corpus.ray_workers import nvml_indices
+
+    try:
+        from tests import fake_pynvml
+    except ImportError:
+        import fake_pynvml
+
+    gpus = [fake_pynvml.a100(), fake_pynvml.rtx3090()]
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake(gpus))
+    assert nvml_indices(["1"]) == [1]
+    assert nvml_indices([gpus[1].uuid]) == [1] and nvml_indices([gpus[0].uuid, "1"]) == [0, 1]
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the index Ray gave, as it is
+    assert nvml_indices(["0"]) == [0]
