@@ -15,7 +15,8 @@ only runs them on threads; ``whisperkit.engines`` may run the same functions on 
       -- add_features(window, model.feature_extractor) -> Window.features (n_mels x 3000)
       -- WindowDecoder(model, language=...)(windows) ---> [PieceText]       (the model; one batch)
          BatchedInferencePipeline.forward on the stacked features; a batch with a packed window
-         decodes with word timestamps and each word goes to the piece holding its midpoint
+         decodes with word timestamps and each word goes to the piece holding its midpoint (so
+         batches of packed and of single-piece windows are best formed apart, as here)
       -- group PieceTexts by source until is_complete -> assemble(path, texts, config) -> Transcript
       -- outputs.write_outputs(dir, source, transcript, formats); Manifest.record(...)
 
@@ -27,14 +28,15 @@ slow model holds the CPU stages back instead of letting decoded audio pile up.
 Memory bound (float32 audio takes 64 KB per second): each reader holds at most two blocks of
 60 s (a block and the carried-over tail of the one before, 7.7 MB) and the pieces cut from
 them; the piece queue at most ``2 x batch_size`` pieces of <= 30 s (1.9 MB each); the packer
-one open window of <= 30 s and the batch it is forming; the batch queue ``QUEUED_BATCHES``
-batches; the model one. Windows with features in flight are therefore at most
-``(QUEUED_BATCHES + 2) x batch_size + 1``, about 1 MB each (80 mel bands; 1.5 MB with 128):
-for batch size 8 and 2 readers, under 100 MB in all, whatever the length of a file or the
-size of the folder. Readers hand freed memory back to the system after a block, at most every
-5 s (glibc otherwise keeps it, and the resident size creeps up with the audio's length). On top
-comes the model's own working memory for one batch (on a CPU, tiny.en int8 at beam 5: about
-70 MB per window), and the transcripts (text) of the files done, kept for the result.
+one open window of <= 30 s and two batches it is forming (packed windows and single-piece
+windows batch apart); the batch queue ``QUEUED_BATCHES`` batches; the model one. Windows with
+features in flight are therefore at most ``(QUEUED_BATCHES + 3) x batch_size + 1``, about 1 MB
+each (80 mel bands; 1.5 MB with 128): for batch size 8 and 2 readers, under 100 MB in all,
+whatever the length of a file or the size of the folder. Readers hand freed memory back to
+the system after a block, at most every 5 s (glibc otherwise keeps it, and the resident size
+creeps up with the audio's length). On top comes the model's own working memory for one batch
+(on a CPU, tiny.en int8 at beam 5: about 70 MB per window), and the transcripts (text) of the
+files done, kept for the result.
 """
 
 from __future__ import annotations
@@ -207,8 +209,10 @@ def _reader(run: _Run, todo: queue.Queue, number: int) -> None:
 
 
 def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
+    """Packing and features; batches of packed windows and of single-piece windows form apart,
+    so that only the packed ones pay for word timestamps."""
     packer = Packer(pack)
-    batch: list[Window] = []
+    forming: dict[bool, list[Window]] = {True: [], False: []}  # by Window.packed
     ended = 0
     while ended < workers:
         item = run.get(run.pieces, "pack")
@@ -223,27 +227,29 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
                 return
             continue
         run.pieces_read += int(item.seconds > 0)
-        windows = packer.add(item)
-        if not _add_windows(run, windows, batch, feature_extractor, since):
+        if not _add_windows(run, packer.add(item), forming, feature_extractor, since):
             return
-    since = time.monotonic()
-    if not _add_windows(run, packer.flush(), batch, feature_extractor, since):
+    if not _add_windows(run, packer.flush(), forming, feature_extractor, time.monotonic()):
         return
-    if batch and not run.put(run.batches, batch, "pack"):
-        return
+    for batch in forming.values():
+        if batch and not run.put(run.batches, batch, "pack"):
+            return
     run.put(run.batches, _END, "pack")
 
 
-def _add_windows(run: _Run, windows: list[Window], batch: list[Window], feature_extractor, since: float) -> bool:
+def _add_windows(run: _Run, windows: list[Window], forming: dict[bool, list[Window]], feature_extractor,
+                 since: float) -> bool:
     for window in windows:
         add_features(window, feature_extractor)
         run.windows += int(window.seconds > 0)
-        batch.append(window)
+        forming[window.packed].append(window)
     run.busy("pack", 0, since, items=len(windows))
-    if len(batch) >= run.batch_size:
-        full = batch[:]
-        batch.clear()
-        return run.put(run.batches, full, "pack")
+    for batch in forming.values():
+        if len(batch) >= run.batch_size:
+            full = batch[:]
+            batch.clear()
+            if not run.put(run.batches, full, "pack"):
+                return False
     return True
 
 
