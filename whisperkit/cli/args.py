@@ -51,3 +51,18 @@ def config_from_args(args: argparse.Namespace, **changes: Any) -> Config:
     )
     values.update(changes)
     return Config(**values)
+
+
+def interval_argument(text: str) -> float:
+    """Seconds between utilization samples: a number of at least the sampler's minimum."""
+    import math
+
+    from whisperkit.measure.sampler import MIN_INTERVAL_S
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not math.isfinite(value) or value < MIN_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S} seconds, got {text!r}")
+    return value

@@ -27,7 +27,8 @@ def run_corpus(args: argparse.Namespace) -> int:
     else:
         if args.ray_address is not None or args.model_workers is not None:
             raise ConfigError("--ray-address and --model-workers need --engine ray")
-        model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads)
+        model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads,
+                           args.device_index)
         engine = {}
     result = transcribe_corpus(
         args.files,

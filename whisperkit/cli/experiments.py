@@ -11,7 +11,7 @@ from pathlib import Path
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
-    from whisperkit.cli.args import add_model_arguments
+    from whisperkit.cli.args import add_model_arguments, interval_argument
     from whisperkit.experiments.runners import DEFAULT_SWEEP
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
@@ -62,21 +62,6 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one batch size")
     return sizes
-
-
-def interval_argument(text: str) -> float:
-    """Seconds between utilization samples: a number of at least the sampler's minimum."""
-    import math
-
-    from whisperkit.measure.sampler import MIN_INTERVAL_S
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not math.isfinite(value) or value < MIN_INTERVAL_S:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S} seconds, got {text!r}")
-    return value
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import sys
 import time
 
 from whisperkit.checks import is_missing
+from whisperkit.cli.args import interval_argument
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 
@@ -34,25 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print CPU/GPU utilization live, optionally while running a command",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--interval", type=_seconds, default=0.5, metavar="SECONDS",
+    parser.add_argument("--interval", type=interval_argument, default=0.5, metavar="SECONDS",
                         help="seconds between samples, at least 0.01 (default 0.5)")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help="write the timeline to FILE.csv or FILE.parquet at the end")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="command to run and watch, after '--'")
     parser.set_defaults(func=run)
-
-
-def _seconds(text: str) -> float:
-    from whisperkit.measure.sampler import MIN_INTERVAL_S
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not math.isfinite(value) or value < MIN_INTERVAL_S:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL_S} seconds, got {text!r}")
-    return value
 
 
 class _Terminated(Exception):
