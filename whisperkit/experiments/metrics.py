@@ -10,13 +10,27 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from whisperkit.checks import is_missing
-from whisperkit.core.config import decoding_settings
+from whisperkit.core.config import Config, decoding_settings
+from whisperkit.core.transcription import Transcript
 
-if TYPE_CHECKING:
-    from whisperkit.experiments.results import Run
+
+class RunRecord(Protocol):
+    """What the metrics read of a run: :class:`whisperkit.experiments.results.Run` has it all
+    (named here by shape, so this module does not import the results that import it)."""
+
+    config: Config
+    transcript: Transcript
+    environment: dict
+    timeline: Any
+    marks: Any
+    metrics: dict
+    reference: str | None
+
+    @property
+    def label(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +89,7 @@ def rounded(key: str, value: Any) -> Any:
     return round(value, metric(key).digits)
 
 
-def compute_metrics(run_: Run) -> dict:
+def compute_metrics(run_: RunRecord) -> dict:
     """Metrics of a run over its transcription phases (``prepare`` onwards); see :class:`Run`."""
     from whisperkit.core.accuracy import word_error_rate
     from whisperkit.measure.columns import gpu_column, gpu_indices
@@ -108,7 +122,7 @@ def compute_metrics(run_: Run) -> dict:
     }
 
 
-def model_gpu_index(run_: Run) -> int | None:
+def model_gpu_index(run_: RunRecord) -> int | None:
     """The NVML index of the GPU that ran the model (its ``gpu{i}_*`` columns), None where it ran on
     the CPU or cannot be told: from the transcript's config, else the run's environment."""
     index = run_.transcript.config.get("nvml_index") if run_.transcript is not None else None
@@ -117,7 +131,7 @@ def model_gpu_index(run_: Run) -> int | None:
     return index
 
 
-def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
+def side_summary(run_: RunRecord, walls: list[float] | None = None) -> dict:
     """One side of ``comparison.json``: config, metrics and text."""
     metrics = run_.metrics
     summary = {
@@ -132,7 +146,7 @@ def side_summary(run_: Run, walls: list[float] | None = None) -> dict:
     return summary
 
 
-def display_metrics(run_: Run) -> dict:
+def display_metrics(run_: RunRecord) -> dict:
     """A run's metrics under their table labels, rounded (None where not measured)."""
     return {"configuration": run_.label, **{m.label: rounded(m.key, run_.metrics.get(m.key)) for m in METRICS}}
 
