@@ -26,7 +26,8 @@ def test_gpu_check_says_what_this_machine_lacks(tmp_path):
         pytest.skip("CUDA runs here: see test_gpu_check_passes_on_a_gpu")
     result = run_check(tmp_path)
     assert "Traceback" not in result.stderr
-    if not machine.has_nvml_gpu() and machine.cuda_device_count() == 0:
+    driver_answers = machine.has_nvml_gpu() or machine.cuda_device_count() > 0
+    if not driver_answers:
         assert result.returncode == 0, result.stderr
         assert "No NVIDIA GPU here" in result.stdout and "nothing to check" in result.stdout
     else:  # the driver answers but the CUDA libraries are missing: the failed check names the fix

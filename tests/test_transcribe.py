@@ -138,18 +138,25 @@ def test_unknown_mode_is_an_error(model, clips):
         wk.transcribe(clips[0], model=model, mode="fast")
 
 
-def test_out_of_memory_halves_the_batch_and_goes_on(model, long_sample, monkeypatch, batched):
-    """Inject CTranslate2's out-of-memory error at the encoder call for batches above 2 chunks."""
+def fail_encoding_above_two(model, monkeypatch, message: str) -> list[int]:
+    """Make the encoder raise ``RuntimeError(message)`` for batches above 2 chunks; returns the
+    batch sizes it is called with."""
     real_encode = model.whisper.encode
-    batch_sizes_seen = []
+    sizes: list[int] = []
 
     def encode(features):
-        batch_sizes_seen.append(len(features))
+        sizes.append(len(features))
         if len(features) > 2:
-            raise RuntimeError("CUDA failed with error out of memory")
+            raise RuntimeError(message)
         return real_encode(features)
 
     monkeypatch.setattr(model.whisper, "encode", encode)
+    return sizes
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(model, long_sample, monkeypatch, batched):
+    """Inject CTranslate2's out-of-memory error at the encoder call for batches above 2 chunks."""
+    batch_sizes_seen = fail_encoding_above_two(model, monkeypatch, "CUDA failed with error out of memory")
     transcript = wk.transcribe(long_sample, model=model, mode="batched", batch_size=8, progress=False)
     assert [retry["batch_size"] for retry in transcript.batch_retries] == [8, 4]
     assert "out of memory" in transcript.batch_retries[0]["error"]
@@ -160,16 +167,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(model, long_sample, monkeypa
 
 def test_cublas_allocation_failure_halves_the_batch_to_two(model, long_sample, monkeypatch, batched):
     """cuBLAS's wording for a failed allocation, injected at the encoder call above 2 chunks."""
-    real_encode = model.whisper.encode
-    sizes = []
-
-    def encode(features):
-        sizes.append(len(features))
-        if len(features) > 2:
-            raise RuntimeError("cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED")
-        return real_encode(features)
-
-    monkeypatch.setattr(model.whisper, "encode", encode)
+    sizes = fail_encoding_above_two(model, monkeypatch, "cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED")
     transcript = wk.transcribe(long_sample, model=model, mode="batched", batch_size=8, progress=False, monitor=True)
     assert transcript.batch_retries == [
         {"batch_size": 8, "error": "cuBLAS failed with status CUBLAS_STATUS_ALLOC_FAILED"},
