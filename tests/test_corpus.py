@@ -150,7 +150,7 @@ def test_unpacked_words_match_and_monitor_marks_the_stages(model, clips):
     result = wk.transcribe_corpus(clips[:4], model, pack=False, monitor=True, monitor_interval=0.1, progress=False)
     assert result.windows == 4
     assert "steady wins the race" in result.transcripts[clips[1]].text.lower()
-    assert len(result.timeline) > 0 and {"start", "first batch"} <= set(result.marks["label"])
+    assert len(result.timeline) > 0 and {"prepare", "first batch"} <= set(result.marks["label"])
     assert "process CPU % (of all cores)" in {trace.name for trace in wk.plots.stage_timeline(result).data}
 
 

@@ -61,14 +61,25 @@ def test_words_go_to_the_piece_holding_their_midpoint_and_gap_words_to_the_piece
     assert second.segments[0].start == pytest.approx(60.1) and second.segments[0].end == pytest.approx(61.4)
 
 
-def test_a_packed_window_with_a_skipped_piece_is_decoded_again_one_piece_each():
-    from whisperkit.core.corpus.decoding import _skipped, unpack
+def test_a_skipped_piece_and_the_one_after_it_are_decoded_again_one_piece_each():
+    from whisperkit.core.corpus.decoding import _redo, unpack
+
+    window = pack_pieces([piece(0, 4.0), piece(1, 3.0), piece(2, 4.0), piece(3, 4.0)])[0]
+    window.features = np.arange(80 * 3000, dtype=np.float32).reshape(80, 3000)
+    starts = [place.start for place in window.places]
+    said = [" Slow and steady wins the race.", " The", " fox jumped up but missed the grapes.", " A crow was thirsty."]
+    words = [{"word": " " + word, "start": start + 0.3 * i, "end": start + 0.3 * i + 0.25}
+             for start, text in zip(starts, said) for i, word in enumerate(text.split(" ")[1:])]
+    found = split_window(window, [{"text": "", "start": 0.0, "end": 17.0, "words": words}])
+    assert [len(text.segments[0].text.split()) for text in found] == [6, 1, 7, 4]
+    assert _redo(window, found) == {1, 2}  # one word in 3 s: piece 1 skipped, its words drifted into piece 2
+    assert [w.places[0].piece.source for w in unpack(window, pieces=[1, 2])] == [1, 2]
 
     window = pack_pieces([piece(0, 4.0), piece(1, 3.0)])[0]
     window.features = np.arange(80 * 3000, dtype=np.float32).reshape(80, 3000)
-    words = [{"word": w, "start": 0.2 * i, "end": 0.2 * i + 0.2} for i, w in enumerate(" The fox jumped up".split(" "))]
+    words = [{"word": " " + w, "start": 0.2 * i, "end": 0.2 * i + 0.2} for i, w in enumerate("The fox jumped up".split())]
     found = split_window(window, [{"text": "", "start": 0.0, "end": 7.6, "words": words}])
-    assert _skipped(window, found)  # nothing for the 3 s piece
+    assert _redo(window, found) == {1}  # nothing for the last piece, the 3 s one
     first, second = unpack(window)
     assert first.places[0].piece.source == 0 and second.places[0].end == pytest.approx(3.0)
     assert second.features.shape == (80, 3000)

@@ -10,7 +10,7 @@ from typing import Any
 from whisperkit.checks import check_number, check_whole
 from whisperkit.errors import ConfigError
 
-MODES = ("batched", "sequential")
+MODES = ("batched", "sequential", "corpus")
 SEGMENTATIONS = ("own", "batched")
 
 # Valid ranges, checked in Config (so by the Python API, the command line and the app alike).
@@ -34,7 +34,10 @@ class Config:
     """How to transcribe: the model, where it runs, and how it decodes.
 
     ``mode="batched"`` is ``BatchedInferencePipeline(model).transcribe(batch_size=...)``;
-    ``mode="sequential"`` is ``WhisperModel.transcribe`` (``batch_size`` is then unused).
+    ``mode="sequential"`` is ``WhisperModel.transcribe`` (``batch_size`` is then unused);
+    ``mode="corpus"`` is :func:`whisperkit.transcribe_corpus` over files and folders, windows
+    batched across files (``pack`` puts several short clips in one window), run by
+    :func:`whisperkit.run` and :func:`whisperkit.sweep`.
     ``batch_size="auto"`` asks :func:`whisperkit.recommend_batch_size` for one.
     ``device_index`` is the CUDA device that runs the model (CUDA's numbering, which follows
     ``CUDA_VISIBLE_DEVICES``). ``num_workers`` are CTranslate2 workers: they share the model's
@@ -69,6 +72,7 @@ class Config:
     options: dict = field(default_factory=dict)
     label: str = ""
     segmentation: str = "own"
+    pack: bool = True  # mode "corpus" only: several short clips per 30 s window
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -97,6 +101,8 @@ class Config:
         reserved = {"batch_size", "beam_size", "language"} & set(self.options)
         if reserved:
             raise ConfigError(f"give {', '.join(sorted(reserved))} as Config fields, not in options")
+        if not isinstance(self.pack, bool):
+            raise ConfigError(f"pack must be True or False, got {self.pack!r}")
         check_options(self.options)
 
     def replace(self, **changes: Any) -> Config:
@@ -200,14 +206,15 @@ def decoding_settings(config: Config) -> dict:
 
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    function = BatchedInferencePipeline.transcribe if config.mode == "batched" else WhisperModel.transcribe
+    batched = config.mode in ("batched", "corpus")  # corpus mode decodes with the batched pipeline
+    function = BatchedInferencePipeline.transcribe if batched else WhisperModel.transcribe
     parameters = inspect.signature(function).parameters
     settings = {name: parameters[name].default for name in DECODING_SETTINGS}
     settings.update({k: v for k, v in config.options.items() if k in settings})
     temperatures = settings["temperature"]
     if not isinstance(temperatures, (list, tuple)):
         temperatures = [temperatures]
-    if config.mode == "batched":
+    if batched:
         settings["condition_on_previous_text"] = False
         settings["temperature"] = f"{temperatures[0]} (no fallback)"
         for name in IGNORED_IN_BATCHED:

@@ -225,6 +225,9 @@ def transcribe_config(
     ``model``, when given, must be the model the config names (it saves a cache look-up).
     ``sampler``, when given, receives the phase marks ``load``, ``prepare`` and ``decode``.
     """
+    if config.mode == "corpus":
+        raise ConfigError("mode 'corpus' transcribes many files through one pipeline: use "
+                          "whisperkit.transcribe_corpus(...) or whisperkit.run(sources, Config(mode='corpus'))")
     mark = sampler.mark if sampler is not None else _no_mark
     mark("load")
     if model is None:

@@ -33,6 +33,7 @@ ORDER = (
     "model-on-cpu",
     "other-process-on-gpu",
     "gpu-idle-decode",
+    "model-waited-in-corpus",
     "long-cpu-prepare",
     "language-detection-in-prepare",
     "batch-larger-than-chunks",
@@ -43,6 +44,7 @@ ORDER = (
 IDLE_UTIL_PERCENT = 10.0  # a GPU reading below this counts as idle
 IDLE_SHARE = 0.5  # the decode phase is "mostly idle" above this share of idle readings
 LONG_PREPARE_SHARE = 0.25  # prepare is "long" above this share of the wall time
+MODEL_WAIT_PERCENT = 20.0  # a corpus run's model "waited" above this percent of the run
 OTHER_PROCESS_POINTS = 10.0  # device minus this process's utilization, percentage points
 NVML_SHORTEST_PERIOD_S = 1 / 6  # NVML's utilization period is 1/6 s to 1 s, by product
 DEFAULT_CPU_THREADS = 4  # cpu_threads=0: CTranslate2's default intra_threads per worker (docs/parallel.md)
@@ -82,7 +84,7 @@ def diagnose(result: Run | Comparison | Sweep | list[Run]) -> list[Finding]:
 def diagnose_run(run: Run) -> list[Finding]:
     """The findings of one run, most important first."""
     facts = _Facts(run)
-    checks = (_model_on_cpu, _other_process, _gpu_idle_decode, _long_prepare, _language_detection,
+    checks = (_model_on_cpu, _other_process, _gpu_idle_decode, _model_waited, _long_prepare, _language_detection,
               _batch_over_chunks, _workers_over_callers, _threads_over_cores, _fast_sampling)
     findings = [finding for check in checks if (finding := check(facts)) is not None]
     for finding in findings:
@@ -217,13 +219,14 @@ def _other_process(facts: _Facts) -> Finding | None:
 def _gpu_idle_decode(facts: _Facts) -> Finding | None:
     if facts.device != "cuda":
         return None
-    util = facts.busiest_util(facts.phase("decode"))
-    if util is None:
+    corpus = getattr(facts.run, "corpus", None)
+    rows = facts.phase("decode") if corpus is None else facts.phase("first batch")  # corpus: the pipeline
+    util = facts.busiest_util(rows)
+    if util is None or rows is None:
         return None
     idle = float((util < IDLE_UTIL_PERCENT).mean())
     if idle < IDLE_SHARE:
         return None
-    rows = facts.phase("decode")
     cores_busy = None
     if "process_cpu_percent" in rows and rows["process_cpu_percent"].notna().any():
         cores_busy = float(rows["process_cpu_percent"].mean()) * facts.cores / 100
@@ -241,8 +244,25 @@ def _gpu_idle_decode(facts: _Facts) -> Finding | None:
     )
 
 
+def _model_waited(facts: _Facts) -> Finding | None:
+    corpus = getattr(facts.run, "corpus", None)
+    if corpus is None or not corpus.wall_seconds or not corpus.model_wait_percent >= MODEL_WAIT_PERCENT:
+        return None
+    busy = ", ".join(f"{name} {100 * stats.busy_seconds / corpus.wall_seconds:.0f} % ({stats.threads} thread(s))"
+                     for name, stats in corpus.stages.items() if name != "model")
+    return Finding(
+        "model-waited-in-corpus", f"The model waited for its next batch {corpus.model_wait_percent:.0f} % of the run",
+        f"the model waited {corpus.model_wait_seconds:.2f} s of {corpus.wall_seconds:.2f} s for the CPU stages "
+        f"(their busy time, share of the run: {busy}).",
+        "Give the CPU stages more threads (transcribe_corpus(workers=...), --workers), keep packing on "
+        "(fewer windows to prepare per second of audio), and read from a local disk.",
+    )
+
+
 def _long_prepare(facts: _Facts) -> Finding | None:
     transcript = facts.run.transcript
+    if getattr(facts.run, "corpus", None) is not None:  # a corpus run's CPU stages overlap the model: _model_waited
+        return None
     if not transcript.wall_seconds or transcript.prepare_seconds / transcript.wall_seconds < LONG_PREPARE_SHARE:
         return None
     share = transcript.prepare_seconds / transcript.wall_seconds

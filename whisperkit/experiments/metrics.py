@@ -28,6 +28,7 @@ class RunRecord(Protocol):
     marks: Any
     metrics: dict
     reference: str | None
+    corpus: Any
 
     @property
     def label(self) -> str: ...
@@ -45,6 +46,7 @@ class Metric:
     description: str
     gpu_only: bool = False
     in_summary: bool = True  # written to each side of comparison.json
+    corpus_only: bool = False  # measured in mode "corpus" only (shown only there)
 
 
 METRICS: tuple[Metric, ...] = (
@@ -68,6 +70,10 @@ METRICS: tuple[Metric, ...] = (
            gpu_only=True),
     Metric("oom_retries", "OOM retries", "", 0, "out-of-memory retries"),
     Metric("wer_vs_reference", "WER vs reference", "", 3, "word error rate vs reference"),
+    Metric("model_wait_percent", "model wait %", "%", 1,
+           "the model's wait for its next batch, % of the run (corpus mode: was the GPU starved?)", corpus_only=True),
+    Metric("files_done", "files done", "", 0, "files transcribed (corpus mode)", corpus_only=True),
+    Metric("files_failed", "files failed", "", 0, "files that failed (corpus mode)", corpus_only=True),
 )
 BY_KEY: dict[str, Metric] = {metric.key: metric for metric in METRICS}
 
@@ -119,7 +125,16 @@ def compute_metrics(run_: RunRecord) -> dict:
         "batch_size": transcript.config.get("batch_size"),
         "oom_retries": len(transcript.batch_retries),
         "wer_vs_reference": None if run_.reference is None else word_error_rate(run_.reference, transcript.text),
+        **_corpus_metrics(run_.corpus),
     }
+
+
+def _corpus_metrics(corpus: Any) -> dict:
+    """The corpus-only metrics of a corpus run's CorpusResult (None for other runs)."""
+    if corpus is None:
+        return {m.key: None for m in METRICS if m.corpus_only}
+    return {"model_wait_percent": corpus.model_wait_percent, "files_done": len(corpus.transcripts),
+            "files_failed": len(corpus.failures)}
 
 
 def model_gpu_index(run_: RunRecord) -> int | None:
@@ -148,7 +163,13 @@ def side_summary(run_: RunRecord, walls: list[float] | None = None) -> dict:
 
 def display_metrics(run_: RunRecord) -> dict:
     """A run's metrics under their table labels, rounded (None where not measured)."""
-    return {"configuration": run_.label, **{m.label: rounded(m.key, run_.metrics.get(m.key)) for m in METRICS}}
+    return {"configuration": run_.label, **{m.label: rounded(m.key, run_.metrics.get(m.key)) for m in shown_metrics([run_])}}
+
+
+def shown_metrics(runs: Iterable[RunRecord]) -> list[Metric]:
+    """The metrics a table of ``runs`` shows: the corpus-only ones only where a run is a corpus run."""
+    corpus = any(run_.config.mode == "corpus" for run_ in runs)
+    return [m for m in METRICS if corpus or not m.corpus_only]
 
 
 def _transcription_window(timeline, marks):

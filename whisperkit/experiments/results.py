@@ -40,10 +40,16 @@ class Run:
     started_at: str = ""
     reference: str | None = None
     gpu_unavailable_reason: str | None = None
+    corpus: Any = None  # CorpusResult of a Config(mode="corpus") run: stages, spans, each file's transcript
 
     @property
     def label(self) -> str:
-        return self.config.label or f"{self.config.mode}, batch {self.transcript.config.get('batch_size')}"
+        if self.config.label:
+            return self.config.label
+        batch = self.transcript.config.get("batch_size")
+        if self.config.mode == "corpus":
+            return f"corpus, {'packed' if self.config.pack else 'not packed'}, batch {batch}"
+        return f"{self.config.mode}, batch {batch}"
 
     def table(self) -> pd.DataFrame:
         """The metrics under readable names, one column (pandas DataFrame)."""

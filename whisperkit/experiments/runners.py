@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from whisperkit.checks import check_number, check_whole
 from whisperkit.core.config import MAX_BATCH_SIZE, Config, decoding_settings, matched_options
@@ -30,7 +30,11 @@ from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from whisperkit.core.audio import AudioSource
+
+    Sources = str | os.PathLike | Sequence[str | os.PathLike]  # corpus mode: files, folders, @list.txt
     from whisperkit.measure.sampler import Sampler
 
 #: Called with the running sampler as each run starts (for live charts).
@@ -45,7 +49,7 @@ MAX_REPEATS = 100  # alternating repeats per side of a comparison
 
 
 def run(
-    audio: AudioSource,
+    audio: AudioSource | Sources,
     config: Config | None = None,
     *,
     reference: str | os.PathLike | None = None,
@@ -55,8 +59,14 @@ def run(
 ) -> Run:
     """Transcribe ``audio`` with ``config`` while sampling CPU and GPU utilization.
 
+    With ``Config(mode="corpus")``, ``audio`` is what :func:`whisperkit.transcribe_corpus`
+    takes (files, folders, ``@list.txt``, a list of them); the run's ``corpus`` holds the
+    :class:`~whisperkit.CorpusResult` (stages, spans, each file's transcript) and its
+    ``transcript`` all the files as one.
+
     ``reference`` is the expected text, or a ``.txt`` file holding it; None looks for a
-    ``.txt`` beside the audio. ``on_start``, when given, is called with the running
+    ``.txt`` beside the audio (in corpus mode beside each file, and uses them where every
+    file has one). ``on_start``, when given, is called with the running
     :class:`~whisperkit.measure.sampler.Sampler` as soon as it starts, so a live chart can read
     ``sampler.samples(start)`` while the run goes on.
     """
@@ -64,12 +74,22 @@ def run(
     from whisperkit.measure.sampler import Sampler
 
     config = config or Config()
-    reference_text = _reference_for(audio, reference)
+    corpus = config.mode == "corpus"
+    reference_text = _reference_for(audio, reference) if not corpus or reference is not None else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    corpus_result = None
     with Sampler(interval=interval) as sampler:
         if on_start is not None:
             on_start(sampler)
-        transcript = transcribe_config(audio, config, progress=progress, sampler=sampler)
+        if corpus:
+            from whisperkit.core.corpus.transcribe import transcribe_corpus_config
+
+            corpus_result = transcribe_corpus_config(cast("Sources", audio), config, progress=progress, sampler=sampler)
+            transcript = corpus_result.as_transcript(_describe_sources(audio))
+            if reference is None:
+                reference_text = _corpus_reference(corpus_result.transcripts)
+        else:
+            transcript = transcribe_config(cast("AudioSource", audio), config, progress=progress, sampler=sampler)
     on_gpu = transcript.config.get("device") == "cuda"
     environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
     # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
@@ -84,9 +104,27 @@ def run(
         started_at=started_at,
         reference=reference_text,
         gpu_unavailable_reason=None if sampler.gpu_available else sampler.gpu_unavailable_reason,
+        corpus=corpus_result,
     )
     result.metrics = compute_metrics(result)
     return result
+
+
+def _corpus_reference(transcripts: dict) -> str | None:
+    """The references of a corpus run's files (a ``.txt`` beside each), joined in file order;
+    None unless every transcribed file has one."""
+    from whisperkit.core.samples import reference_text
+
+    texts = [reference_text(path) for path in transcripts]
+    found = [text for text in texts if text is not None]
+    return " ".join(found) if found and len(found) == len(texts) else None
+
+
+def _describe_sources(sources: object) -> str:
+    """The sources of a corpus run as one string (paths joined by ``, ``)."""
+    if isinstance(sources, (str, os.PathLike)):
+        return os.fspath(sources)
+    return ", ".join(os.fspath(source) for source in sources)  # type: ignore[attr-defined]
 
 
 def compare(

@@ -1,6 +1,7 @@
 """Runs on disk: a folder per run with ``run.json`` and ``timeline.parquet``.
 
-``run.json`` holds the config, environment, metrics, transcript and phase marks; the
+``run.json`` holds the config, environment, metrics, transcript and phase marks (a corpus run
+also each file's transcript, the stages and their spans); the
 timeline (one row per utilization sample) is Parquet. Every file is written to a temporary
 name and renamed, so an interrupted save never leaves a half-written run. Comparisons and
 sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs under ``runs/``
@@ -67,6 +68,8 @@ def save_run(run: Run, folder: str | os.PathLike) -> str:
         "reference": run.reference,
         "gpu_unavailable_reason": run.gpu_unavailable_reason,
     }
+    if run.corpus is not None:  # corpus mode: each file's transcript, the stages and their spans
+        document["corpus"] = run.corpus.to_dict()
     buffer = io.BytesIO()
     run.timeline.to_parquet(buffer, index=False)
     write_bytes_atomic(folder / "timeline.parquet", buffer.getvalue())
@@ -102,9 +105,19 @@ def load_run(folder: str | os.PathLike) -> Run:
             started_at=document.get("started_at", ""),
             reference=document.get("reference"),
             gpu_unavailable_reason=document.get("gpu_unavailable_reason"),
+            corpus=_corpus(document.get("corpus")),
         )
-    except (KeyError, TypeError, ValueError, WhisperkitError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, WhisperkitError) as error:
         raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None
+
+
+def _corpus(data: dict | None) -> Any:
+    """A corpus run's CorpusResult from ``run.json`` (None for other runs)."""
+    if data is None:
+        return None
+    from whisperkit.core.corpus.result import CorpusResult
+
+    return CorpusResult.from_dict(data)
 
 
 def _checked_metrics(metrics, folder: Path) -> dict:

@@ -196,11 +196,12 @@ class Sampler:
         """True between start() and stop()."""
         return self._state == "running"
 
-    def mark(self, label: str) -> None:
-        """Start a phase named ``label`` now; samples until the next mark belong to it."""
+    def mark(self, label: str, at: float | None = None) -> None:
+        """Start a phase named ``label`` now (or at ``at``, a ``time.monotonic()`` reading);
+        samples until the next mark belong to it."""
         if self._t0 is None:
             raise RuntimeError("mark() needs a started Sampler: use 'with Sampler() as s:' or call start() first")
-        self._marks.append((time.monotonic() - self._t0, str(label)))
+        self._marks.append(((time.monotonic() if at is None else at) - self._t0, str(label)))
 
     # -- the sampling process ----------------------------------------------------------------
 

@@ -65,6 +65,10 @@ DIFFERENCES_SENTENCE = (
     "effect. <code>compare(..., matched=True)</code> (<code>whisperkit compare --matched</code>) "
     "makes the sequential side decode the batched side's chunks with its decoding settings."
 )
+STAGES_SENTENCE = (
+    "One bar per piece of work of each stage thread; gaps in the model row are the model waiting "
+    "for the CPU stages (reading, voice detection, features)."
+)
 MATCHED_SENTENCE = (
     "Matched: the sequential side decodes the batched side's chunks with its decoding settings, so "
     "the remaining differences below are batching and workers, not decoding or segmentation."
@@ -141,12 +145,15 @@ def _sweep_sections(sw: Sweep, runs: list[Run]) -> list[str]:
 def _runs_sections(runs: list[Run]) -> list[str]:
     from whisperkit.views import plots
 
+    corpus_runs = [run for run in runs if run.corpus is not None]
     return [
         _reading_guide(runs),
         _section("Results", _metrics_table(runs)),
+        *(_section(f"Corpus stages: {run.label}", _stage_table(run)) for run in corpus_runs),
         _section("Diagnosis", diagnosis_html(runs)),
         _figures([
             ("Utilization over time", "", plots.timeline(runs)),
+            *((f"Corpus pipeline: {run.label}", STAGES_SENTENCE, plots.stage_timeline(run)) for run in corpus_runs),
             ("Summary", "Means over the transcription (prepare and decode), model load excluded.",
              plots.summary(runs)),
         ]),
@@ -205,6 +212,18 @@ def _comparison_table(comparison: Comparison) -> str:
         rows.append([f"word error rate of {side} against the reference",
                      fmt.percent(value) if reference else "n/a (no reference text)"])
     return _table(["", "value"], rows)
+
+
+def _stage_table(run: Run) -> str:
+    """A corpus run's stages (threads, items, busy and wait seconds) and its failed files."""
+    corpus = run.corpus
+    rows = [[name, stats.threads, stats.items, f"{stats.busy_seconds:,.2f}", f"{stats.wait_seconds:,.2f}",
+             f"{100.0 * stats.busy_seconds / corpus.wall_seconds:,.0f}" if corpus.wall_seconds else fmt.MISSING]
+            for name, stats in corpus.stages.items()]
+    table = _table(["stage", "threads", "items", "busy s", "wait s", "busy % of the run"], rows)
+    summary = f'<p class="note">{html.escape(corpus.summary())}.</p>'
+    failed = "".join(f"<li>{html.escape(path)}: {html.escape(reason)}</li>" for path, reason in corpus.failures.items())
+    return summary + table + (f"<p>Failed files:</p><ul>{failed}</ul>" if failed else "")
 
 
 def _metrics_table(runs: list[Run]) -> str:

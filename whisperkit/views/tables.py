@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from whisperkit.checks import is_missing
-from whisperkit.experiments.metrics import METRICS, Metric, metric
+from whisperkit.experiments.metrics import Metric, metric, shown_metrics
 from whisperkit.views.format import MISSING, metric_text
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ SWEEP_METRICS = ("rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean
 
 
 def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
-    """One row per registered metric: its label (``long``: its description), then one cell per run."""
-    return [[m.description if long else m.label, *(metric_cell(run, m) for run in runs)] for m in METRICS]
+    """One row per registered metric (corpus-only ones only for corpus runs): its label
+    (``long``: its description), then one cell per run."""
+    return [[m.description if long else m.label, *(metric_cell(run, m) for run in runs)] for m in shown_metrics(runs)]
 
 
 def metric_cell(run: Run, m: Metric) -> str:
@@ -37,6 +38,8 @@ def metric_cell(run: Run, m: Metric) -> str:
         return NO_GPU
     if m.key == "wer_vs_reference":
         return "n/a (no reference)"
+    if m.corpus_only:
+        return "n/a (not corpus mode)"
     if m.key == "batch_size" and run.config.mode == "sequential":
         return "none (sequential)"
     return MISSING

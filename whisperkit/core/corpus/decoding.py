@@ -91,21 +91,21 @@ class WindowDecoder:
         return info.transcription_options, info.language
 
     def __call__(self, windows: list[Window]) -> list[PieceText]:
-        """One model call for ``windows`` (their features set); each piece's text, in window order.
+        """One model call for ``windows`` (their features set); each piece's text.
 
-        A packed window in which a piece got fewer than ``MIN_WORDS_PER_SECOND`` words per
-        second of its audio is decoded again, one piece per window (the model sometimes skips a
-        sentence of a packed window, and the next piece's first words then drift into its span).
+        Where a piece of a packed window got fewer than ``MIN_WORDS_PER_SECOND`` words per
+        second of its audio, that piece and the one after it are decoded again, one piece per
+        window (the model sometimes skips a sentence of a packed window, and the next piece's
+        first words then drift into its span); the window's other pieces keep their words.
         """
         outputs = self._forward(windows)
         texts: list[PieceText] = []
         again: list[Window] = []
         for window, output in zip(windows, outputs):
             found = split_window(window, output, self.language)
-            if window.packed and _skipped(window, found):
-                again.extend(unpack(window, self.frames_per_second))
-            else:
-                texts.extend(found)
+            redo = _redo(window, found) if window.packed else set()
+            texts.extend(text for index, text in enumerate(found) if index not in redo)
+            again.extend(unpack(window, self.frames_per_second, sorted(redo)))
         self.unpacked += len(again)
         for start in range(0, len(again), max(1, len(windows))):
             part = again[start:start + max(1, len(windows))]
@@ -128,23 +128,28 @@ class WindowDecoder:
         return [by_window.get(id(window), []) for window in windows]
 
 
-def _skipped(window: Window, texts: list[PieceText]) -> bool:
-    """True when a piece of at least a second got fewer than ``MIN_WORDS_PER_SECOND`` words per second."""
-    for place, text in zip(window.places, texts):
+def _redo(window: Window, texts: list[PieceText]) -> set[int]:
+    """The pieces to decode again: each piece of at least a second that got fewer than
+    ``MIN_WORDS_PER_SECOND`` words per second, and the piece after it (where its words drifted)."""
+    redo: set[int] = set()
+    for index, (place, text) in enumerate(zip(window.places, texts)):
         seconds = place.end - place.start
         words = sum(len(segment.text.split()) for segment in text.segments)
         if seconds >= 1.0 and words < MIN_WORDS_PER_SECOND * seconds:
-            return True
-    return False
+            redo.update(i for i in (index, index + 1) if i < len(window.places))
+    return redo
 
 
-def unpack(window: Window, frames_per_second: int = 100) -> list[Window]:
-    """A packed window as one window per piece, their features cut from the window's (and padded
-    with zeros to 30 s, as ``BatchedInferencePipeline`` pads a short chunk's)."""
+def unpack(window: Window, frames_per_second: int = 100, pieces: list[int] | None = None) -> list[Window]:
+    """A packed window's pieces (``pieces``: their numbers in the window; None for all) as one
+    window each, their features cut from the window's (and padded with zeros to 30 s, as
+    ``BatchedInferencePipeline`` pads a short chunk's)."""
     from faster_whisper.audio import pad_or_trim
 
     single = []
-    for place in window.places:
+    for index, place in enumerate(window.places):
+        if pieces is not None and index not in pieces:
+            continue
         if place.end <= place.start or window.features is None:
             continue
         first = round(place.start * frames_per_second)

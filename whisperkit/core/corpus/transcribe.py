@@ -6,18 +6,18 @@ import functools
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import check_whole
-from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, check_language
+from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, Config, check_language
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
-from whisperkit.core.corpus.pipeline import Span, StageStats, run_pipeline
+from whisperkit.core.corpus.pipeline import Span, run_pipeline
+from whisperkit.core.corpus.result import CorpusResult
 from whisperkit.core.corpus.sources import check_collisions, find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
 from whisperkit.core.models import Model, check_model_language, load_model
-from whisperkit.core.transcription import Transcript, _wrap_whisper_model
+from whisperkit.core.transcription import _wrap_whisper_model
 from whisperkit.errors import ConfigError
 
 MAX_WORKERS = 64  # reader threads
@@ -25,110 +25,10 @@ MAX_WORKERS = 64  # reader threads
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import pandas as pd
-
     from whisperkit.measure.sampler import Sampler
 
 ENGINES = ("local", "ray")
-
-
-@dataclass
-class CorpusResult:
-    """What a corpus run did.
-
-    ``transcripts`` maps each transcribed path to its :class:`Transcript` (segment times relative
-    to that file; ``wall_seconds`` from the start of the run to the file's completion);
-    ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
-    previous run had done (resume). ``batch_retries`` lists each out-of-memory halving
-    (``retry_seconds`` spent in the batches that failed). ``audio_seconds`` and ``wall_seconds`` cover this run's
-    files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
-    seconds; ``windows`` the model's windows (``unpacked_windows`` of them decoded again one clip
-    per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
-    how long the model waited for its next batch, the corpus
-    version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
-    start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
-    utilization samples, on the same clock as ``spans``.
-    """
-
-    transcripts: dict[str, Transcript]
-    failures: dict[str, str]
-    skipped: list[str]
-    audio_seconds: float
-    wall_seconds: float
-    batch_size: int
-    pack: bool
-    config: dict
-    stages: dict[str, StageStats] = field(default_factory=dict)
-    windows: int = 0
-    pieces: int = 0
-    unpacked_windows: int = 0
-    load_seconds: float = 0.0
-    batch_retries: list[dict] = field(default_factory=list)
-    retry_seconds: float = 0.0
-    output_dir: str | None = None
-    spans: list[Span] = field(default_factory=list)
-    timeline: Any = None  # pandas.DataFrame when monitored
-    marks: Any = None  # pandas.DataFrame when monitored
-    engine: str = "local"
-    workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
-    engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
-
-    @property
-    def rtfx(self) -> float:
-        """Seconds of audio transcribed per wall-clock second (higher is faster)."""
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
-
-    @property
-    def model_wait_seconds(self) -> float:
-        """Seconds the model waited for input (its first batch included)."""
-        stats = self.stages.get("model")
-        return stats.wait_seconds if stats else 0.0
-
-    @property
-    def model_wait_percent(self) -> float:
-        """The model's wait as a percent of the run's wall time (per model worker, where there are several)."""
-        stats = self.stages.get("model")
-        workers = max(1, stats.threads) if stats else 1
-        return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
-
-    def stage_table(self) -> pd.DataFrame:
-        """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
-        of the run (over 100 % for a pool of threads working at once)."""
-        import pandas as pd
-
-        rows = [{"stage": name, "threads": s.threads, "items": s.items, "busy_seconds": round(s.busy_seconds, 3),
-                 "wait_seconds": round(s.wait_seconds, 3),
-                 "busy_percent": round(100.0 * s.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
-                for name, s in self.stages.items()]
-        return pd.DataFrame(rows).set_index("stage")
-
-    def worker_table(self) -> pd.DataFrame:
-        """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
-        batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
-        import pandas as pd
-
-        rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
-                 "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
-                 "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
-                 "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
-                 "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
-                for w in self.workers]
-        return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
-
-    def spans_frame(self) -> pd.DataFrame:
-        """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
-        import pandas as pd
-
-        return pd.DataFrame([vars(span) for span in self.spans], columns=["stage", "thread", "start_s", "end_s"])
-
-    def summary(self) -> str:
-        """One line: files, audio, speed, model wait."""
-        if not self.audio_seconds:
-            return (f"nothing transcribed: {len(self.failures)} file(s) failed, "
-                    f"{len(self.skipped)} skipped (done before)")
-        return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
-                f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
-                f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
+__all__ = ["CorpusResult", "transcribe_corpus", "transcribe_corpus_config"]
 
 
 def transcribe_corpus(
@@ -152,6 +52,7 @@ def transcribe_corpus(
     engine: str = "local",
     ray_address: str | None = None,
     model_workers: int | None = None,
+    sampler: Sampler | None = None,
     **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
@@ -172,7 +73,10 @@ def transcribe_corpus(
       workers: threads reading and voice-detecting files (default: half the CPU cores, 1 to 4).
       resume: skip files ``output_dir``'s manifest lists as done with the same settings;
         False redoes every file (the CLI's ``--overwrite``).
-      monitor: sample CPU and GPU utilization into ``timeline`` and ``marks``.
+      monitor: sample CPU and GPU utilization into ``timeline`` and ``marks`` (marks
+        ``prepare`` as the pipeline starts and ``first batch``). For a :class:`~whisperkit.Run`
+        that is saved, reported and plotted like the others, use
+        ``whisperkit.run(sources, Config(mode="corpus"))``.
       progress: a progress bar: files done, hours of audio, real-time factor.
       device, compute_type, cpu_threads: where and how a model named by ``model`` is loaded, as
         for :func:`whisperkit.load_model` (engine "ray": in each model actor; there ``cpu_threads``
@@ -183,6 +87,8 @@ def transcribe_corpus(
         a local Ray, or reuses the one this process already joined.
       model_workers: engine "ray": model actors (default: one per GPU of the cluster, or on a
         CPU-only cluster one per CPU, each with one CTranslate2 thread).
+      sampler: a running :class:`~whisperkit.Sampler` to mark instead (it is not stopped here;
+        :func:`whisperkit.run` passes its own).
       options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
 
     Memory stays bounded whatever the corpus: see :mod:`whisperkit.core.corpus.pipeline` (for
@@ -207,7 +113,8 @@ def transcribe_corpus(
     if engine == "ray":
         placement = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads}
         return _transcribe_ray(found, formats, model, placement, batch_size, pack, output_dir, language, beam_size,
-                               resume, ray_address, model_workers, options, progress, monitor, monitor_interval)
+                               resume, ray_address, model_workers, options, progress, monitor, monitor_interval,
+                               sampler)
     workers = _workers(workers)
     model, load_seconds = _load(model, device, compute_type, cpu_threads)
     check_model_language(model, language)
@@ -224,14 +131,15 @@ def transcribe_corpus(
         pipeline = functools.partial(run_pipeline, todo, decoder, decoder.feature_extractor,
                                      batch_size=result.batch_size, pack=result.pack, workers=workers)
         try:
-            _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+            _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval, sampler)
         finally:
             result.unpacked_windows = decoder.unpacked
     return result
 
 
 def _transcribe_ray(found, formats, model, placement: dict, batch_size, pack, output_dir, language, beam_size,
-                    resume, ray_address, model_workers, options, progress, monitor, monitor_interval) -> CorpusResult:
+                    resume, ray_address, model_workers, options, progress, monitor, monitor_interval,
+                    sampler) -> CorpusResult:
     """The Ray engine: the driver's part (files, manifest, outputs, result) is the local engine's."""
     from whisperkit.core.corpus import ray_engine
 
@@ -250,22 +158,23 @@ def _transcribe_ray(found, formats, model, placement: dict, batch_size, pack, ou
     if todo:
         pipeline = functools.partial(ray_engine.run_ray_pipeline, todo, spec, settings, batch_size=batch_size,
                                      pack=pack, model_workers=actors, cluster=cluster)
-        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval)
+        _execute(result, todo, pipeline, manifest, formats, progress, monitor, monitor_interval, sampler)
     return result
 
 
 def _execute(result: CorpusResult, todo: list[Source], pipeline, manifest, formats, progress: bool, monitor: bool,
-             monitor_interval: float) -> None:
-    """Run an engine's ``pipeline`` over the files ``todo``, sampling utilization with ``monitor``."""
-    sampler = None
-    if monitor:
+             monitor_interval: float, sampler: Sampler | None = None) -> None:
+    """Run an engine's ``pipeline`` over the files ``todo``, sampling utilization with ``monitor``
+    (or marking the caller's running ``sampler``)."""
+    own = sampler is None and monitor
+    if own:
         from whisperkit.measure.sampler import Sampler
 
         sampler = Sampler(interval=monitor_interval).start()
     try:
         run_stages(result, todo, pipeline, manifest, formats, progress, sampler)
     finally:
-        if sampler is not None:
+        if own and sampler is not None:
             sampler.stop()
             result.timeline, result.marks = sampler.timeline, sampler.marks
         if manifest is not None:
@@ -300,10 +209,10 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
     from tqdm.auto import tqdm
 
     offset = 0.0
-    if sampler is not None:
-        sampler.mark("start")
-        offset = float(sampler.marks["time_s"].iloc[-1])
     started = time.monotonic()
+    if sampler is not None:
+        sampler.mark("prepare", at=started)
+        offset = float(sampler.marks["time_s"].iloc[-1])
     bar = tqdm(total=len(todo), unit="file", desc="corpus", disable=not progress)
 
     def on_file(source: Source, outcome, texts) -> None:
@@ -324,7 +233,12 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
         bar.set_postfix_str(f"{result.audio_seconds / 3600:.2f} h audio, {result.audio_seconds / elapsed:.1f}x",
                             refresh=False)
 
-    on_batch = (lambda: sampler.mark("first batch")) if sampler is not None else None
+    def on_batch() -> None:  # the model's first batch
+        now = time.monotonic()
+        result.first_batch_seconds = now - started
+        if sampler is not None:
+            sampler.mark("first batch", at=now)
+
     try:
         run = pipeline(on_file=on_file, on_batch=on_batch)
     finally:
@@ -348,6 +262,24 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
     result.retry_seconds = run.retry_seconds
     result.batch_size = run.batch_size
     result.config["batch_size"] = run.batch_size
+
+
+def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.PathLike], config: Config, *,
+                             progress: bool = True, sampler: Sampler | None = None) -> CorpusResult:
+    """:func:`transcribe_corpus` with a ``Config(mode="corpus")``: the engine under
+    :func:`whisperkit.run` and :func:`whisperkit.sweep` in corpus mode. Nothing is written;
+    ``sampler``, when given, receives the marks ``load``, ``prepare`` and ``first batch``."""
+    if config.mode != "corpus":
+        raise ConfigError(f"transcribe_corpus_config needs mode 'corpus', got {config.mode!r}")
+    if sampler is not None:
+        sampler.mark("load")
+    model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads,
+                       config.device_index)
+    result = transcribe_corpus(sources, model, batch_size=config.batch_size, pack=config.pack,
+                               language=config.language, beam_size=config.beam_size, progress=progress,
+                               sampler=sampler, **config.options)
+    result.load_seconds = model.load_seconds
+    return result
 
 
 def _load(model, device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0) -> tuple[Model, float]:

@@ -7,7 +7,7 @@ One bar per piece of work of each stage thread (``read 0``, ``read 1``, ..., ``p
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from whisperkit.errors import WhisperkitError
 from whisperkit.measure.columns import gpu_column, gpu_indices
@@ -16,15 +16,19 @@ from whisperkit.views.plots.common import PHASE_COLORS, TEMPLATE
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-    from whisperkit.core.corpus.transcribe import CorpusResult
+    from whisperkit.core.corpus.result import CorpusResult
+    from whisperkit.experiments.results import Run
 
 STAGE_COLORS = {"read": "#f39c12", "pack": "#8e6c8a", "model": "#27ae60", "write": "#4d4d4d"}
 STAGE_ORDER = ("read", "pack", "model", "write")
 
 
-def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
-    """Bars of each stage thread's work over time (seconds since the run started); above them,
+def stage_timeline(result: CorpusResult | Run, *, title: str | None = None) -> Figure:
+    """Bars of each stage thread's work over time (seconds on the run's clock); above them,
     CPU and GPU utilization where the run was monitored.
+
+    ``result`` is what :func:`whisperkit.transcribe_corpus` returns, or a corpus-mode
+    :class:`~whisperkit.Run` (``wk.run(folder, Config(mode="corpus"))``, or loaded back).
 
     >>> result = wk.transcribe_corpus(files, monitor=True)   # doctest: +SKIP
     >>> wk.plots.stage_timeline(result)                      # doctest: +SKIP
@@ -32,10 +36,9 @@ def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    spans = getattr(result, "spans", None)
-    if spans is None:
-        raise WhisperkitError(f"expected the result of wk.transcribe_corpus, got {type(result).__name__}")
-    monitored = result.timeline is not None and len(result.timeline) > 0
+    result, timeline, marks = _corpus_of(result)
+    spans = result.spans
+    monitored = timeline is not None and len(timeline) > 0
     rows = 2 if monitored else 1
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, row_heights=[0.4, 0.6][-rows:] if rows == 2 else [1.0],
                         vertical_spacing=0.08)
@@ -53,8 +56,8 @@ def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
         ), row=rows, col=1)
     fig.update_yaxes(categoryorder="array", categoryarray=lanes[::-1], row=rows, col=1)
     if monitored:
-        _utilization(fig, result)
-        for _, mark in result.marks.iterrows():
+        _utilization(fig, timeline)
+        for _, mark in marks.iterrows():
             fig.add_vline(x=mark["time_s"], line=dict(color=PHASE_COLORS.get("decode", "#888"), dash="dot"),
                           annotation_text=mark["label"], annotation_position="top left")
     fig.update_xaxes(title_text="time since the run started (s)", row=rows, col=1)
@@ -65,6 +68,15 @@ def stage_timeline(result: CorpusResult, *, title: str | None = None) -> Figure:
                         f"the model waited {wait:.0f} % of the run"),
     )
     return fig
+
+
+def _corpus_of(obj: object) -> tuple[CorpusResult, Any, Any]:
+    """``(corpus result, timeline, marks)`` of a CorpusResult or a corpus-mode Run."""
+    corpus: Any = getattr(obj, "corpus", obj)
+    if getattr(corpus, "spans", None) is None:
+        what = "a Run that is not a corpus run" if hasattr(obj, "corpus") else type(obj).__name__
+        raise WhisperkitError(f"expected the result of wk.transcribe_corpus or a corpus-mode Run, got {what}")
+    return corpus, getattr(obj, "timeline", None), getattr(obj, "marks", None)
 
 
 def _split_stages(spans) -> set[str]:
@@ -85,10 +97,9 @@ def _lanes(spans, split: set[str]) -> list[str]:
     return sorted(lanes, key=lanes.__getitem__)
 
 
-def _utilization(fig: Figure, result: CorpusResult) -> None:
+def _utilization(fig: Figure, frame: Any) -> None:
     import plotly.graph_objects as go
 
-    frame = result.timeline
     columns = {"process_cpu_percent": "process CPU % (of all cores)", "cpu_percent": "machine CPU %"}
     for index in gpu_indices(frame):
         columns[gpu_column(index, "util_percent")] = f"GPU {index} %"

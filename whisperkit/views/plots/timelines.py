@@ -183,6 +183,11 @@ def _phase_words(run: Run, label: str) -> tuple[str, str]:
     vad = options.get("vad_filter", batched)
     if label == "load":
         return "load", "load: the model is read and placed on its device"
+    if label == "prepare" and run.config.mode == "corpus":
+        return "prepare (CPU)", "prepare: the first files are read, voice-detected and turned into features"
+    if label == "first batch":
+        return "pipeline", ("from the model's first batch on, the CPU stages read ahead while the model decodes "
+                            "(the stage timeline shows which worked when)")
     if label == "prepare":
         work = "audio decoding, VAD and log-mel features" if vad else "audio decoding and log-mel features"
         if run.config.language is None and not str(run.transcript.config.get("model") or "").endswith(".en"):

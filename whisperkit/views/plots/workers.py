@@ -22,7 +22,7 @@ from whisperkit.views.plots.common import TEMPLATE
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-    from whisperkit.core.corpus.transcribe import CorpusResult
+    from whisperkit.core.corpus.result import CorpusResult
 
 BATCH_COLOR = "rgba(99, 110, 250, 0.18)"
 LOAD_COLOR = "rgba(150, 150, 150, 0.18)"

@@ -1,0 +1,162 @@
+"""What a corpus run did: :class:`CorpusResult`, with its tables and its plain-JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from whisperkit.core.corpus.pipeline import Span, StageStats
+from whisperkit.core.transcription import Transcript
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class CorpusResult:
+    """What a corpus run did.
+
+    ``transcripts`` maps each transcribed path to its :class:`Transcript` (segment times relative
+    to that file; ``wall_seconds`` from the start of the run to the file's completion);
+    ``failures`` maps a path to the reason it failed (one line); ``skipped`` lists paths a
+    previous run had done (resume). ``batch_retries`` lists each out-of-memory halving
+    (``retry_seconds`` spent in the batches that failed). ``audio_seconds`` and ``wall_seconds`` cover this run's
+    files (model loading excluded, ``load_seconds``). ``stages`` holds each stage's busy and wait
+    seconds; ``windows`` the model's windows (``unpacked_windows`` of them decoded again one clip
+    per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
+    how long the model waited for its next batch, the corpus
+    version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
+    start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
+    utilization samples, on the same clock as ``spans``.
+    """
+
+    transcripts: dict[str, Transcript]
+    failures: dict[str, str]
+    skipped: list[str]
+    audio_seconds: float
+    wall_seconds: float
+    batch_size: int
+    pack: bool
+    config: dict
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    windows: int = 0
+    pieces: int = 0
+    unpacked_windows: int = 0
+    load_seconds: float = 0.0
+    batch_retries: list[dict] = field(default_factory=list)
+    retry_seconds: float = 0.0
+    output_dir: str | None = None
+    spans: list[Span] = field(default_factory=list)
+    timeline: Any = None  # pandas.DataFrame when monitored
+    marks: Any = None  # pandas.DataFrame when monitored
+    engine: str = "local"
+    workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
+    engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
+    first_batch_seconds: float = float("nan")
+
+    @property
+    def rtfx(self) -> float:
+        """Seconds of audio transcribed per wall-clock second (higher is faster)."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    @property
+    def model_wait_seconds(self) -> float:
+        """Seconds the model waited for input (its first batch included)."""
+        stats = self.stages.get("model")
+        return stats.wait_seconds if stats else 0.0
+
+    @property
+    def model_wait_percent(self) -> float:
+        """The model's wait as a percent of the run's wall time (per model worker, where there are several)."""
+        stats = self.stages.get("model")
+        workers = max(1, stats.threads) if stats else 1
+        return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    def as_transcript(self, audio_path: str | None = None) -> Transcript:
+        """All the files as one :class:`Transcript`, files in order (each file's segment times are
+        its own): what :func:`whisperkit.run` records of a corpus run. ``prepare_seconds`` is the
+        time before the model's first batch, ``decode_seconds`` the rest of the run."""
+        files = list(self.transcripts.values())
+        prepare = self.first_batch_seconds if self.first_batch_seconds == self.first_batch_seconds else 0.0
+        prepare = min(prepare, self.wall_seconds)
+        return Transcript(
+            segments=[segment for transcript in files for segment in transcript.segments],
+            language=files[0].language if files else None,
+            audio_seconds=self.audio_seconds,
+            wall_seconds=self.wall_seconds,
+            prepare_seconds=prepare,
+            decode_seconds=self.wall_seconds - prepare - self.retry_seconds,
+            load_seconds=self.load_seconds,
+            retry_seconds=self.retry_seconds,
+            config=dict(self.config),
+            audio_path=audio_path,
+            warnings=[f"{path}: {warning}" for path, t in self.transcripts.items() for warning in t.warnings]
+            + [f"{path}: {reason}" for path, reason in self.failures.items()],
+            batch_retries=list(self.batch_retries),
+        )
+
+    def stage_table(self) -> pd.DataFrame:
+        """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
+        of the run (over 100 % for a pool of threads working at once)."""
+        import pandas as pd
+
+        rows = [{"stage": name, "threads": s.threads, "items": s.items, "busy_seconds": round(s.busy_seconds, 3),
+                 "wait_seconds": round(s.wait_seconds, 3),
+                 "busy_percent": round(100.0 * s.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
+                for name, s in self.stages.items()]
+        return pd.DataFrame(rows).set_index("stage")
+
+    def worker_table(self) -> pd.DataFrame:
+        """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
+        batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
+        import pandas as pd
+
+        rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
+                 "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
+                 "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
+                 "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
+                 "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
+                for w in self.workers]
+        return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
+
+    def spans_frame(self) -> pd.DataFrame:
+        """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(span) for span in self.spans], columns=["stage", "thread", "start_s", "end_s"])
+
+    def summary(self) -> str:
+        """One line: files, audio, speed, model wait."""
+        if not self.audio_seconds:
+            return (f"nothing transcribed: {len(self.failures)} file(s) failed, "
+                    f"{len(self.skipped)} skipped (done before)")
+        return (f"{len(self.transcripts)} file(s) done, {len(self.failures)} failed, {len(self.skipped)} skipped; "
+                f"{self.audio_seconds / 3600:.2f} h of audio in {self.wall_seconds:.1f} s "
+                f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON: everything but the utilization samples (``timeline``, ``marks``)
+        and engine "ray"'s per-worker timelines (``workers``)."""
+        values = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        return {
+            **values,
+            "transcripts": {path: transcript.to_dict() for path, transcript in self.transcripts.items()},
+            "stages": {name: asdict(stats) for name, stats in self.stages.items()},
+            "spans": [asdict(span) for span in self.spans],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CorpusResult:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            **{name: data[name] for name in _PLAIN_FIELDS if name in data},
+            transcripts={path: Transcript.from_dict(t) for path, t in data["transcripts"].items()},
+            stages={name: StageStats(**stats) for name, stats in data.get("stages", {}).items()},
+            spans=[Span(**span) for span in data.get("spans", [])],
+        )
+
+
+# CorpusResult's fields that are plain JSON values as they are
+_PLAIN_FIELDS = ("failures", "skipped", "audio_seconds", "wall_seconds", "batch_size", "pack", "config", "windows",
+                 "pieces", "unpacked_windows", "load_seconds", "batch_retries", "retry_seconds", "output_dir",
+                 "engine", "engine_info", "first_batch_seconds")
