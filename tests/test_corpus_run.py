@@ -98,3 +98,44 @@ def test_diagnose_says_when_the_model_waited_on_the_cpu_stages(corpus_run):
     finding = next(f for f in wk.diagnose(dataclasses.replace(corpus_run, corpus=starved)) if f.code == "model-waited-in-corpus")
     assert finding.title.startswith("The model waited for its next batch 60 %")
     assert "read " in finding.evidence and "workers" in finding.what_to_do
+
+
+def test_a_corpus_sweep_batches_windows_across_files(model, clip_folder):
+    sweep = wk.sweep(clip_folder, (1, 2), wk.Config(mode="corpus", pack=False), progress=False)
+    assert [point.batch_size for point in sweep.points] == [1, 2]
+    assert all(run.config.mode == "corpus" and run.corpus.windows == 6 for run in sweep.runs)
+    assert [run.corpus.batch_size for run in sweep.runs] == [1, 2]
+    texts = [run.transcript.text for run in sweep.runs]
+    assert wk.word_error_rate(texts[0], texts[1]) < 0.05 and "steady wins the race" in texts[0].lower()
+
+
+def test_the_command_line_saves_a_monitored_corpus_run(cli, clips, bad_audio, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for clip in clips[:3]:
+        shutil.copy(clip, folder)
+    shutil.copy(bad_audio["text"], folder / "bad.wav")
+    output, run_dir = tmp_path / "out", tmp_path / "run"
+    done = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--monitor", str(run_dir),
+               "--interval", "0.05", "--batch-size", "2")
+    assert done.returncode == 2 and "bad.wav" in done.stderr and "Traceback" not in done.stderr  # one bad file
+    assert f"run saved in {run_dir}" in done.stderr
+    run = wk.load_run(run_dir)
+    assert run.config.mode == "corpus" and run.metrics["files_done"] == 3 and run.metrics["files_failed"] == 1
+    assert "steady wins the race" in (output / "aesop_02.txt").read_text().lower()
+    assert "bad.wav" in (run_dir / "report.html").read_text()
+    again = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--monitor", str(run_dir))
+    assert again.returncode == 2 and "already holds files" in again.stderr  # the saved run is kept
+    assert wk.load_run(run_dir).metrics["files_done"] == 3
+    one_file = cli("transcribe", clips[0], "--monitor", str(tmp_path / "other"))
+    assert one_file.returncode == 2 and "--monitor goes with --mode corpus" in one_file.stderr
+
+
+def test_the_command_line_sweeps_a_corpus(cli, clip_folder, tmp_path):
+    done = cli("sweep", str(clip_folder), "--corpus", "--batch-sizes", "1,4", "--output-dir", str(tmp_path / "sweep"),
+               "--quiet")
+    assert done.returncode == 0, done.stderr
+    runs = wk.load_runs(tmp_path / "sweep" / "runs")
+    assert [run.corpus.batch_size for run in runs] == [1, 4] and all(run.config.pack for run in runs)
+    assert all(run.corpus.windows < 6 for run in runs)  # packed: the six clips share windows
+    assert "steady wins the race" in runs[0].transcript.text.lower()

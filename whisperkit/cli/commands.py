@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args
+from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args, interval_argument
 from whisperkit.errors import ConfigError, WhisperkitError, first_line
 from whisperkit.files import stdout_to_devnull, write_text_atomic
 
@@ -94,6 +94,11 @@ def _add_transcribe(commands) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="corpus mode: redo files the output folder's manifest lists as done")
     parser.add_argument("--workers", type=int, default=None, help="corpus mode: threads reading files")
+    parser.add_argument("--monitor", default=None, metavar="RUN_DIR",
+                        help="corpus mode: also sample CPU and GPU utilization and save the run (stages, timeline, "
+                             "report.html) into RUN_DIR, as `whisperkit sweep` saves each of its runs")
+    parser.add_argument("--interval", type=interval_argument, default=0.1,
+                        help="with --monitor: seconds between utilization samples (default: 0.1)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="corpus mode: run the pipeline here (local) or on a Ray cluster (ray; pip install whisperkit[ray])")
     parser.add_argument("--ray-address", default=None,
@@ -110,6 +115,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
         return run_corpus(args)
     if args.engine != "local" or args.ray_address is not None or args.model_workers is not None:
         raise ConfigError("--engine, --ray-address and --model-workers go with --mode corpus")
+    if args.monitor is not None:
+        raise ConfigError("--monitor goes with --mode corpus; for one file use `whisperkit sweep FILE --batch-sizes N` "
+                          "or wk.run in a notebook")
     from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
 

@@ -3,14 +3,19 @@
 Outputs mirror the folders given (``DIR/<relative path>.<format>``), written as each file
 completes, with ``DIR/manifest.json``; a rerun skips the files done (``--overwrite`` redoes
 them). A file that fails is reported on one line and the rest go on; the exit status is then 2.
+``--monitor RUN_DIR`` also records the run (utilization timeline, stages) as an experiment.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from whisperkit.core.corpus.result import CorpusResult
 
 
 def run_corpus(args: argparse.Namespace) -> int:
@@ -20,6 +25,8 @@ def run_corpus(args: argparse.Namespace) -> int:
 
     if args.output_dir is None:
         raise ConfigError("--mode corpus writes files: give --output-dir DIR")
+    if args.monitor is not None:
+        return _report(_monitored(args), args)
     if args.engine == "ray":  # each model actor loads the model on its own node
         model = args.model
         engine = {"engine": "ray", "ray_address": args.ray_address, "model_workers": args.model_workers,
@@ -44,6 +51,35 @@ def run_corpus(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         **engine,
     )
+    return _report(result, args)
+
+
+def _monitored(args: argparse.Namespace) -> CorpusResult:
+    """The corpus run as a monitored experiment (``--monitor RUN_DIR``): saved with its report."""
+    from pathlib import Path
+
+    from whisperkit.cli.args import config_from_args
+    from whisperkit.experiments.runners import run
+    from whisperkit.experiments.store import claim_folder, save_run
+    from whisperkit.views.report import report
+
+    if args.engine != "local":
+        raise ConfigError("--monitor samples this machine: it goes with --engine local (engine ray: see "
+                          "wk.plots.worker_timelines in a notebook)")
+    config = config_from_args(args, mode="corpus", batch_size=args.batch_size, pack=args.pack)
+    options = {"output_dir": args.output_dir, "output_format": args.output_format, "workers": args.workers,
+               "resume": not args.overwrite}
+    with claim_folder(args.monitor, overwrite=args.overwrite) as folder:
+        measured = run(args.files, config, interval=args.interval, progress=not args.quiet, corpus_options=options)
+        save_run(measured, folder)
+        report(measured, Path(folder) / "report.html")
+    if not args.quiet:
+        print(f"whisperkit: run saved in {folder} (report.html; `whisperkit diagnose {folder}`)", file=sys.stderr)
+    return measured.corpus
+
+
+def _report(result: CorpusResult, args: argparse.Namespace) -> int:
+    """Print each file's warnings and failures and the summary; the exit status (2 if a file failed)."""
     for transcript in result.transcripts.values():
         for warning in transcript.warnings:
             print(f"whisperkit: warning: {warning}", file=sys.stderr)

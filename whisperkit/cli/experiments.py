@@ -30,7 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=run_compare)
 
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
-    sweep.add_argument("file", metavar="FILE")
+    sweep.add_argument("file", metavar="FILE", help="an audio file; with --corpus a folder (or @list.txt) of them")
+    sweep.add_argument("--corpus", action="store_true",
+                       help="corpus mode: a batch holds windows across the files of FILE (a folder)")
+    sweep.add_argument("--no-pack", dest="pack", action="store_false",
+                       help="with --corpus: one clip per window instead of packing short clips together")
     add_model_arguments(sweep)
     sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
                        help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
@@ -94,7 +98,7 @@ def _sweep_and_save(args: argparse.Namespace) -> int:
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
     from whisperkit.views.report import report
 
-    base = _with_model_args(Config(mode="batched"), args)
+    base = _with_model_args(Config(mode="corpus" if args.corpus else "batched", pack=args.pack), args)
     folder = Path(args.output_dir)
 
     def keep(batch_size, run):

@@ -56,13 +56,15 @@ def run(
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
     on_start: OnStart | None = None,
+    corpus_options: dict | None = None,
 ) -> Run:
     """Transcribe ``audio`` with ``config`` while sampling CPU and GPU utilization.
 
     With ``Config(mode="corpus")``, ``audio`` is what :func:`whisperkit.transcribe_corpus`
     takes (files, folders, ``@list.txt``, a list of them); the run's ``corpus`` holds the
     :class:`~whisperkit.CorpusResult` (stages, spans, each file's transcript) and its
-    ``transcript`` all the files as one.
+    ``transcript`` all the files as one; ``corpus_options`` (``output_dir``, ``output_format``,
+    ``resume``, ``workers``) go to :func:`whisperkit.transcribe_corpus`.
 
     ``reference`` is the expected text, or a ``.txt`` file holding it; None looks for a
     ``.txt`` beside the audio (in corpus mode beside each file, and uses them where every
@@ -75,6 +77,8 @@ def run(
 
     config = config or Config()
     corpus = config.mode == "corpus"
+    if corpus_options and not corpus:
+        raise ConfigError("corpus_options go with Config(mode='corpus')")
     reference_text = _reference_for(audio, reference) if not corpus or reference is not None else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     corpus_result = None
@@ -84,7 +88,8 @@ def run(
         if corpus:
             from whisperkit.core.corpus.transcribe import transcribe_corpus_config
 
-            corpus_result = transcribe_corpus_config(cast("Sources", audio), config, progress=progress, sampler=sampler)
+            corpus_result = transcribe_corpus_config(cast("Sources", audio), config, progress=progress, sampler=sampler,
+                                                     **(corpus_options or {}))
             transcript = corpus_result.as_transcript(_describe_sources(audio))
             if reference is None:
                 reference_text = _corpus_reference(corpus_result.transcripts)
@@ -210,7 +215,9 @@ def sweep(
 ) -> Sweep:
     """Run batched transcription at each batch size; throughput, memory and utilization per size.
 
-    ``config`` is the base configuration (batched mode is forced); ``model`` overrides its model.
+    ``config`` is the base configuration (batched mode is forced, unless it is corpus mode:
+    then ``audio`` is the corpus's files or folders and a batch holds windows across files);
+    ``model`` overrides its model.
     ``on_start(sampler)`` is passed to every :func:`run`; ``on_run(batch_size, run)``, when
     given, is called after each measured batch size.
     """
@@ -337,7 +344,9 @@ def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_sta
 
 
 def _batched_base(config: Config | None, model: str | None) -> Config:
-    base = (config or SEED_AFTER).replace(mode="batched")
+    base = config or SEED_AFTER
+    if base.mode != "corpus":  # a corpus sweep batches windows across its files
+        base = base.replace(mode="batched")
     if model is not None:
         base = base.replace(model=model)
     return base.replace(label="")

@@ -35,7 +35,7 @@ RUN_KIND = "whisperkit.run"
 SCHEMA = 1
 LOCK_NAME = ".whisperkit.lock"
 #: What an experiment writes into its folder; only these are removed by ``overwrite=True``.
-EXPERIMENT_FILES = ("runs", "comparison.json", "sweep.json", "report.html")
+EXPERIMENT_FILES = ("runs", "run.json", "timeline.parquet", "comparison.json", "sweep.json", "report.html")
 
 
 def save(result: Run | Comparison | Sweep, folder: str | os.PathLike) -> str:

@@ -75,7 +75,8 @@ class CorpusResult:
     def as_transcript(self, audio_path: str | None = None) -> Transcript:
         """All the files as one :class:`Transcript`, files in order (each file's segment times are
         its own): what :func:`whisperkit.run` records of a corpus run. ``prepare_seconds`` is the
-        time before the model's first batch, ``decode_seconds`` the rest of the run."""
+        time before the model's first batch, ``decode_seconds`` the rest of the run, ``chunks``
+        the windows the model decoded."""
         files = list(self.transcripts.values())
         prepare = self.first_batch_seconds if self.first_batch_seconds == self.first_batch_seconds else 0.0
         prepare = min(prepare, self.wall_seconds)
@@ -93,6 +94,7 @@ class CorpusResult:
             warnings=[f"{path}: {warning}" for path, t in self.transcripts.items() for warning in t.warnings]
             + [f"{path}: {reason}" for path, reason in self.failures.items()],
             batch_retries=list(self.batch_retries),
+            chunks=self.windows,
         )
 
     def stage_table(self) -> pd.DataFrame:

@@ -265,10 +265,16 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
 
 
 def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.PathLike], config: Config, *,
-                             progress: bool = True, sampler: Sampler | None = None) -> CorpusResult:
+                             progress: bool = True, sampler: Sampler | None = None, **corpus: Any) -> CorpusResult:
     """:func:`transcribe_corpus` with a ``Config(mode="corpus")``: the engine under
-    :func:`whisperkit.run` and :func:`whisperkit.sweep` in corpus mode. Nothing is written;
-    ``sampler``, when given, receives the marks ``load``, ``prepare`` and ``first batch``."""
+    :func:`whisperkit.run` and :func:`whisperkit.sweep` in corpus mode. ``corpus`` are further
+    :func:`transcribe_corpus` keywords that write files or read (``output_dir``,
+    ``output_format``, ``resume``, ``workers``); ``sampler``, when given, receives the marks
+    ``load``, ``prepare`` and ``first batch``."""
+    allowed = {"output_dir", "output_format", "resume", "workers"}
+    if set(corpus) - allowed:
+        raise ConfigError(f"corpus options: {', '.join(sorted(set(corpus) - allowed))} not taken here; "
+                          f"expected some of: {', '.join(sorted(allowed))} (the rest are Config fields)")
     if config.mode != "corpus":
         raise ConfigError(f"transcribe_corpus_config needs mode 'corpus', got {config.mode!r}")
     if sampler is not None:
@@ -277,7 +283,7 @@ def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.Path
                        config.device_index)
     result = transcribe_corpus(sources, model, batch_size=config.batch_size, pack=config.pack,
                                language=config.language, beam_size=config.beam_size, progress=progress,
-                               sampler=sampler, **config.options)
+                               sampler=sampler, **corpus, **config.options)
     result.load_seconds = model.load_seconds
     return result
 
