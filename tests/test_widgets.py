@@ -7,6 +7,7 @@ replaces a function, to make one happen.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 
 import pytest
@@ -221,3 +222,37 @@ def test_live_chart_draws_one_line_per_gpu(a, monkeypatch):
     assert a.last_result.metrics["mean_gpu_util_percent"] == 99
     table = visible_text(a.table.value)
     assert re.search(r"GPU util %\s*99", table)
+
+
+def test_corpus_mode_runs_a_folder_and_shows_each_file_and_the_stages(a, tmp_path, bad_audio):
+    import shutil
+
+    from whisperkit.core.samples import short_clips
+
+    assert a.controls._corpus_inputs.layout.display == "none" and a.pack.value  # folder controls: corpus mode only
+    a.mode.value = "corpus"
+    assert a.controls._corpus_inputs.layout.display is None
+    assert a.controls._file_inputs.layout.display == "none" and a.compare_button.disabled
+    assert a.controls.audio_source() == short_clips()  # no folder typed: the ten bundled clips
+    for name in ("aesop_02", "aesop_04", "aesop_09"):
+        shutil.copy(sample_path(name), tmp_path)
+    shutil.copy(bad_audio["text"], tmp_path / "broken.wav")
+    a.folder.value = str(tmp_path)
+    a.batch_size.value = 2
+    a.transcribe_button.click()
+    assert a.wait(TIMEOUT_S) and a.message.value == "", visible_text(a.message.value)
+    run = a.last_result
+    assert run.config.mode == "corpus" and run.config.pack and run.corpus.batch_size == 2
+    assert sorted(os.path.basename(p) for p in run.corpus.transcripts) == ["aesop_02.flac", "aesop_04.flac", "aesop_09.flac"]
+    shown = visible_text(a.transcript.value).lower()
+    rates = []
+    for path, transcript in run.corpus.transcripts.items():
+        rates.append(wk.word_error_rate(reference_text(sample_path(os.path.basename(path)[:-5])), transcript.text))
+        assert f"{os.path.basename(path)}: {transcript.text.lower()}" in shown
+    assert sum(rates) / len(rates) < 0.25, rates
+    table = visible_text(a.table.value)
+    assert "Stages" in table and "3 file(s) done, 1 failed" in table and "failed:" in table and "broken.wav" in table
+    assert a.figures.children[0].layout.title.text.startswith("Corpus pipeline")
+    assert not a.transcribe_button.disabled and not a.sweep_button.disabled and a.compare_button.disabled
+    a.mode.value = "batched"
+    assert not a.compare_button.disabled and a.controls._corpus_inputs.layout.display == "none"

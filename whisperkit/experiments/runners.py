@@ -203,7 +203,7 @@ def compare(
 
 
 def sweep(
-    audio: AudioSource,
+    audio: AudioSource | Sources,
     batch_sizes: Iterable[int] = DEFAULT_SWEEP,
     config: Config | None = None,
     *,
@@ -235,7 +235,7 @@ def sweep(
 
 
 def autotune(
-    audio: AudioSource,
+    audio: AudioSource | Sources,
     model: str | None = None,
     config: Config | None = None,
     *,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from whisperkit.files import write_text_atomic
 from whisperkit.views import format as fmt
-from whisperkit.views.tables import metric_rows, sweep_header, sweep_rows
+from whisperkit.views.tables import STAGE_HEADER, metric_rows, stage_rows, sweep_header, sweep_rows
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -217,10 +217,7 @@ def _comparison_table(comparison: Comparison) -> str:
 def _stage_table(run: Run) -> str:
     """A corpus run's stages (threads, items, busy and wait seconds) and its failed files."""
     corpus = run.corpus
-    rows = [[name, stats.threads, stats.items, f"{stats.busy_seconds:,.2f}", f"{stats.wait_seconds:,.2f}",
-             f"{100.0 * stats.busy_seconds / corpus.wall_seconds:,.0f}" if corpus.wall_seconds else fmt.MISSING]
-            for name, stats in corpus.stages.items()]
-    table = _table(["stage", "threads", "items", "busy s", "wait s", "busy % of the run"], rows)
+    table = _table(STAGE_HEADER, stage_rows(corpus))
     summary = f'<p class="note">{html.escape(corpus.summary())}.</p>'
     failed = "".join(f"<li>{html.escape(path)}: {html.escape(reason)}</li>" for path, reason in corpus.failures.items())
     return summary + table + (f"<p>Failed files:</p><ul>{failed}</ul>" if failed else "")

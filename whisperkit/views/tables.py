@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from whisperkit.checks import is_missing
 from whisperkit.experiments.metrics import Metric, metric, shown_metrics
+from whisperkit.views import format as fmt
 from whisperkit.views.format import MISSING, metric_text
 
 if TYPE_CHECKING:
@@ -66,3 +67,15 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame([list(row[1:]) for row in rows], index=[row[0] for row in rows], columns=list(header[1:]))
+
+
+STAGE_HEADER = ["stage", "threads", "items", "busy s", "wait s", "busy % of the run"]
+
+
+def stage_rows(corpus) -> list[list[str]]:
+    """One row per stage of a corpus run (a CorpusResult): threads, items, busy and wait seconds,
+    busy percent of the run (over 100 for a pool of threads working at once)."""
+    wall = corpus.wall_seconds
+    return [[name, str(stats.threads), str(stats.items), fmt.number(stats.busy_seconds, 2),
+             fmt.number(stats.wait_seconds, 2), fmt.number(100.0 * stats.busy_seconds / wall, 0) if wall else MISSING]
+            for name, stats in corpus.stages.items()]

@@ -1,4 +1,4 @@
-"""The app's controls: model, device, compute type, mode, batch size, audio; what they ask for."""
+"""The app's controls: model, device, compute type, mode, batch size, audio or a folder; what they ask for."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 BUNDLED_CHOICE = "tiny.en (bundled)"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPE_CHOICES = ("auto", "int8", "int8_float16", "float16", "float32")
-MODE_CHOICES = ("batched", "sequential")
+MODE_CHOICES = ("batched", "sequential", "corpus")
 DEFAULT_SAMPLE = "gettysburg"
 
 
@@ -29,7 +29,10 @@ class Controls:
     1-64), ``batch_auto`` (Checkbox: batch size from device memory), ``audio`` (Dropdown of
     bundled samples), ``audio_path`` (Text; overrides ``audio``), ``upload`` (FileUpload; an
     uploaded file is saved to a temporary folder, removed with the app, and its path put in
-    ``audio_path``), and the ``transcribe_button``, ``compare_button`` and ``sweep_button``.
+    ``audio_path``); in corpus mode ``folder`` (Text: a folder of recordings, or ``@list.txt``;
+    empty: the ten bundled clips) and ``pack`` (Checkbox: several short clips per window) take
+    the place of the audio controls; and the ``transcribe_button``, ``compare_button`` (not in
+    corpus mode: its two sides are single-file modes) and ``sweep_button``.
     """
 
     def __init__(self) -> None:
@@ -60,6 +63,11 @@ class Controls:
                                  style=wide, layout=box)
         self.upload = w.FileUpload(accept="audio/*,video/*", multiple=False, description="Upload audio",
                                    layout=w.Layout(margin="2px 0 0 114px"))
+        self.folder = w.Text(placeholder="empty: the ten bundled clips", description="Folder", style=wide,
+                             layout=box, tooltip="corpus mode: a folder of recordings (searched recursively) "
+                                                 "or @list.txt")
+        self.pack = w.Checkbox(value=True, description="pack short clips into shared 30 s windows", indent=False,
+                               layout=w.Layout(margin="2px 0 0 114px"))
         self.transcribe_button = w.Button(description="Transcribe", button_style="primary", icon="play")
         self.compare_button = w.Button(description="Compare before/after", icon="balance-scale",
                                        layout=w.Layout(width="190px"))
@@ -70,12 +78,15 @@ class Controls:
         weakref.finalize(self, shutil.rmtree, self._upload_dir, True)
         self.upload.observe(self._on_upload, names="value")
         self.mode.observe(self._on_batch_controls, names="value")
+        self.mode.observe(self._on_mode, names="value")
         self.batch_auto.observe(self._on_batch_controls, names="value")
 
         left = w.VBox([self.model, self.model_path, self.device, self.compute_type],
                       layout=w.Layout(margin="0 24px 0 0"))
-        right = w.VBox([self.mode, w.HBox([self.batch_size, self.batch_auto]), self.audio, self.audio_path,
-                        self.upload])
+        self._file_inputs = w.VBox([self.audio, self.audio_path, self.upload])
+        self._corpus_inputs = w.VBox([self.folder, self.pack], layout=w.Layout(display="none"))
+        right = w.VBox([self.mode, w.HBox([self.batch_size, self.batch_auto]), self._file_inputs,
+                        self._corpus_inputs])
         self.box: ipywidgets.Box = w.VBox([w.HBox([left, right]), w.HBox(list(self.buttons))])
 
     def config(self) -> Config:
@@ -88,6 +99,7 @@ class Controls:
             compute_type=self.compute_type.value,
             mode=self.mode.value,
             batch_size="auto" if self.batch_auto.value else int(self.batch_size.value),
+            pack=bool(self.pack.value),
         )
 
     def model_name(self) -> str | None:
@@ -97,17 +109,28 @@ class Controls:
             return os.path.expanduser(folder)
         return None if self.model.value == BUNDLED_CHOICE else self.model.value
 
-    def audio_source(self) -> str:
-        """The audio file to use: the typed (or uploaded) path, else the chosen bundled sample."""
-        from whisperkit.core.samples import sample_path
+    def audio_source(self) -> str | list[str]:
+        """What to transcribe: the typed (or uploaded) path, else the chosen bundled sample; in
+        corpus mode the typed folder, else the ten bundled clips."""
+        from whisperkit.core.samples import sample_path, short_clips
 
+        if self.mode.value == "corpus":
+            folder = self.folder.value.strip()
+            return os.path.expanduser(folder) if folder else short_clips()
         typed = self.audio_path.value.strip()
         return os.path.expanduser(typed) if typed else sample_path(self.audio.value)
 
     def enable(self, enabled: bool) -> None:
-        """Enable or disable the three buttons (disabled while a job runs)."""
+        """Enable or disable the three buttons (disabled while a job runs; compare also in corpus mode)."""
         for button in self.buttons:
             button.disabled = not enabled
+        self.compare_button.disabled = not enabled or self.mode.value == "corpus"
+
+    def _on_mode(self, change: dict[str, Any] | None = None) -> None:
+        corpus = self.mode.value == "corpus"
+        self._file_inputs.layout.display = "none" if corpus else None
+        self._corpus_inputs.layout.display = None if corpus else "none"
+        self.compare_button.disabled = corpus or self.transcribe_button.disabled
 
     def _on_upload(self, change: dict[str, Any]) -> None:
         """Save the uploaded file to the app's temporary folder and put its path in ``audio_path``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -57,11 +58,24 @@ class ResultView:
         self.figures.children = [go.FigureWidget(figure) for figure in figures]
 
 
+SHOWN_FILES = 20  # a corpus run's transcript box shows this many files' texts
+
+
 def _run(result: Run) -> tuple[list[tuple[str, str]], str, list, list[str]]:
     from whisperkit.views import plots
 
     table = _html_table(_metrics_frame([result], ["value"]), header=False)
-    return [("", result.transcript.text)], table, [plots.timeline(result), plots.summary(result)], _notes(result)
+    figures = [plots.timeline(result), plots.summary(result)]
+    if result.corpus is None:
+        return [("", result.transcript.text)], table, figures, _notes(result)
+    corpus = result.corpus
+    texts = [(os.path.basename(path), t.text) for path, t in list(corpus.transcripts.items())[:SHOWN_FILES]]
+    if len(corpus.transcripts) > SHOWN_FILES:
+        texts.append(("", f"... and {len(corpus.transcripts) - SHOWN_FILES} more files"))
+    table += ("<div><b>Stages</b> (" + html.escape(corpus.summary()) + ")"
+              + _html_table(tables.frame(tables.STAGE_HEADER, tables.stage_rows(corpus))) + "</div>")
+    failed = [f"failed: {reason}" for reason in corpus.failures.values()]
+    return texts, table, [plots.stage_timeline(result), *figures], failed + _notes(result)
 
 
 def _comparison(result: Comparison) -> tuple[list[tuple[str, str]], str, list, list[str]]:

@@ -34,7 +34,8 @@ class App(ipywidgets.VBox):
     (:class:`~whisperkit.views.app.live.LiveChart`) and ``results``
     (:class:`~whisperkit.views.app.results.ResultView`); their widgets are also attributes of the
     app: ``model``, ``model_path``, ``device``, ``compute_type``, ``mode``, ``batch_size``,
-    ``batch_auto``, ``audio``, ``audio_path``, ``upload``, the three buttons; ``live_figure``;
+    ``batch_auto``, ``audio``, ``audio_path``, ``upload``, ``folder``, ``pack`` (corpus mode), the
+    three buttons; ``live_figure``;
     ``transcript``, ``table``, ``figures``. Its own: ``progress`` (IntProgress over the job's
     steps), ``status`` (HTML: what runs and for how long), ``message`` (HTML: a one-line error, red).
 
@@ -53,7 +54,7 @@ class App(ipywidgets.VBox):
         self.live = LiveChart()
         self.results = ResultView()
         for name in ("model", "model_path", "device", "compute_type", "mode", "batch_size", "batch_auto", "audio",
-                     "audio_path", "upload", "transcribe_button", "compare_button", "sweep_button"):
+                     "audio_path", "upload", "folder", "pack", "transcribe_button", "compare_button", "sweep_button"):
             setattr(self, name, getattr(self.controls, name))
         self.live_figure = self.live.figure
         self.transcript, self.table, self.figures = self.results.transcript, self.results.table, self.results.figures
