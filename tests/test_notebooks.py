@@ -191,6 +191,11 @@ def test_05_corpus_runs(kernel_manager_factory):
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.stage_timeline(packed)"))
     resumed = text_of(code_cell(notebook, "again = wk.transcribe_corpus("))
     assert "10 files written; second run: 10 skipped, 0 transcribed" in resumed
+    table = text_of(code_cell(notebook, "run = wk.run(clips, wk.Config("))
+    assert "model wait %" in table and "files done" in table and "corpus, packed, batch 8" in table
+    assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.timeline(run)"))
+    assert "10 file(s) done, 0 failed" in text_of(code_cell(notebook, "loaded = wk.load_run(saved)"))
+    assert "application/vnd.jupyter.widget-view+json" in mimetypes(code_cell(notebook, 'application.mode.value = "corpus"'))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="notebook 06 needs the ray extra: pip install whisperkit[ray]")
