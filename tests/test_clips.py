@@ -56,15 +56,19 @@ def test_batch_size_below_one_is_an_error(model, clips):
 
 
 def test_allocation_failure_halves_the_clip_batch(together, model, clips, monkeypatch):
-    """cuDNN's wording for a failed allocation, injected at the encoder call above 2 clips."""
-    real_encode = model.whisper.encode
+    """cuDNN's wording for a failed allocation, injected where a batch of more than 2 clips
+    reaches the encoder (on a CPU, ``EncodeOneByOne`` then encodes them one at a time)."""
+    from whisperkit.core.corpus.decoding import EncodeOneByOne
 
-    def encode(features):
+    owner = EncodeOneByOne if model.device == "cpu" else type(model.whisper)  # the encode a batch reaches
+    real_encode = owner.encode
+
+    def encode(self, features):
         if len(features) > 2:
             raise RuntimeError("cuDNN failed with status CUDNN_STATUS_ALLOC_FAILED")
-        return real_encode(features)
+        return real_encode(self, features)
 
-    monkeypatch.setattr(model.whisper, "encode", encode)
+    monkeypatch.setattr(owner, "encode", encode)
     result = wk.transcribe_clips(clips, model=model, batch_size=8, progress=False)
     assert [retry["batch_size"] for retry in result.batch_retries] == [8, 4]
     assert result.batch_size == 2 and result.retry_seconds > 0

@@ -8,6 +8,7 @@ Ray takes seconds to start (a minute on a busy machine), so the tests share one 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sys
@@ -174,3 +175,29 @@ def test_a_worker_finds_its_gpus_nvml_index_from_rays_ids(monkeypatch):
     assert nvml_indices([gpus[1].uuid]) == [1] and nvml_indices([gpus[0].uuid, "1"]) == [0, 1]
     monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the index Ray gave, as it is
     assert nvml_indices(["0"]) == [0]
+
+
+def test_the_cpu_task_hands_packed_and_single_piece_windows_on_in_runs_of_a_batch(model, clips, long_sample):
+    """Runs of one kind, so that a model batch holds packed windows (word timestamps) or
+    single-piece ones, as the local engine forms them; a plain function, no Ray needed. A batch
+    that mixes the two kinds all the same is decoded in one call per kind."""
+    from whisperkit.core.corpus.decoding import WindowDecoder
+    from whisperkit.core.corpus.ray_workers import _columns, decode_rows, encode, prepare
+    from whisperkit.core.corpus.sources import find_sources
+
+    sources = find_sources([long_sample, *clips])  # the long file's chunks fill windows alone, the clips pack
+    blocks = prepare(_columns([encode("group", sources)]), pack=True, feature_kwargs={}, batch_size=2)
+    rows = [row for block in blocks for row in decode_rows(block)]
+    windows = [item for kind, item in rows if kind == "window"]
+    kinds = [window.packed for window in windows]
+    assert True in kinds and False in kinds and rows[-1][0] == "stage"
+    runs = [len(list(group)) for _, group in itertools.groupby(kinds)]
+    assert all(length % 2 == 0 for length in runs[:-2]), kinds  # whole batches until the last of each kind
+
+    mixed = [next(w for w in windows if w.packed), next(w for w in windows if not w.packed)]
+    texts = WindowDecoder(model)(mixed)
+    assert len(texts) == len(mixed[0].places) + 1
+    clip_texts = {text.source: " ".join(s.text for s in text.segments) for text in texts if text.source > 0}
+    clip_paths = {source.index: source.path for source in sources}
+    wer = [wk.word_error_rate(reference_text(clip_paths[index]), text) for index, text in clip_texts.items()]
+    assert sum(wer) / len(wer) < 0.25, clip_texts

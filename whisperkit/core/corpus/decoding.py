@@ -113,13 +113,17 @@ class WindowDecoder:
         return info.transcription_options, info.language
 
     def __call__(self, windows: list[Window]) -> list[PieceText]:
-        """One model call for ``windows`` (their features set); each piece's text.
+        """One model call for ``windows`` (their features set); each piece's text (two calls
+        where packed and single-piece windows come mixed).
 
         Where a piece of a packed window got fewer than ``MIN_WORDS_PER_SECOND`` words per
         second of its audio, that piece and the one after it are decoded again, one piece per
         window (the model sometimes skips a sentence of a packed window, and the next piece's
         first words then drift into its span); the window's other pieces keep their words.
         """
+        kinds = {window.packed for window in windows}
+        if len(kinds) > 1:  # packed windows need word timestamps, single-piece ones do not: one call each
+            return [text for kind in (True, False) for text in self([w for w in windows if w.packed is kind])]
         outputs = self._forward(windows)
         texts: list[PieceText] = []
         again: list[Window] = []

@@ -306,7 +306,8 @@ def run_ray_pipeline(sources: list[Source], spec: ModelSpec, settings: WorkerSet
     # which would put the CPU work back in front of the model, in the same process
     dataset = dataset.map_batches(prepare, batch_size=1, num_cpus=PREPARE_CPUS, memory=PREPARE_MEMORY_BYTES,
                                   batch_format="numpy",
-                                  fn_kwargs={"pack": pack, "feature_kwargs": spec.feature_kwargs})
+                                  fn_kwargs={"pack": pack, "feature_kwargs": spec.feature_kwargs,
+                                             "batch_size": batch_size})
     # a task's windows leave it as one block; cut into blocks of a batch each, so that each batch is a
     # model task of its own and the batches of one group spread over the actors
     dataset = dataset.repartition(target_num_rows_per_block=batch_size)

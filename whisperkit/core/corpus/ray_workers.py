@@ -50,14 +50,17 @@ def _columns(rows: list[dict]) -> dict:
             "item": np.array([row["item"] for row in rows], dtype=object)}
 
 
-def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
+def prepare(batch: dict, *, pack: bool, feature_kwargs: dict, batch_size: int = 1) -> Iterator[dict]:
     """CPU stage task: a group of sources (one row) -> windows with features, and the files that failed.
 
     Reads each source (decode + voice detection), packs its pieces with the sources before it in
     its group, and computes each window's log-mel features: ``read_pieces`` -> ``Packer`` ->
-    ``add_features``, as the local engine does. Yields blocks of :data:`ROWS_PER_BLOCK` rows, so
-    at most one open window and one block are held here whatever the length of the files. The
-    last row accounts for the task, as the local engine's ``read`` and ``pack`` stages.
+    ``add_features``, as the local engine does. Packed and single-piece windows leave in runs of
+    ``batch_size`` of one kind (so that a model batch mostly holds one kind, as the local
+    engine's do, and only packed windows pay for word timestamps). Yields blocks of about
+    :data:`ROWS_PER_BLOCK` rows, so at most one open window, a run of each kind and one block are
+    held here whatever the length of the files. The last row accounts for the task, as the
+    local engine's ``read`` and ``pack`` stages.
     """
     from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -65,6 +68,15 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
     extractor = FeatureExtractor(**feature_kwargs)
     packer = Packer(pack)
     rows: list[dict] = []
+    held: dict[bool, list[Window]] = {True: [], False: []}  # by Window.packed
+
+    def hold(windows: list[Window]) -> None:
+        for window in windows:
+            held[window.packed].append(window)
+            if len(held[window.packed]) >= batch_size:
+                rows.extend(encode("window", w) for w in held[window.packed])
+                held[window.packed] = []
+
     sources = [source for _, group in decode_rows(batch) for source in group]
     for source in sources:
         pieces = read_pieces(source)
@@ -72,12 +84,12 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict) -> Iterator[dict]:
             if isinstance(item, Failure):
                 rows.append(encode("failure", item))
                 continue
-            windows = clock.timed("pack", _packed, packer.add(item), extractor)
-            rows.extend(encode("window", window) for window in windows)
+            hold(clock.timed("pack", _packed, packer.add(item), extractor))
             if len(rows) >= ROWS_PER_BLOCK:
                 yield _columns(rows)
                 rows = []
-    rows.extend(encode("window", window) for window in clock.timed("pack", _packed, packer.flush(), extractor))
+    hold(clock.timed("pack", _packed, packer.flush(), extractor))
+    rows.extend(encode("window", window) for kind in (True, False) for window in held[kind])
     rows.append(encode("stage", clock.account(len(sources))))
     yield _columns(rows)
 
