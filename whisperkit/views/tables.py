@@ -17,6 +17,7 @@ from whisperkit.views.format import MISSING, metric_text
 if TYPE_CHECKING:
     import pandas as pd
 
+    from whisperkit.core.corpus.result import CorpusResult
     from whisperkit.experiments.results import Run, Sweep
 
 NO_GPU = "n/a (no GPU)"
@@ -72,7 +73,7 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
 STAGE_HEADER = ["stage", "threads", "items", "busy s", "wait s", "busy % of the run"]
 
 
-def stage_rows(corpus) -> list[list[str]]:
+def stage_rows(corpus: CorpusResult) -> list[list[str]]:
     """One row per stage of a corpus run (a CorpusResult): threads, items, busy and wait seconds,
     busy percent of the run (over 100 for a pool of threads working at once)."""
     wall = corpus.wall_seconds
