@@ -139,3 +139,15 @@ def test_the_command_line_sweeps_a_corpus(cli, clip_folder, tmp_path):
     assert [run.corpus.batch_size for run in runs] == [1, 4] and all(run.config.pack for run in runs)
     assert all(run.corpus.windows < 6 for run in runs)  # packed: the six clips share windows
     assert "steady wins the race" in runs[0].transcript.text.lower()
+
+
+def test_a_corpus_run_where_every_file_failed_is_still_a_run(model, bad_audio, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    shutil.copy(bad_audio["text"], folder / "notes.wav")
+    run = wk.run(folder, wk.Config(mode="corpus"), progress=False)
+    assert run.metrics["files_done"] == 0 and run.metrics["files_failed"] == 1 and run.transcript.text == ""
+    loaded = wk.load_run(wk.save(run, tmp_path / "run"))
+    assert "notes.wav" in next(iter(loaded.corpus.failures)) and loaded.transcript.prepare_seconds == 0.0
+    wk.report(loaded, tmp_path / "report.html")
+    assert "nothing transcribed: 1 file(s) failed" in (tmp_path / "report.html").read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from whisperkit.checks import is_missing
 from whisperkit.core.corpus.pipeline import Span, StageStats
 from whisperkit.core.transcription import Transcript
 
@@ -78,8 +79,7 @@ class CorpusResult:
         time before the model's first batch, ``decode_seconds`` the rest of the run, ``chunks``
         the windows the model decoded."""
         files = list(self.transcripts.values())
-        prepare = self.first_batch_seconds if self.first_batch_seconds == self.first_batch_seconds else 0.0
-        prepare = min(prepare, self.wall_seconds)
+        prepare = 0.0 if is_missing(self.first_batch_seconds) else min(self.first_batch_seconds, self.wall_seconds)
         return Transcript(
             segments=[segment for transcript in files for segment in transcript.segments],
             language=files[0].language if files else None,
@@ -150,8 +150,11 @@ class CorpusResult:
     @classmethod
     def from_dict(cls, data: dict) -> CorpusResult:
         """The inverse of :meth:`to_dict`."""
+        plain = {name: data[name] for name in _PLAIN_FIELDS if name in data}
+        if plain.get("first_batch_seconds") is None:  # NaN (no batch ran) is saved as null
+            plain.pop("first_batch_seconds", None)
         return cls(
-            **{name: data[name] for name in _PLAIN_FIELDS if name in data},
+            **plain,
             transcripts={path: Transcript.from_dict(t) for path, t in data["transcripts"].items()},
             stages={name: StageStats(**stats) for name, stats in data.get("stages", {}).items()},
             spans=[Span(**span) for span in data.get("spans", [])],
