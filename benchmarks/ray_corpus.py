@@ -12,6 +12,7 @@ Ray is started (or joined) once, before the first repeat, and that time is repor
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -68,7 +69,8 @@ def report(paths: list[str], runs: dict, cluster: dict, ray_start: float, args) 
     audio = local.audio_seconds
     walls = {engine: statistics.median(wall for wall, _ in values) for engine, values in runs.items()}
     print(f"{len(paths)} clips, {audio:.0f} s of speech, tiny.en int8 on {cluster['cpus']:.0f} CPUs, "
-          f"{args.repeats} alternating repeats, batch size {args.batch_size} (a shared machine: other jobs ran too)")
+          f"{args.repeats} alternating repeats, batch size {args.batch_size}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
     print(f"Ray {'started' if cluster['started'] else 'joined'} in {ray_start:.1f} s (once, not in the walls below)")
     for engine, wall in walls.items():
         extra = f", {args.model_workers} model actors" if engine == "ray" else ""
