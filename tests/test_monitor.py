@@ -60,7 +60,9 @@ def busy(seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 def cpu_run():
-    """One real run: idle 1 s, then a pure-Python busy loop 1 s, at 10 Hz."""
+    """One real run: idle 1 s, then a pure-Python busy loop 1 s, at 10 Hz. ``busy_share`` is the
+    percent of all cores this process used in the busy phase by the kernel's own count
+    (``time.process_time``): on a machine busy with other work the loop gets less than a core."""
     before = time.monotonic()
     with Sampler(interval=0.1) as sampler:
         after = time.monotonic()
@@ -68,19 +70,26 @@ def cpu_run():
         sampler.mark("idle")
         time.sleep(1.0)
         busy_at = time.monotonic()
+        busy_cpu = time.process_time()
         sampler.mark("busy")
         busy(1.0)
+        busy_cpu = time.process_time() - busy_cpu
+        busy_end = time.monotonic()
     end = time.monotonic()
-    return sampler, {"before": before, "after": after, "idle": idle_at, "busy": busy_at, "end": end}
+    share = 100.0 * busy_cpu / (busy_end - busy_at) / os.cpu_count()
+    return sampler, {"before": before, "after": after, "idle": idle_at, "busy": busy_at, "end": end, "busy_share": share}
 
 
 def test_busy_phase_shows_in_process_cpu_and_idle_stays_low(cpu_run):
-    sampler, _ = cpu_run
+    sampler, at = cpu_run
     summary = sampler.summary()
     one_core = 100 / os.cpu_count()
     busy_mean = summary.loc[("busy", "process_cpu_percent"), "mean"]
     idle_mean = summary.loc[("idle", "process_cpu_percent"), "mean"]
-    assert busy_mean > 0.7 * one_core, summary.loc["busy"]
+    if at["busy_share"] < 0.25 * one_core:
+        pytest.skip(f"the busy loop got {at['busy_share']:.1f} % of the cores: the machine is too busy to tell")
+    # what the sampler read agrees with the kernel's count of this process's CPU time
+    assert 0.7 * at["busy_share"] < busy_mean < 1.3 * at["busy_share"] + 0.05 * one_core, (summary.loc["busy"], at)
     assert busy_mean < 1.3 * one_core  # one thread cannot use more than one core of all of them
     assert idle_mean < 0.15 * one_core, summary.loc["idle"]
     # the machine-wide number sees the busy core too
@@ -214,6 +223,13 @@ def test_watching_a_missing_process_is_a_clear_error():
 
 
 def test_process_tree_includes_children():
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    cpu_before, started = children_cpu(), time.monotonic()
     child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 1.2\n"
                               "while time.monotonic() < end: pass"])
     try:
@@ -221,8 +237,12 @@ def test_process_tree_includes_children():
             time.sleep(0.8)
     finally:
         child.wait()
+    # the child's share of all cores over its life, by the kernel's count (less than a core on a busy machine)
+    share = 100.0 * (children_cpu() - cpu_before) / (time.monotonic() - started) / os.cpu_count()
     one_core = 100 / os.cpu_count()
-    assert sampler.timeline["process_cpu_percent"].iloc[2:-1].mean() > 0.6 * one_core
+    if share < 0.25 * one_core:
+        pytest.skip(f"the child got {share:.1f} % of the cores: the machine is too busy to tell")
+    assert sampler.timeline["process_cpu_percent"].iloc[2:-1].mean() > 0.6 * share, share
     assert "gpu0_util_percent" not in sampler.timeline and "gpus=False" in sampler.gpu_unavailable_reason
 
 
