@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from whisperkit.core.audio import AudioSource
+    from whisperkit.core.corpus.result import CorpusResult
+    from whisperkit.core.transcription import Transcript
 
     Sources = str | os.PathLike | Sequence[str | os.PathLike]  # corpus mode: files, folders, @list.txt
     from whisperkit.measure.sampler import Sampler
@@ -86,11 +88,7 @@ def run(
         if on_start is not None:
             on_start(sampler)
         if corpus:
-            from whisperkit.core.corpus.transcribe import transcribe_corpus_config
-
-            corpus_result = transcribe_corpus_config(cast("Sources", audio), config, progress=progress, sampler=sampler,
-                                                     **(corpus_options or {}))
-            transcript = corpus_result.as_transcript(_describe_sources(audio))
+            transcript, corpus_result = _corpus_run(cast("Sources", audio), config, sampler, progress, corpus_options)
             if reference is None:
                 reference_text = _corpus_reference(corpus_result.transcripts)
         else:
@@ -113,6 +111,15 @@ def run(
     )
     result.metrics = compute_metrics(result)
     return result
+
+
+def _corpus_run(sources: Sources, config: Config, sampler: Sampler, progress: bool,
+                corpus_options: dict | None) -> tuple[Transcript, CorpusResult]:
+    """A corpus run's files as one transcript, and its CorpusResult."""
+    from whisperkit.core.corpus.transcribe import transcribe_corpus_config
+
+    result = transcribe_corpus_config(sources, config, progress=progress, sampler=sampler, **(corpus_options or {}))
+    return result.as_transcript(_describe_sources(sources)), result
 
 
 def _corpus_reference(transcripts: dict) -> str | None:
