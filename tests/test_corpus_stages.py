@@ -137,3 +137,20 @@ def test_sources_from_folders_lists_and_files(tmp_path, clips):
     (tmp_path / "b" / "two.flac").write_bytes(b"x")
     with pytest.raises(wk.ConfigError, match="would both write two"):
         check_collisions(find_sources([tmp_path / "a" / "two.WAV", tmp_path / "b" / "two.flac"]))
+
+
+def test_batches_hold_packed_and_single_piece_windows_apart_and_are_never_over_size():
+    from whisperkit.core.corpus.stages import Batcher
+
+    packed = pack_pieces([piece(i, 4.0) for i in range(14)])  # up to six 4 s pieces per 28 s window
+    assert len(packed) == 3
+    single = pack_pieces([piece(10 + i, 4.0) for i in range(3)], pack=False)
+    assert all(w.packed for w in packed) and not any(w.packed for w in single)
+    batcher = Batcher(2)
+    full = batcher.add([single[0], *packed[:1], single[1], single[2]])
+    assert [[w.packed for w in batch] for batch in full] == [[False, False]]
+    rest = batcher.add(packed[1:]) + batcher.flush()
+    assert [[w.packed for w in batch] for batch in rest] == [[True, True], [True], [False]]  # leftovers, packed first
+    assert all(len(batch) <= 2 and len({w.packed for w in batch}) == 1 for batch in full + rest)
+    assert sum(len(batch) for batch in full + rest) == len(packed) + len(single)
+    assert batcher.flush() == []

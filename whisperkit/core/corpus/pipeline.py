@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
 from whisperkit.core.corpus.stages import (
+    Batcher,
     Failure,
     Packer,
     Source,
@@ -214,7 +215,7 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
     """Packing and features; batches of packed windows and of single-piece windows form apart,
     so that only the packed ones pay for word timestamps."""
     packer = Packer(pack)
-    forming: dict[bool, list[Window]] = {True: [], False: []}  # by Window.packed
+    batcher = Batcher(run.batch_size)
     ended = 0
     while ended < workers:
         item = run.get(run.pieces, "pack")
@@ -229,30 +230,22 @@ def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
                 return
             continue
         run.pieces_read += int(item.seconds > 0)
-        if not _add_windows(run, packer.add(item), forming, feature_extractor, since):
+        if not _add_windows(run, packer.add(item), batcher, feature_extractor, since):
             return
-    if not _add_windows(run, packer.flush(), forming, feature_extractor, time.monotonic()):
+    if not _add_windows(run, packer.flush(), batcher, feature_extractor, time.monotonic()):
         return
-    for batch in forming.values():
-        if batch and not run.put(run.batches, batch, "pack"):
+    for batch in batcher.flush():
+        if not run.put(run.batches, batch, "pack"):
             return
     run.put(run.batches, _END, "pack")
 
 
-def _add_windows(run: _Run, windows: list[Window], forming: dict[bool, list[Window]], feature_extractor,
-                 since: float) -> bool:
+def _add_windows(run: _Run, windows: list[Window], batcher: Batcher, feature_extractor, since: float) -> bool:
     for window in windows:
         add_features(window, feature_extractor)
         run.windows += int(window.seconds > 0)
-        forming[window.packed].append(window)
     run.busy("pack", 0, since, items=len(windows))
-    for batch in forming.values():
-        if len(batch) >= run.batch_size:
-            full = batch[:]
-            batch.clear()
-            if not run.put(run.batches, full, "pack"):
-                return False
-    return True
+    return all(run.put(run.batches, batch, "pack") for batch in batcher.add(windows))
 
 
 def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_batch) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from whisperkit.core.corpus.stages import Failure, Packer, Window, add_features, read_pieces
+from whisperkit.core.corpus.stages import Batcher, Failure, Packer, Window, add_features, read_pieces
 from whisperkit.errors import WhisperkitError
 
 ROWS_PER_BLOCK = 8  # the CPU stage hands windows on this many at a time (a block of about 8 MB)
@@ -56,8 +56,8 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict, batch_size: int = 
     Reads each source (decode + voice detection), packs its pieces with the sources before it in
     its group, and computes each window's log-mel features: ``read_pieces`` -> ``Packer`` ->
     ``add_features``, as the local engine does. Packed and single-piece windows leave in runs of
-    ``batch_size`` of one kind (so that a model batch mostly holds one kind, as the local
-    engine's do, and only packed windows pay for word timestamps). Yields blocks of about
+    ``batch_size`` of one kind, formed by the local engine's :class:`Batcher` (so that a model
+    batch mostly holds one kind, and only packed windows pay for word timestamps). Yields blocks of about
     :data:`ROWS_PER_BLOCK` rows, so at most one open window, a run of each kind and one block are
     held here whatever the length of the files. The last row accounts for the task, as the
     local engine's ``read`` and ``pack`` stages.
@@ -67,15 +67,11 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict, batch_size: int = 
     clock = TaskClock()
     extractor = FeatureExtractor(**feature_kwargs)
     packer = Packer(pack)
+    batcher = Batcher(batch_size)
     rows: list[dict] = []
-    held: dict[bool, list[Window]] = {True: [], False: []}  # by Window.packed
 
-    def hold(windows: list[Window]) -> None:
-        for window in windows:
-            held[window.packed].append(window)
-            if len(held[window.packed]) >= batch_size:
-                rows.extend(encode("window", w) for w in held[window.packed])
-                held[window.packed] = []
+    def hold(batches: list[list[Window]]) -> None:
+        rows.extend(encode("window", window) for batch in batches for window in batch)
 
     sources = [source for _, group in decode_rows(batch) for source in group]
     for source in sources:
@@ -84,12 +80,12 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict, batch_size: int = 
             if isinstance(item, Failure):
                 rows.append(encode("failure", item))
                 continue
-            hold(clock.timed("pack", _packed, packer.add(item), extractor))
+            hold(batcher.add(clock.timed("pack", _packed, packer.add(item), extractor)))
             if len(rows) >= ROWS_PER_BLOCK:
                 yield _columns(rows)
                 rows = []
-    hold(clock.timed("pack", _packed, packer.flush(), extractor))
-    rows.extend(encode("window", window) for kind in (True, False) for window in held[kind])
+    hold(batcher.add(clock.timed("pack", _packed, packer.flush(), extractor)))
+    hold(batcher.flush())
     rows.append(encode("stage", clock.account(len(sources))))
     yield _columns(rows)
 

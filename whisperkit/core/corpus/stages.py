@@ -281,6 +281,33 @@ class Packer:
         return [window]
 
 
+class Batcher:
+    """Windows -> batches of ``batch_size`` windows, packed and single-piece windows apart (a batch
+    holding a packed window decodes with word timestamps; single-piece windows need none). Both
+    engines form their batches with it: the local packer thread and the Ray CPU task."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._forming: dict[bool, list[Window]] = {True: [], False: []}  # by Window.packed
+
+    def add(self, windows: Iterable[Window]) -> list[list[Window]]:
+        """Take windows; return the batches they filled (each exactly ``batch_size`` windows)."""
+        full = []
+        for window in windows:
+            forming = self._forming[window.packed]
+            forming.append(window)
+            if len(forming) >= self.batch_size:
+                full.append(forming[:])
+                forming.clear()
+        return full
+
+    def flush(self) -> list[list[Window]]:
+        """The batches still forming, packed first (call at the end of the input)."""
+        rest = [batch for batch in self._forming.values() if batch]
+        self._forming = {True: [], False: []}
+        return rest
+
+
 def pack_pieces(pieces: Iterable[Piece], pack: bool = True, max_seconds: float = PACK_SECONDS,
                 gap_seconds: float = GAP_SECONDS) -> list[Window]:
     """All ``pieces`` packed into windows (see :class:`Packer`)."""
