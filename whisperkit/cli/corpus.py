@@ -15,62 +15,47 @@ from typing import TYPE_CHECKING
 from whisperkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from whisperkit.core.config import Config
     from whisperkit.core.corpus.result import CorpusResult
 
 
 def run_corpus(args: argparse.Namespace) -> int:
     """Run the corpus pipeline for the ``transcribe`` command's arguments; returns the exit status."""
-    from whisperkit.core.corpus.transcribe import transcribe_corpus
-    from whisperkit.core.models import load_model
+    from whisperkit.cli.args import config_from_args
+    from whisperkit.core.corpus.transcribe import transcribe_corpus, transcribe_corpus_config
 
     if args.output_dir is None:
         raise ConfigError("--mode corpus writes files: give --output-dir DIR")
-    if args.monitor is not None:
-        return _report(_monitored(args), args)
+    outputs = {"output_dir": args.output_dir, "output_format": args.output_format, "workers": args.workers,
+               "resume": not args.overwrite}
     if args.engine == "ray":  # each model actor loads the model on its own node
-        model = args.model
-        engine = {"engine": "ray", "ray_address": args.ray_address, "model_workers": args.model_workers,
-                  "device": args.device, "compute_type": args.compute_type, "cpu_threads": args.cpu_threads}
-    else:
-        if args.ray_address is not None or args.model_workers is not None:
-            raise ConfigError("--ray-address and --model-workers need --engine ray")
-        model = load_model(args.model, args.device, args.compute_type, args.num_workers or 1, args.cpu_threads,
-                           args.device_index)
-        engine = {}
-    result = transcribe_corpus(
-        args.files,
-        model,
-        batch_size=args.batch_size,
-        pack=args.pack,
-        output_dir=args.output_dir,
-        output_format=args.output_format,
-        workers=args.workers,
-        language=args.language,
-        beam_size=args.beam_size,
-        resume=not args.overwrite,
-        progress=not args.quiet,
-        **engine,
-    )
-    return _report(result, args)
+        if args.monitor is not None:
+            raise ConfigError("--monitor samples this machine: it goes with --engine local (engine ray: see "
+                              "wk.plots.worker_timelines in a notebook)")
+        result = transcribe_corpus(args.files, args.model, batch_size=args.batch_size, pack=args.pack,
+                                   language=args.language, beam_size=args.beam_size, progress=not args.quiet,
+                                   engine="ray", ray_address=args.ray_address, model_workers=args.model_workers,
+                                   device=args.device, compute_type=args.compute_type, cpu_threads=args.cpu_threads,
+                                   **outputs)
+        return _report(result, args)
+    if args.ray_address is not None or args.model_workers is not None:
+        raise ConfigError("--ray-address and --model-workers need --engine ray")
+    config = config_from_args(args, mode="corpus", batch_size=args.batch_size, pack=args.pack)
+    if args.monitor is not None:
+        return _report(_monitored(args, config, outputs), args)
+    return _report(transcribe_corpus_config(args.files, config, progress=not args.quiet, **outputs), args)
 
 
-def _monitored(args: argparse.Namespace) -> CorpusResult:
+def _monitored(args: argparse.Namespace, config: Config, outputs: dict) -> CorpusResult:
     """The corpus run as a monitored experiment (``--monitor RUN_DIR``): saved with its report."""
     from pathlib import Path
 
-    from whisperkit.cli.args import config_from_args
     from whisperkit.experiments.runners import run
     from whisperkit.experiments.store import claim_folder, save_run
     from whisperkit.views.report import report
 
-    if args.engine != "local":
-        raise ConfigError("--monitor samples this machine: it goes with --engine local (engine ray: see "
-                          "wk.plots.worker_timelines in a notebook)")
-    config = config_from_args(args, mode="corpus", batch_size=args.batch_size, pack=args.pack)
-    options = {"output_dir": args.output_dir, "output_format": args.output_format, "workers": args.workers,
-               "resume": not args.overwrite}
     with claim_folder(args.monitor, overwrite=args.overwrite) as folder:
-        measured = run(args.files, config, interval=args.interval, progress=not args.quiet, corpus_options=options)
+        measured = run(args.files, config, interval=args.interval, progress=not args.quiet, corpus_options=outputs)
         save_run(measured, folder)
         report(measured, Path(folder) / "report.html")
     if not args.quiet:
