@@ -35,22 +35,28 @@ def batch_size_argument(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
-def config_from_args(args: argparse.Namespace, **changes: Any) -> Config:
-    """A Config from the shared model arguments, with ``changes`` on top."""
-    from whisperkit.core.config import Config
-
-    values = dict(
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields the shared model arguments set (``num_workers`` only where given)."""
+    settings = dict(
         model=args.model,
         device=args.device,
         device_index=args.device_index,
         compute_type=args.compute_type,
-        num_workers=1 if args.num_workers is None else args.num_workers,
         cpu_threads=args.cpu_threads,
         beam_size=args.beam_size,
         language=args.language,
     )
-    values.update(changes)
-    return Config(**values)
+    if args.num_workers is not None:
+        settings["num_workers"] = args.num_workers
+    return settings
+
+
+def config_from_args(args: argparse.Namespace, **changes: Any) -> Config:
+    """A Config from the shared model arguments (one CTranslate2 worker unless given), with
+    ``changes`` on top."""
+    from whisperkit.core.config import Config
+
+    return Config(**{"num_workers": 1, **model_settings(args), **changes})
 
 
 def interval_argument(text: str) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from whisperkit.cli.args import model_settings
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
@@ -73,7 +75,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from whisperkit.experiments.runners import SEED_AFTER, SEED_BEFORE
     from whisperkit.experiments.store import claim_folder
 
-    before, after = (_with_model_args(side, args) for side in (SEED_BEFORE, SEED_AFTER))
+    before, after = (side.replace(**model_settings(args)) for side in (SEED_BEFORE, SEED_AFTER))
     reference = None
     if args.reference is not None:
         reference = read_reference(Path(args.reference))  # a file, whatever its name; checked before any work
@@ -98,7 +100,7 @@ def _sweep_and_save(args: argparse.Namespace) -> int:
     from whisperkit.experiments.store import save_run, save_sweep, sweep_run_name
     from whisperkit.views.report import report
 
-    base = _with_model_args(Config(mode="corpus" if args.corpus else "batched", pack=args.pack), args)
+    base = Config(mode="corpus" if args.corpus else "batched", pack=args.pack, **model_settings(args))
     folder = Path(args.output_dir)
 
     def keep(batch_size, run):
@@ -176,17 +178,3 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
               f"`whisperkit diagnose {folder}` says why it idled")
     print(f"report: {folder / 'report.html'}  (runs and comparison.json beside it)")
     return 0
-
-
-def _with_model_args(config, args):
-    """``config`` with the command line's model, device and decoding settings on top."""
-    return config.replace(
-        model=args.model,
-        device=args.device,
-        device_index=args.device_index,
-        compute_type=args.compute_type,
-        cpu_threads=args.cpu_threads,
-        beam_size=args.beam_size,
-        language=args.language,
-        **({} if args.num_workers is None else {"num_workers": args.num_workers}),
-    )
