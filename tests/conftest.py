@@ -99,6 +99,25 @@ def cli():
     return run_cli
 
 
+@pytest.fixture
+def fail_above(monkeypatch):
+    """``fail_above(owner, name, size, message)``: make the method ``owner.name`` raise
+    ``RuntimeError(message)`` when its first argument holds more than ``size`` items, as CUDA,
+    cuBLAS or cuDNN fail a batch too large for memory; smaller calls run as before."""
+
+    def install(owner, name: str, size: int, message: str) -> None:
+        real = getattr(owner, name)
+
+        def failing(self, items, *args, **kwargs):
+            if len(items) > size:
+                raise RuntimeError(message)
+            return real(self, items, *args, **kwargs)
+
+        monkeypatch.setattr(owner, name, failing)
+
+    return install
+
+
 @pytest.fixture(scope="session")
 def bad_audio(tmp_path_factory, long_sample):
     """Files a user might pass by mistake, made on the spot from the bundled sample."""

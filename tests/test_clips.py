@@ -55,20 +55,13 @@ def test_batch_size_below_one_is_an_error(model, clips):
         wk.transcribe_clips(clips, model=model, batch_size=0)
 
 
-def test_allocation_failure_halves_the_clip_batch(together, model, clips, monkeypatch):
+def test_allocation_failure_halves_the_clip_batch(together, model, clips, fail_above):
     """cuDNN's wording for a failed allocation, injected where a batch of more than 2 clips
     reaches the encoder (on a CPU, ``EncodeOneByOne`` then encodes them one at a time)."""
     from whisperkit.core.corpus.decoding import EncodeOneByOne
 
     owner = EncodeOneByOne if model.device == "cpu" else type(model.whisper)  # the encode a batch reaches
-    real_encode = owner.encode
-
-    def encode(self, features):
-        if len(features) > 2:
-            raise RuntimeError("cuDNN failed with status CUDNN_STATUS_ALLOC_FAILED")
-        return real_encode(self, features)
-
-    monkeypatch.setattr(owner, "encode", encode)
+    fail_above(owner, "encode", 2, "cuDNN failed with status CUDNN_STATUS_ALLOC_FAILED")
     result = wk.transcribe_clips(clips, model=model, batch_size=8, progress=False)
     assert [retry["batch_size"] for retry in result.batch_retries] == [8, 4]
     assert result.batch_size == 2 and result.retry_seconds > 0

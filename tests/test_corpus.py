@@ -154,17 +154,10 @@ def test_unpacked_words_match_and_monitor_marks_the_stages(model, clips):
     assert "process CPU % (of all cores)" in {trace.name for trace in wk.plots.stage_timeline(result).data}
 
 
-def test_out_of_memory_halves_the_batch(model, clips, monkeypatch):
+def test_out_of_memory_halves_the_batch(model, clips, fail_above):
     from whisperkit.core.corpus.decoding import WindowDecoder
 
-    original = WindowDecoder.__call__
-
-    def small_memory(self, windows):
-        if len(windows) > 2:
-            raise RuntimeError("CUDA failed with error out of memory")
-        return original(self, windows)
-
-    monkeypatch.setattr(WindowDecoder, "__call__", small_memory)
+    fail_above(WindowDecoder, "__call__", 2, "CUDA failed with error out of memory")
     result = wk.transcribe_corpus(clips[:6], model, pack=False, batch_size=8, progress=False)
     assert [retry["batch_size"] for retry in result.batch_retries] == [6, 3]
     assert result.batch_size == 1

@@ -172,18 +172,11 @@ def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
     assert result.best == 4
 
 
-def test_sweep_records_out_of_memory(monkeypatch):
+def test_sweep_records_out_of_memory(fail_above):
     """CTranslate2's out-of-memory error injected at the encoder call of every WhisperModel."""
     from faster_whisper import WhisperModel
 
-    real_encode = WhisperModel.encode
-
-    def encode(self, features):
-        if len(features) > 2:
-            raise RuntimeError("CUDA failed with error out of memory")
-        return real_encode(self, features)
-
-    monkeypatch.setattr(WhisperModel, "encode", encode)
+    fail_above(WhisperModel, "encode", 2, "CUDA failed with error out of memory")
     result = wk.sweep(sample_path(), batch_sizes=[2, 4], config=Config(), progress=False)
     assert [p.oom for p in result.points] == [False, True]
     assert result.runs[1].transcript.batch_retries[0]["batch_size"] == 4
