@@ -1,10 +1,13 @@
-"""Writing files so that a crash never leaves half a file behind; standard output that went away."""
+"""Writing files so that a crash never leaves half a file behind; lock files that keep two runs
+out of one folder; standard output that went away."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
+import socket
 import sys
 
 from whisperkit.errors import WhisperkitError
@@ -13,8 +16,12 @@ NAME_MAX_BYTES = 255  # longest file name most file systems take (ext4, XFS, btr
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, creating folders."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    """Write ``text`` to ``path`` through a temporary file and a rename, creating folders.
+
+    UTF-8; a file name that is not UTF-8 inside the text (a surrogate escape, as Python reads such
+    names) is written as ``\\udcXX``, which a JSON reader reads back as the same name.
+    """
+    write_bytes_atomic(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -60,6 +67,61 @@ def _advice(error: OSError) -> str:
     if error.errno == errno.ENAMETOOLONG:
         return "choose a shorter name"
     return "check the folder"
+
+
+def take_lock(lock: str | os.PathLike, what: str, error: type[WhisperkitError] = WhisperkitError) -> None:
+    """Create the lock file ``lock`` (``"<pid> <host>"``), or raise ``error`` naming its holder.
+
+    A lock whose process on this host is gone is stale and taken over. A lock held by this very
+    process (another thread's run) is held like any other. ``what`` names the holder's kind in
+    the message ("experiment", "corpus run").
+    """
+    lock = os.fspath(lock)
+    folder = os.path.dirname(lock) or "."
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder is not None:
+                raise error(
+                    f"{folder} is in use by another whisperkit {what} ({holder}); wait for it to "
+                    f"end or choose another folder (if none is running, remove {lock})"
+                ) from None
+            with contextlib.suppress(OSError):
+                os.remove(lock)
+            continue
+        except OSError as failure:
+            raise error(f"cannot write in {folder}: {failure.strerror or failure}; choose another folder") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return
+    raise error(f"cannot take {lock}; remove it if no whisperkit {what} is running")
+
+
+def release_lock(lock: str | os.PathLike) -> None:
+    """Remove a lock file taken by :func:`take_lock` (nothing if it is gone)."""
+    with contextlib.suppress(OSError):
+        os.remove(lock)
+
+
+def lock_holder(lock: str | os.PathLike) -> str | None:
+    """Who holds a lock file, or None when it is stale (its process on this host is gone)."""
+    try:
+        with open(lock, encoding="utf-8") as handle:
+            pid_text, host = handle.read().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return "unknown process"  # being written right now, or unreadable: assume alive
+    if host != socket.gethostname():
+        return f"pid {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid {pid}"
 
 
 def stdout_to_devnull() -> None:

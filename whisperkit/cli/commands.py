@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except WhisperkitError as error:
         _error(str(error))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if type(stop).__name__ == "Terminated":  # SIGTERM during a corpus run (cli.corpus)
+            _error("terminated (SIGTERM); the files finished so far are written and in the manifest")
+            return 128 + signal.SIGTERM
         _error("interrupted")
         return 130
     except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
@@ -216,5 +220,13 @@ def _summary_line(path: str, transcript) -> str:
     )
 
 
+def one_line(message: str) -> str:
+    """``message`` on one line: characters that are not printable (a newline or a byte-order mark
+    in a file name) shown as escapes, ``\\n``, ``\\ufeff``."""
+    if message.isprintable():
+        return message
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in message)
+
+
 def _error(message: str) -> None:
-    print(f"whisperkit: error: {message}", file=sys.stderr)
+    print(f"whisperkit: error: {one_line(message)}", file=sys.stderr)

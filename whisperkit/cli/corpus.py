@@ -4,12 +4,18 @@ Outputs mirror the folders given (``DIR/<relative path>.<format>``), written as 
 completes, with ``DIR/manifest.json``; a rerun skips the files done (``--overwrite`` redoes
 them). A file that fails is reported on one line and the rest go on; the exit status is then 2.
 ``--monitor RUN_DIR`` also records the run (utilization timeline, stages) as an experiment.
+
+SIGTERM (``timeout``, systemd, ``docker stop``) stops the run as Ctrl-C does: the files finished
+so far are written and in the manifest, then the command exits with 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from whisperkit.errors import ConfigError
@@ -19,8 +25,34 @@ if TYPE_CHECKING:
     from whisperkit.core.corpus.result import CorpusResult
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run stops as on Ctrl-C (so the pipeline keeps what is finished)."""
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_run() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread."""
+    def stop(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (a test calling main() from a thread): leave it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_corpus(args: argparse.Namespace) -> int:
     """Run the corpus pipeline for the ``transcribe`` command's arguments; returns the exit status."""
+    with sigterm_stops_the_run():
+        return _run_corpus(args)
+
+
+def _run_corpus(args: argparse.Namespace) -> int:
     from whisperkit.cli.args import config_from_args
     from whisperkit.core.corpus.transcribe import transcribe_corpus, transcribe_corpus_config
 
@@ -65,15 +97,17 @@ def _monitored(args: argparse.Namespace, config: Config, outputs: dict) -> Corpu
 
 def _report(result: CorpusResult, args: argparse.Namespace) -> int:
     """Print each file's warnings and failures and the summary; the exit status (2 if a file failed)."""
+    from whisperkit.cli.commands import one_line
+
     for transcript in result.transcripts.values():
         for warning in transcript.warnings:
-            print(f"whisperkit: warning: {warning}", file=sys.stderr)
+            print(f"whisperkit: warning: {one_line(warning)}", file=sys.stderr)
     for reason in result.failures.values():
-        print(f"whisperkit: error: {reason}", file=sys.stderr)
+        print(f"whisperkit: error: {one_line(reason)}", file=sys.stderr)
     if not args.quiet:
         print(result.summary(), file=sys.stderr)
-    if result.failures:
-        done = len(result.transcripts) + len(result.skipped)
+    if result.failures:  # a file transcribed whose outputs could not be written is a failure, not done
+        done = len(set(result.transcripts) - set(result.failures)) + len(result.skipped)
         print(f"whisperkit: error: {len(result.failures)} file(s) failed, {done} done", file=sys.stderr)
         return 2
     return 0

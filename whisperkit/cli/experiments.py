@@ -67,6 +67,10 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
     if not sizes:
         raise argparse.ArgumentTypeError("expected at least one batch size")
+    twice = sorted({size for size in sizes if sizes.count(size) > 1})
+    if twice:  # each point is a run folder named by its batch size: the second would replace the first
+        raise argparse.ArgumentTypeError(f"batch size {', '.join(map(str, twice))} given twice in {text!r}; "
+                                         "give each once")
     return sizes
 
 

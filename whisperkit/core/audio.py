@@ -15,7 +15,12 @@ Arrays given instead of a file (:func:`audio_from_array`) follow these rules:
 - NaN or infinite samples, complex, boolean or non-numeric arrays are refused (AudioError);
 - 1-D is mono; 2-D with at most 8 channels along one axis, ``(channels, samples)`` or
   ``(samples, channels)``, is averaged to mono with a warning; any other shape is refused.
-The sample rate of an array cannot be checked: it must be 16 kHz.
+The sample rate of an array cannot be checked: it must be 16 kHz. A list of arrays is refused:
+it is several recordings, not the channels of one (give those as one 2-D array).
+
+A WAV file cut short (a copy stopped midway, a recorder that crashed) is decoded to its end with
+a warning: PyAV takes a WAV's duration from the file's size, so the length its header declares
+is read from the ``data`` chunk here.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ SAMPLING_RATE = 16000  # Hz, what Whisper models take
 SILENCE_PEAK = 1e-3  # peak amplitude below which audio counts as silence (about -60 dBFS)
 HEADER_BYTES = 16 * 1024  # an empty but valid audio file is smaller than this
 MAX_CHANNELS = 8  # a 2-D array with more than this along both axes is not channels x samples
+WAV_HEADER_BYTES = 64 * 1024  # a WAV's chunks before its audio fit in this
 
 
 @dataclass
@@ -108,6 +114,12 @@ def audio_from_array(array: object, name: str = "audio") -> Audio:
         raise AudioError(
             f"{name}: got {type(array).__name__}; pass a path, a binary file object "
             "(io.BytesIO(data) for encoded audio) or a 16 kHz numpy array"
+        )
+    if isinstance(array, (list, tuple)) and any(isinstance(item, (np.ndarray, list, tuple)) for item in array):
+        raise AudioError(
+            f"{name}: got a {type(array).__name__} of {len(array)} arrays, several recordings rather than one; "
+            "transcribe each on its own (or give files to wk.transcribe_corpus), or pass the channels of one "
+            "recording as one 2-D numpy array"
         )
     try:
         samples = np.asarray(array)
@@ -184,6 +196,11 @@ def _check_file(path: str) -> None:
         raise AudioError(f"{path}: is a directory; name an audio file inside it")
     if stat.S_ISREG(status.st_mode) and status.st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes), not audio")
+    if stat.S_ISREG(status.st_mode):  # (a FIFO would block here: streams are opened by the decoder)
+        try:
+            os.close(os.open(path, os.O_RDONLY))
+        except OSError as error:
+            raise AudioError(f"{path}: cannot read ({error.strerror or error}); check its permissions") from None
 
 
 def _size(source) -> int:
@@ -218,6 +235,8 @@ def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
                 raise AudioError(f"{name}: has no audio stream; give an audio or video file with sound")
             stream = container.streams.audio[0]
             result.declared_seconds = container.duration / 1_000_000 if container.duration else None
+            if isinstance(source, str):
+                result.declared_seconds = wav_header_seconds(source) or result.declared_seconds
             packets = container.demux(stream)
             while True:
                 try:
@@ -243,6 +262,30 @@ def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as error:
         raise AudioError(f"{name}: not audio or damaged ({_reason(error)})") from None
+
+
+def wav_header_seconds(path: str) -> float | None:
+    """Seconds of audio a WAV file's header declares (its ``data`` chunk's size), or None for
+    another format, a stream's open-ended size, or a header that cannot be read."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(WAV_HEADER_BYTES)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position, bytes_per_second = 12, 0
+    while position + 8 <= len(head):
+        chunk, size = head[position:position + 4], struct.unpack("<I", head[position + 4:position + 8])[0]
+        if chunk == b"fmt " and position + 16 <= len(head):
+            bytes_per_second = struct.unpack("<I", head[position + 16:position + 20])[0]
+        if chunk == b"data":
+            unknown = size in (0, 0xFFFFFFFF)  # written to a pipe: the size was never filled in
+            return None if unknown or not bytes_per_second else size / bytes_per_second
+        position += 8 + size + (size & 1)  # chunks are padded to an even size
+    return None
 
 
 @dataclass

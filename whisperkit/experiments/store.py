@@ -19,14 +19,13 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_missing
 from whisperkit.errors import RunError, WhisperkitError, first_line
-from whisperkit.files import write_bytes_atomic, write_text_atomic
+from whisperkit.files import release_lock, take_lock, write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from whisperkit.experiments.results import Comparison, Run, Sweep
@@ -94,6 +93,8 @@ def load_run(folder: str | os.PathLike) -> Run:
     except Exception as error:  # pyarrow raises several kinds for a damaged file
         raise RunError(f"{folder}/timeline.parquet: damaged ({first_line(error)})") from None
     metrics = _checked_metrics(document.get("metrics"), folder)
+    _check_timeline(timeline, folder)
+    _check_environment(document.get("environment"), folder)
     try:
         return Run(
             config=Config.from_dict(document["config"]),
@@ -132,6 +133,31 @@ def _checked_metrics(metrics, folder: Path) -> dict:
     }
 
 
+def _check_timeline(timeline, folder: Path) -> None:
+    """Every timeline column is a number (``time_s`` first of all); RunError naming the column."""
+    import pandas as pd
+
+    if len(timeline.columns) and "time_s" not in timeline.columns:
+        raise RunError(f"{folder}/timeline.parquet: damaged, it has no time_s column")
+    for column in timeline.columns:
+        kind = timeline[column].dtype
+        if not (pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)):
+            raise RunError(f"{folder}/timeline.parquet: damaged, its column {column} holds {kind} values, "
+                           "not numbers")
+
+
+def _check_environment(environment, folder: Path) -> None:
+    """The environment is a table; its ``gpus`` (where present) a list of tables."""
+    if environment is None:
+        return
+    if not isinstance(environment, dict):
+        raise RunError(f"{folder}/run.json: damaged, its environment is a {type(environment).__name__}, not a table")
+    gpus = environment.get("gpus")
+    if gpus is not None and not (isinstance(gpus, list) and all(isinstance(gpu, dict) for gpu in gpus)):
+        raise RunError(f"{folder}/run.json: damaged, its environment's gpus are {type(gpus).__name__}, "
+                       "not a list of GPUs")
+
+
 def load_runs(folder: str | os.PathLike) -> list:
     """Every run in ``folder`` and below (or ``folder`` itself if it is a run), oldest first."""
     folder = Path(folder)
@@ -156,10 +182,15 @@ def save_comparison(comparison: Comparison, folder: str | os.PathLike) -> str:
 
 
 def save_sweep(sweep: Sweep, folder: str | os.PathLike) -> str:
-    """Write a sweep's JSON and a run per batch size."""
+    """Write a sweep's JSON and a run per batch size (a batch size measured twice: ``batch-008``,
+    then ``batch-008-2``, never one over the other)."""
     folder = Path(folder)
+    seen: dict[int, int] = {}
     for run in sweep.runs:
-        save_run(run, folder / "runs" / sweep_run_name(int(run.config.batch_size)))
+        size = int(run.config.batch_size)
+        seen[size] = seen.get(size, 0) + 1
+        name = sweep_run_name(size) + (f"-{seen[size]}" if seen[size] > 1 else "")
+        save_run(run, folder / "runs" / name)
     write_text_atomic(folder / "sweep.json", to_json(sweep.to_dict()))
     return str(folder)
 
@@ -181,55 +212,15 @@ def claim_folder(folder: str | os.PathLike, overwrite: bool = False) -> Iterator
     except OSError as error:
         raise RunError(f"cannot create {folder}: {error.strerror or error}; choose another folder") from None
     lock = folder / LOCK_NAME
-    _take_lock(lock)
+    take_lock(lock, "experiment", RunError)
     try:
         _make_room(folder, overwrite)
         yield folder
     finally:
+        release_lock(lock)
         with contextlib.suppress(OSError):
-            lock.unlink()
             if created:  # an experiment that failed before writing anything leaves no empty folder
                 folder.rmdir()
-
-
-def _take_lock(lock: Path) -> None:
-    for _ in range(2):  # a second try after removing a stale lock
-        try:
-            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None:
-                raise RunError(
-                    f"{lock.parent} is in use by another whisperkit experiment ({holder}); wait for it to "
-                    f"end or choose another folder (if none is running, remove {lock})"
-                ) from None
-            with contextlib.suppress(OSError):
-                lock.unlink()
-            continue
-        except OSError as error:
-            raise RunError(f"cannot write in {lock.parent}: {error.strerror or error}; choose another folder") from None
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"{os.getpid()} {socket.gethostname()}\n")
-        return
-    raise RunError(f"cannot take {lock}; remove it if no whisperkit experiment is running")
-
-
-def _lock_holder(lock: Path) -> str | None:
-    """Who holds a lock file, or None when it is stale (its process on this host is gone)."""
-    try:
-        pid_text, host = lock.read_text(encoding="utf-8").split()
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return "unknown process"  # being written right now, or unreadable: assume alive
-    if host != socket.gethostname():
-        return f"pid {pid} on {host}"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return f"pid {pid}"
 
 
 def _make_room(folder: Path, overwrite: bool) -> None:

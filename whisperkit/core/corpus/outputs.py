@@ -2,25 +2,34 @@
 
 Every output is written atomically (a temporary file, then a rename) as soon as its file is
 complete, so a run stopped at any moment leaves whole files or none. ``DIR/manifest.json``
-records the configuration and each file's status (``done`` or ``failed``, with the reason);
+(:mod:`~whisperkit.core.corpus.manifest`) records the configuration and each file's status;
 a rerun with the same configuration skips the files it lists as done.
+
+A run never replaces a file whisperkit did not write. Before any work (:func:`check_outputs`,
+again when the folder is taken, :func:`open_outputs`) it refuses: an output folder that is a
+file or cannot be written; an output that would replace an input, the manifest, or a file the
+manifest does not record (the user's own ``notes.txt`` beside ``notes.wav`` when the output
+folder is the input folder); an output blocked by a folder; and an output name longer than
+file names may be (255 bytes). A write that fails during the run (a full disk) fails that file
+only, with the reason; the others go on.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 
-from whisperkit.core.corpus.sources import output_paths
+from whisperkit.core.corpus.manifest import MANIFEST, Manifest, fingerprint
+from whisperkit.core.corpus.sources import check_collisions, output_paths
 from whisperkit.core.corpus.stages import Source
 from whisperkit.core.transcription import Transcript
-from whisperkit.errors import ConfigError
-from whisperkit.files import write_text_atomic
+from whisperkit.errors import ConfigError, WhisperkitError
+from whisperkit.files import NAME_MAX_BYTES, temporary_name, write_text_atomic
+
+__all__ = ["FORMATS", "MANIFEST", "Manifest", "check_outputs", "open_outputs", "output_formats", "render",
+           "write_file", "write_outputs"]
+SHOWN = 3  # files named in a refusal; the rest are counted
 
 FORMATS = ("txt", "json", "srt", "vtt")
-MANIFEST = "manifest.json"
-SAVE_EVERY_SECONDS = 1.0  # the manifest is rewritten at most this often while a run goes on
 
 
 def output_formats(output_format: str) -> tuple[str, ...]:
@@ -47,59 +56,106 @@ def write_outputs(output_dir: str, source: Source, transcript: Transcript, forma
     return list(paths.values())
 
 
-class Manifest:
-    """``DIR/manifest.json``: ``{"config": {...}, "files": {name: {"path", "status", ...}}}``.
+def check_outputs(found: list[Source], output_dir: str | os.PathLike | None, formats: tuple[str, ...]) -> None:
+    """Refuse, before any work, the output problems of the module notes (ConfigError, one line)."""
+    if output_dir is None:
+        return
+    output_dir = os.fspath(output_dir)
+    _check_folder(output_dir)
+    check_collisions(found)
+    manifest = Manifest.read(output_dir) if os.path.isdir(output_dir) else None
+    _check_paths(found, output_dir, formats, manifest)
 
-    ``config`` holds the settings that change what is written (model, decoding, packing, formats);
-    a folder written with other settings cannot be resumed: :meth:`open` raises, naming them.
-    """
 
-    def __init__(self, output_dir: str, config: dict, files: dict | None = None) -> None:
-        self.output_dir = output_dir
-        self.config = config
-        self.files: dict[str, dict] = files or {}
-        self._saved_at = 0.0
+def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
+                 resume: bool) -> tuple[Manifest | None, list[Source], list[str]]:
+    """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir``: the folder
+    is locked for this run (:meth:`Manifest.close` releases it; at once when nothing is left to do)."""
+    if output_dir is None:
+        return None, found, []
+    output_dir = os.fspath(output_dir)
+    _check_folder(output_dir)
+    check_collisions(found)
+    manifest = Manifest.open(output_dir, config, overwrite=not resume)
+    try:
+        _check_paths(found, output_dir, formats, manifest)
+        manifest.fingerprints = {source.name: fingerprint(source.path) for source in found}
+        done = [resume and manifest.is_done(source, formats) for source in found]  # not resume: redo them all
+    except BaseException:
+        manifest.close(save=False)
+        raise
+    todo = [source for source, skip in zip(found, done) if not skip]
+    if not todo:
+        manifest.close()
+    return manifest, todo, [source.path for source, skip in zip(found, done) if skip]
 
-    @property
-    def path(self) -> str:
-        return os.path.join(self.output_dir, MANIFEST)
 
-    @classmethod
-    def open(cls, output_dir: str, config: dict, overwrite: bool = False) -> Manifest:
-        """The folder's manifest (a new one where there is none, or with ``overwrite``)."""
-        manifest = cls(output_dir, config)
-        if overwrite or not os.path.exists(manifest.path):
-            return manifest
-        try:
-            with open(manifest.path, encoding="utf-8") as handle:
-                saved = json.load(handle)
-            saved_config, files = saved["config"], saved["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return manifest  # unreadable: start again
-        changed = sorted(key for key in set(config) | set(saved_config) if config.get(key) != saved_config.get(key))
-        if changed:
-            raise ConfigError(
-                f"{output_dir} holds outputs made with other settings ({', '.join(changed)} differ); "
-                "use --overwrite (overwrite=True) to redo them, or another output folder"
-            )
-        manifest.files = files
-        return manifest
+def write_file(manifest: Manifest, source: Source, transcript: Transcript, formats: tuple[str, ...],
+               **details: object) -> str | None:
+    """Write one file's outputs and its manifest entry; the reason (one line) when a write failed,
+    recorded as the file's failure (the other files go on), else None."""
+    manifest.record(source, "writing")  # from here its outputs are whisperkit's, even if the run stops
+    try:
+        write_outputs(manifest.output_dir, source, transcript, formats)
+    except WhisperkitError as error:
+        manifest.record(source, "failed", reason=str(error))
+        return str(error)
+    manifest.record(source, "done", **details)
+    return None
 
-    def is_done(self, source: Source, formats: tuple[str, ...]) -> bool:
-        """True when ``source`` was done from the same path and all its outputs are there."""
-        entry = self.files.get(source.name)
-        if not entry or entry.get("status") != "done" or entry.get("path") != os.path.abspath(source.path):
-            return False
-        return all(os.path.exists(path) for path in output_paths(self.output_dir, source, formats).values())
 
-    def record(self, source: Source, status: str, **details: object) -> None:
-        """Note ``source``'s status; saves when the last save is a second old."""
-        self.files[source.name] = {"path": os.path.abspath(source.path), "status": status, **details}
-        if time.monotonic() - self._saved_at >= SAVE_EVERY_SECONDS:
-            self.save()
+def _check_folder(output_dir: str) -> None:
+    """The output folder is a folder (or can be made) and can be written, checked with a probe file."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"output folder {output_dir} is a file, not a folder; name a folder")
+    existing = output_dir
+    while not os.path.isdir(existing):  # the nearest folder that exists: the new ones go in it
+        parent = os.path.dirname(os.path.abspath(existing))
+        if os.path.exists(existing) or parent == os.path.abspath(existing):
+            raise ConfigError(f"cannot create the output folder {output_dir}: {existing} is not a folder")
+        existing = parent
+    probe = temporary_name(os.path.join(existing, "probe"))
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(f"cannot write in {existing} ({error.strerror or error}), so not in the output folder "
+                          f"{output_dir}; choose a folder you can write to") from None
 
-    def save(self) -> None:
-        """Write the manifest atomically."""
-        data = {"config": self.config, "files": self.files}
-        write_text_atomic(self.path, json.dumps(data, indent=1, ensure_ascii=False))
-        self._saved_at = time.monotonic()
+
+def _check_paths(found: list[Source], output_dir: str, formats: tuple[str, ...], manifest: Manifest | None) -> None:
+    inputs = {os.path.realpath(source.path) for source in found}
+    reserved = os.path.realpath(os.path.join(output_dir, MANIFEST))
+    foreign: list[str] = []
+    for source in found:
+        for path in output_paths(output_dir, source, formats).values():
+            _check_name(source, path)
+            real = os.path.realpath(path)
+            if real in inputs:
+                raise ConfigError(f"{source.path}: its output {path} would replace an input file; choose "
+                                  "another output folder")
+            if real == reserved:
+                raise ConfigError(f"{source.path}: its output {path} would replace the run's manifest; rename "
+                                  "the file (or pass the folder above it, so that its output goes in a subfolder)")
+            parent = os.path.dirname(path)
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                raise ConfigError(f"{source.path}: its output {path} cannot be written, {parent} is a file; "
+                                  "move it or choose another output folder")
+            if os.path.isdir(path):
+                raise ConfigError(f"{source.path}: its output {path} is blocked by a folder of that name; move "
+                                  "it or choose another output folder")
+            if os.path.lexists(path) and (manifest is None or not manifest.owns(source.name)):
+                foreign.append(path)
+    if foreign:
+        more = f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
+        raise ConfigError(
+            f"the output folder holds {', '.join(foreign[:SHOWN])}{more}, which whisperkit did not write (not in "
+            f"its {MANIFEST}); a run never replaces them: move them or choose another output folder")
+
+
+def _check_name(source: Source, path: str) -> None:
+    name = os.path.basename(path)
+    size = len(os.fsencode(name))
+    if size > NAME_MAX_BYTES:
+        raise ConfigError(f"{source.path}: its output name {name[:40]}... is {size} bytes, over the "
+                          f"{NAME_MAX_BYTES}-byte limit of file names; rename the file")

@@ -4,10 +4,17 @@ A PATH is a file, a folder (searched recursively for audio and video files), or 
 (one path per line; blank lines and ``#`` comments skipped; relative paths from the list's
 folder). A file found in a folder PATH writes ``DIR/<its path relative to PATH, extension
 dropped>.<format>``; a file named directly writes ``DIR/<name without extension>.<format>``.
+
+Folders are searched through symbolic links (a folder reached twice, as through a link loop, is
+searched once); a folder that cannot be read is refused before any work, naming it, rather
+than skipped. A list is read as UTF-8 (with or without a byte-order mark) or UTF-16 with its
+mark; a list in another encoding is read line by line as the file-system names it holds (the
+bytes on disk) or, where that names nothing, as Latin-1.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterable
 
@@ -53,18 +60,60 @@ def _expand(path: str) -> list[tuple[str, str]]:
 
 def _read_list(list_path: str) -> list[str]:
     try:
-        with open(list_path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
+        with open(list_path, "rb") as handle:
+            data = handle.read()
     except OSError as error:
         raise ConfigError(f"@{list_path}: cannot read the list ({error.strerror or error}); check the path") from None
     folder = os.path.dirname(os.path.abspath(list_path))
-    return [line if os.path.isabs(line) else os.path.join(folder, line)
-            for line in lines if line and not line.startswith("#")]
+    lines = [line.strip() for line in _list_lines(data, list_path, folder)]
+    return [_in_folder(folder, line) for line in lines if line and not line.startswith("#")]
+
+
+def _list_lines(data: bytes, list_path: str, folder: str) -> list[str]:
+    """The lines of a list file: UTF-8 (a byte-order mark dropped), UTF-16 with its mark, or,
+    for other bytes, each line as the file name it holds on disk (else as Latin-1)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16").splitlines()
+        except UnicodeDecodeError:
+            raise ConfigError(f"@{list_path}: not a text list (damaged UTF-16); save it as UTF-8 text") from None
+    if b"\x00" in data:
+        raise ConfigError(f"@{list_path}: not a text list (it holds NUL bytes); save it as UTF-8 text, "
+                          "one path per line")
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for raw in data.splitlines():
+        on_disk, latin = os.fsdecode(raw), raw.decode("latin-1")
+        exists = os.path.lexists(_in_folder(folder, on_disk.strip()))
+        lines.append(on_disk if exists or not os.path.lexists(_in_folder(folder, latin.strip())) else latin)
+    return lines
+
+
+def _in_folder(folder: str, line: str) -> str:
+    return line if os.path.isabs(line) else os.path.join(folder, line)
 
 
 def _audio_files(folder: str) -> list[str]:
+    """Audio files under ``folder``, through symbolic links, each folder once; an unreadable
+    folder (``folder`` itself or one below) is a ConfigError naming it."""
+
+    def unreadable(error: OSError) -> None:
+        where = error.filename or folder
+        which = "this folder" if os.path.abspath(where) == os.path.abspath(folder) else "a folder in it"
+        raise ConfigError(f"{where}: cannot read {which} ({error.strerror or error}); its files would be "
+                          "skipped: fix its permissions, or name the files and folders to transcribe") from None
+
     files: list[str] = []
-    for root, dirs, names in os.walk(folder):
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:  # reached again through a link: searched already
+            dirs[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         files.extend(os.path.join(root, name) for name in sorted(names)
                      if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS)

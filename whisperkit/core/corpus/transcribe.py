@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from whisperkit.checks import check_whole
 from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, Config, check_language
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
-from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
+from whisperkit.core.corpus.outputs import Manifest, check_outputs, open_outputs, output_formats, write_file
 from whisperkit.core.corpus.pipeline import Span, run_pipeline
 from whisperkit.core.corpus.result import CorpusResult
-from whisperkit.core.corpus.sources import check_collisions, find_sources
+from whisperkit.core.corpus.sources import find_sources
 from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, Source
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.transcription import _wrap_whisper_model
@@ -110,6 +110,7 @@ def transcribe_corpus(
     check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
     check_language(language)
     found = find_sources(sources)
+    check_outputs(found, output_dir, formats)  # before the model loads: a bad output folder fails at once
     if engine == "ray":
         placement = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads}
         return _transcribe_ray(found, formats, model, placement, batch_size, pack, output_dir, language, beam_size,
@@ -178,7 +179,7 @@ def _execute(result: CorpusResult, todo: list[Source], pipeline, manifest, forma
             sampler.stop()
             result.timeline, result.marks = sampler.timeline, sampler.marks
         if manifest is not None:
-            manifest.save()
+            manifest.close()  # saved, and the folder released
 
 
 def corpus_config(model_name: str, compute_type: str, beam_size: int, language: str | None, pack: bool,
@@ -187,18 +188,6 @@ def corpus_config(model_name: str, compute_type: str, beam_size: int, language: 
     return {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
             "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
             "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
-
-
-def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
-                 resume: bool) -> tuple[Manifest | None, list[Source], list[str]]:
-    """``(manifest or None, sources to do, paths skipped as done)`` for ``output_dir`` (resume)."""
-    if output_dir is None:
-        return None, found, []
-    check_collisions(found)
-    manifest = Manifest.open(os.fspath(output_dir), config, overwrite=not resume)
-    todo = [s for s in found if not manifest.is_done(s, formats)]
-    skipped = [s.path for s in found if manifest.is_done(s, formats)]
-    return manifest, todo, skipped
 
 
 def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[..., Any], manifest: Manifest | None,
@@ -225,9 +214,10 @@ def run_stages(result: CorpusResult, todo: list[Source], pipeline: Callable[...,
             result.transcripts[source.path] = outcome
             result.audio_seconds += outcome.audio_seconds
             if manifest is not None:
-                write_outputs(manifest.output_dir, source, outcome, formats)
-                manifest.record(source, "done", audio_seconds=round(outcome.audio_seconds, 3),
-                                warnings=outcome.warnings)
+                reason = write_file(manifest, source, outcome, formats, audio_seconds=round(outcome.audio_seconds, 3),
+                                    warnings=outcome.warnings)
+                if reason is not None:  # transcribed, but its outputs could not be written
+                    result.failures[source.path] = reason
         elapsed = time.monotonic() - started
         bar.update(1)
         bar.set_postfix_str(f"{result.audio_seconds / 3600:.2f} h audio, {result.audio_seconds / elapsed:.1f}x",
