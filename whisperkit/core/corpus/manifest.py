@@ -116,6 +116,7 @@ class Manifest:
             if saved is not None:
                 manifest.files = saved.files
             manifest._journal = os.open(manifest.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            manifest.save()  # the config on disk from the start: a journal never stands without it
         except BaseException:
             manifest.close(save=False)
             raise
@@ -169,12 +170,19 @@ class Manifest:
             if self._journal is not None:
                 os.close(self._journal)
                 self._journal = None
-                if save:  # emptied by the save: nothing in it is lost
+                if save or _is_empty(self.journal_path):  # emptied by the save: nothing in it is lost
                     with contextlib.suppress(OSError):
                         os.remove(self.journal_path)
             if self._locked:
                 release_lock(self.lock_path)
                 self._locked = False
+
+
+def _is_empty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _dumps(data: dict, indent: int | None) -> str:

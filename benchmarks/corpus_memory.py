@@ -1,0 +1,105 @@
+"""Peak memory of a corpus run against the number of files: is it flat, as the README promises?
+
+One folder of ``max(--sizes)`` one-second WAV clips (one-second stretches of the bundled speech,
+each at its own gain); for each size N, a fresh process runs ``wk.transcribe_corpus`` on the
+first N (an ``@list``) into its own output folder, the bundled tiny.en on the CPU, and reports
+its peak resident size (``ru_maxrss``), its resident size at the end, and after glibc's
+``malloc_trim(0)`` (what the process holds, against what the allocator kept). Sizes run in the
+order given, ``--repeats`` times, alternating; medians.
+
+    .venv/bin/python benchmarks/corpus_memory.py [--sizes 500,6000] [--repeats 1] [--no-pack]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import wave
+
+import numpy as np
+
+CHILD = r"""
+import ctypes, json, resource, sys, time
+import psutil
+import whisperkit as wk
+listing, output, pack = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+model = wk.load_model(device="cpu")
+before = psutil.Process().memory_info().rss
+started = time.monotonic()
+result = wk.transcribe_corpus("@" + listing, model, output_dir=output, pack=pack, progress=False)
+wall = time.monotonic() - started
+end = psutil.Process().memory_info().rss
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+trimmed = psutil.Process().memory_info().rss
+print(json.dumps({"files": len(result.transcripts), "failed": len(result.failures), "wall_s": wall,
+                  "loaded_mb": before / 2**20, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "end_mb": end / 2**20, "trimmed_mb": trimmed / 2**20}))
+"""
+
+
+def make_clips(folder: str, count: int) -> list[str]:
+    """``count`` one-second 16 kHz WAV clips of speech in ``folder``."""
+    import whisperkit as wk
+    from whisperkit.core.samples import sample_path
+
+    speech = wk.load_audio(sample_path("gettysburg")).samples
+    loud = [start for start in range(0, len(speech) - 16000, 8000)
+            if np.abs(speech[start:start + 16000]).max() > 0.05]
+    paths = []
+    for number in range(count):
+        start = loud[number % len(loud)]
+        gain = 0.5 + (number * 0.37) % 0.9
+        path = os.path.join(folder, f"clip_{number:05d}.wav")
+        with wave.open(path, "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(16000)
+            handle.writeframes((np.clip(speech[start:start + 16000] * gain, -1, 1) * 32767).astype("<i2").tobytes())
+        paths.append(path)
+    return paths
+
+
+def measure(paths: list[str], size: int, work: str, pack: bool, run: int) -> dict:
+    listing = os.path.join(work, f"list_{size}.txt")
+    with open(listing, "w") as handle:
+        handle.write("\n".join(paths[:size]) + "\n")
+    output = os.path.join(work, f"out_{size}_{run}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", CHILD, listing, output, "1" if pack else "0"], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="500,6000")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--no-pack", dest="pack", action="store_false")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as work:
+        paths = make_clips(work, max(sizes))
+        results: dict[int, list[dict]] = {size: [] for size in sizes}
+        for run in range(args.repeats):
+            for size in sizes:
+                results[size].append(measure(paths, size, work, args.pack, run))
+                print(size, results[size][-1], flush=True)
+    print(f"\n{'files':>6} {'peak MB':>8} {'end MB':>7} {'trimmed MB':>10} {'wall s':>7}  (medians of {args.repeats})")
+    for size in sizes:
+        def median(key: str, size: int = size) -> float:
+            return statistics.median(result[key] for result in results[size])
+        print(f"{size:>6} {median('peak_mb'):>8.0f} {median('end_mb'):>7.0f} {median('trimmed_mb'):>10.0f} "
+              f"{median('wall_s'):>7.1f}")
+    first, last = sizes[0], sizes[-1]
+    ratio = statistics.median(r["peak_mb"] for r in results[last]) / statistics.median(
+        r["peak_mb"] for r in results[first])
+    print(f"peak for {last} files / peak for {first}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
