@@ -47,3 +47,78 @@ def test_empty_and_silent_audio_decode(quiet_audio):
     assert wk.load_audio(quiet_audio["empty"]).seconds == 0
     silence = wk.load_audio(quiet_audio["silence"])
     assert silence.seconds == pytest.approx(3.0) and silence.is_silent
+
+
+def write_wav(path, samples) -> None:
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_a_wav_cut_short_is_decoded_with_a_warning_of_what_its_header_declares(tmp_path, long_sample):
+    from whisperkit.core.audio import stream_audio, wav_header_seconds
+
+    speech = wk.load_audio(long_sample).samples[: 16000 * 30]
+    whole = tmp_path / "whole.wav"
+    write_wav(whole, speech)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 16000 * 15])  # a copy stopped halfway
+    assert wav_header_seconds(str(cut)) == pytest.approx(30.0)
+    assert wk.load_audio(whole).warnings == []
+    audio = wk.load_audio(cut)
+    assert audio.seconds == pytest.approx(15.0, abs=0.01)
+    assert audio.warnings == [f"{cut}: damaged or truncated audio, decoded 15.0 s of the 30.0 s its header "
+                              "declares (15.0 s lost)"]
+    assert list(stream_audio(cut))[-1].warnings == audio.warnings  # the corpus pipeline says so too
+
+
+def test_a_wav_written_to_a_pipe_declares_no_length_and_gets_no_warning(tmp_path):
+    import numpy as np
+
+    from whisperkit.core.audio import wav_header_seconds
+
+    path = tmp_path / "streamed.wav"
+    write_wav(path, np.sin(np.arange(16000) / 5) * 0.3)
+    data = bytearray(path.read_bytes())
+    data[40:44] = b"\xff\xff\xff\xff"  # the data size a streaming writer leaves open
+    path.write_bytes(bytes(data))
+    assert wav_header_seconds(str(path)) is None
+    assert wk.load_audio(path).warnings == []
+
+
+def test_an_unreadable_file_says_it_cannot_be_read(tmp_path, long_sample):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="whisperkit-test-")
+    try:
+        os.chmod(folder, 0o755)
+        locked = os.path.join(folder, "locked.flac")
+        shutil.copy(long_sample, locked)
+        os.chmod(locked, 0o000)
+        drop = "os.setgid(65534); os.setuid(65534)\n" if os.geteuid() == 0 else ""
+        code = ("import os, sys\nimport whisperkit as wk\nimport whisperkit.core.audio, av\n" + drop +
+                "try:\n    wk.load_audio(sys.argv[1])\nexcept wk.AudioError as error:\n    print(error)\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run([sys.executable, "-c", code, locked], capture_output=True, text=True, timeout=60, env=env)
+        assert done.stdout.strip() == f"{locked}: cannot read (Permission denied); check its permissions", done.stderr
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_two_arrays_in_a_list_are_refused_not_mixed_as_channels(model, clips):
+    a, b = (wk.load_audio(clip).samples[:16000 * 2] for clip in clips[:2])
+    for given in ([a, b], (a, b), [list(a[:100]), list(b[:100])]):
+        with pytest.raises(wk.AudioError, match="arrays, several recordings rather than one; transcribe each") as caught:
+            wk.transcribe(given, model=model, progress=False)
+        assert "\n" not in str(caught.value)
+    assert wk.transcribe(list(a), model=model, progress=False).text  # a plain list of samples is one recording

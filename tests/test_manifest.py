@@ -92,6 +92,21 @@ def test_a_folder_in_use_by_another_run_is_refused_and_a_stale_lock_is_taken_ove
     assert list(result.transcripts) == clips[:1] and not (out / LOCK).exists()
 
 
+def test_a_second_command_into_a_folder_in_use_is_refused_in_one_line(tmp_path, clips, cli):
+    out = tmp_path / "out"
+    holder = Manifest.open(str(out), CONFIG)  # the first run, still going
+    try:
+        result = cli("transcribe", clips[0], "--mode", "corpus", "--output-dir", str(out), "--device", "cpu",
+                     "--quiet", timeout=120)
+    finally:
+        holder.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"whisperkit: error: {out} is in use by another whisperkit corpus run (pid {os.getpid()}); wait for it to "
+        f"end or choose another folder (if none is running, remove {out / LOCK})"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
 def test_two_threads_into_one_folder_never_mix(tmp_path, clips, model):
     out = tmp_path / "out"
     outcomes: list[object] = []

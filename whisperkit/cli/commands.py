@@ -163,8 +163,11 @@ def output_paths(path: str, formats: Sequence[str], output_dir: str) -> list[str
 
 def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str) -> None:
     """Refuse, before any work, outputs that would overwrite an input or another input's output."""
+    from whisperkit.core.corpus.outputs import check_folder
+
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ConfigError(f"--output-dir {output_dir} is a file, not a folder; name a folder")
+    check_folder(output_dir)  # a folder that cannot be written fails now, not after transcribing
     inputs = {_path_key(path) for path in files}
     owner: dict[str, str] = {}
     for path in files:

@@ -142,8 +142,8 @@ def _check_timeline(timeline, folder: Path) -> None:
     for column in timeline.columns:
         kind = timeline[column].dtype
         if not (pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)):
-            raise RunError(f"{folder}/timeline.parquet: damaged, its column {column} holds {kind} values, "
-                           "not numbers")
+            held = "text" if pd.api.types.is_string_dtype(kind) or pd.api.types.is_object_dtype(kind) else f"{kind} values"
+            raise RunError(f"{folder}/timeline.parquet: damaged, its column {column} holds {held}, not numbers")
 
 
 def _check_environment(environment, folder: Path) -> None:

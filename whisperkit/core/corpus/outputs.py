@@ -25,8 +25,8 @@ from whisperkit.core.transcription import Transcript
 from whisperkit.errors import ConfigError, WhisperkitError
 from whisperkit.files import NAME_MAX_BYTES, temporary_name, write_text_atomic
 
-__all__ = ["FORMATS", "MANIFEST", "Manifest", "check_outputs", "open_outputs", "output_formats", "render",
-           "write_file", "write_outputs"]
+__all__ = ["FORMATS", "MANIFEST", "Manifest", "check_folder", "check_outputs", "open_outputs", "output_formats",
+           "render", "write_file", "write_outputs"]
 SHOWN = 3  # files named in a refusal; the rest are counted
 
 FORMATS = ("txt", "json", "srt", "vtt")
@@ -61,7 +61,7 @@ def check_outputs(found: list[Source], output_dir: str | os.PathLike | None, for
     if output_dir is None:
         return
     output_dir = os.fspath(output_dir)
-    _check_folder(output_dir)
+    check_folder(output_dir)
     check_collisions(found)
     manifest = Manifest.read(output_dir) if os.path.isdir(output_dir) else None
     _check_paths(found, output_dir, formats, manifest)
@@ -74,7 +74,7 @@ def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, conf
     if output_dir is None:
         return None, found, []
     output_dir = os.fspath(output_dir)
-    _check_folder(output_dir)
+    check_folder(output_dir)
     check_collisions(found)
     manifest = Manifest.open(output_dir, config, overwrite=not resume)
     try:
@@ -104,7 +104,7 @@ def write_file(manifest: Manifest, source: Source, transcript: Transcript, forma
     return None
 
 
-def _check_folder(output_dir: str) -> None:
+def check_folder(output_dir: str) -> None:
     """The output folder is a folder (or can be made) and can be written, checked with a probe file."""
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ConfigError(f"output folder {output_dir} is a file, not a folder; name a folder")
