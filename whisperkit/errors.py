@@ -37,3 +37,15 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its class name when the message is empty)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: characters that are not printable (a newline or a byte-order mark
+    in a file name) shown as escapes, ``\\n``, ``\\ufeff``.
+
+    >>> one_line("a\\nb.flac: not audio")
+    'a\\\\nb.flac: not audio'
+    """
+    if message.isprintable():
+        return message
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in message)

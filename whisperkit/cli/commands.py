@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args, interval_argument
-from whisperkit.errors import ConfigError, WhisperkitError, first_line
+from whisperkit.errors import ConfigError, WhisperkitError, first_line, one_line
 from whisperkit.files import stdout_to_devnull, write_text_atomic
 
 OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
@@ -221,14 +221,6 @@ def _summary_line(path: str, transcript) -> str:
         f"({transcript.rtfx:.1f}x real time), {how}, {config['model']} on {config['device']} "
         f"({config['compute_type']}){retries}"
     )
-
-
-def one_line(message: str) -> str:
-    """``message`` on one line: characters that are not printable (a newline or a byte-order mark
-    in a file name) shown as escapes, ``\\n``, ``\\ufeff``."""
-    if message.isprintable():
-        return message
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in message)
 
 
 def _error(message: str) -> None:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from whisperkit.errors import ConfigError
+from whisperkit.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     from whisperkit.core.config import Config
@@ -97,8 +97,6 @@ def _monitored(args: argparse.Namespace, config: Config, outputs: dict) -> Corpu
 
 def _report(result: CorpusResult, args: argparse.Namespace) -> int:
     """Print each file's warnings and failures and the summary; the exit status (2 if a file failed)."""
-    from whisperkit.cli.commands import one_line
-
     for transcript in result.transcripts.values():
         for warning in transcript.warnings:
             print(f"whisperkit: warning: {one_line(warning)}", file=sys.stderr)

@@ -139,7 +139,7 @@ def _check_timeline(timeline, folder: Path) -> None:
 
     if len(timeline.columns) and "time_s" not in timeline.columns:
         raise RunError(f"{folder}/timeline.parquet: damaged, it has no time_s column")
-    for column in timeline.columns:
+    for column in timeline.columns if len(timeline) else []:  # an empty column has no type to check
         kind = timeline[column].dtype
         if not (pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)):
             held = "text" if pd.api.types.is_string_dtype(kind) or pd.api.types.is_object_dtype(kind) else f"{kind} values"
