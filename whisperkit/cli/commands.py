@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(error))
         return 2
     except KeyboardInterrupt as stop:
-        if type(stop).__name__ == "Terminated":  # SIGTERM during a corpus run (cli.corpus)
+        from whisperkit.cli.corpus import Terminated
+
+        if isinstance(stop, Terminated):  # SIGTERM during a corpus run
             _error("terminated (SIGTERM); the files finished so far are written and in the manifest")
             return 128 + signal.SIGTERM
         _error("interrupted")
