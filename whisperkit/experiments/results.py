@@ -113,8 +113,10 @@ class Comparison:
         import pandas as pd
 
         return pd.DataFrame({
-            name: {**table_values(run_), "text": run_.transcript.text[:60] + "..."}
-            for name, run_ in (("before", self.before), ("after", self.after))
+            name: {**table_values(run_), "wall s of each repeat": ", ".join(
+                       f"{rounded('wall_seconds', r.transcript.wall_seconds)}" for r in runs),
+                   "text": run_.transcript.text[:60] + "..."}
+            for name, run_, runs in (("before", self.before, self.before_runs), ("after", self.after, self.after_runs))
         })
 
 
