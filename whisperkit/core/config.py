@@ -122,6 +122,14 @@ class Config:
                  if getattr(self, name) != getattr(defaults, name)]
         return f"{self.label} ({', '.join(shown) or 'defaults'})" if self.label else ", ".join(shown) or "default settings"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How a notebook shows a Config: only the settings that differ from the defaults,
+        ``Config(mode='sequential', num_workers=24)``, instead of every field."""
+        defaults = Config()
+        shown = [f"{name}={getattr(self, name)!r}" for name in [f.name for f in dataclasses.fields(self)]
+                 if getattr(self, name) != getattr(defaults, name)]
+        printer.text(f"Config({', '.join(shown)})")
+
     def to_dict(self) -> dict:
         """Plain values, for JSON."""
         return dataclasses.asdict(self)
@@ -138,11 +146,15 @@ class Config:
 
 # words a label may use for a setting's value instead of "name=value" (they follow the setting too)
 LABEL_WORDS = {("batch_size", "auto"): "batch size from memory"}
+# where and which model runs: rewritten where a label names them, never added (a comparison runs
+# both sides there; the settings table shows them)
+PLACEMENT = ("model", "device", "device_index", "compute_type")
 
 
 def relabel(config: Config, changes: dict[str, Any]) -> str:
     """``config.label`` rewritten for ``changes``: each changed setting's ``name=old`` (or the word
-    the label uses for it, such as the mode's name) becomes its new value, else ``name=new`` is added."""
+    the label uses for it, such as the mode's name) becomes its new value, else ``name=new`` is
+    added (not for the :data:`PLACEMENT` settings)."""
     import re
 
     label = config.label
@@ -155,15 +167,17 @@ def relabel(config: Config, changes: dict[str, Any]) -> str:
             label += "".join(f", {k}={_label_value(v)}" for k, v in changed.items())
             continue
         text = f"{name}={_label_value(new)}"
-        words = [f"{name}={_label_value(old)}", LABEL_WORDS.get((name, old)),
-                 str(old) if name == "mode" or isinstance(old, str) and len(str(old)) > 2 else None]
-        for word in [word for word in words if word]:
+        bare = str(old) if isinstance(old, str) and len(old) > 2 else None  # a value named alone: "sequential"
+        words = [(f"{name}={_label_value(old)}", text), (LABEL_WORDS.get((name, old)), text),
+                 (bare, _label_value(new))]
+        for word, replacement in [(word, replacement) for word, replacement in words if word]:
             pattern = rf"(?<![\w=.-]){re.escape(word)}(?![\w.-])"
             if re.search(pattern, label):
-                label = re.sub(pattern, text if "=" in word or name != "mode" else _label_value(new), label, count=1)
+                label = re.sub(pattern, replacement.replace("\\", "\\\\"), label, count=1)
                 break
         else:
-            label += f", {text}"
+            if name not in PLACEMENT:
+                label += f", {text}"
     return label
 
 

@@ -136,6 +136,8 @@ def reconcile_batch_sizes(sweep: Sweep | None = None, autotuned: Sweep | None = 
         who = [name for name, given in (("the sweep", sweep), ("autotune", chosen), ("the memory model", recommended))
                if given is not None]
         many = f" (any of {_names(tied)}, which the sweep cannot tell apart)" if len(tied) > 1 else ""
+        if len(who) == 1:
+            return f"{who[0].capitalize()} gives batch size {use}{many}"
         return f"{_names(who).capitalize()} agree: batch size {use}{many}"
     parts = []
     if tied:
