@@ -140,4 +140,5 @@ def test_tables_say_why_a_value_is_missing_never_none():
     assert list(table.columns[:3]) == ["RTFx", "RTFx min", "RTFx max"] and "batch_size" not in table.columns
     assert set(table["peak GPU MiB"]) == {NO_GPU} and set(table["out of memory"]) == {"no"}
     assert table.loc[4, "wall s"] == pytest.approx(round(AUDIO_S / 31.0, 2))
+    assert str(table.loc[1, "peak RSS MiB"]) == "500"  # no "500.0"
     assert not any(isinstance(v, float) and math.isnan(v) for v in table.to_numpy().ravel())

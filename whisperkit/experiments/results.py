@@ -6,6 +6,7 @@ saving and loading from :mod:`whisperkit.experiments.store`, figures and reports
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,7 +115,7 @@ class Comparison:
 
         return pd.DataFrame({
             name: {**table_values(run_), "wall s of each repeat": ", ".join(
-                       f"{rounded('wall_seconds', r.transcript.wall_seconds)}" for r in runs),
+                       f"{r.transcript.wall_seconds:.{metric('wall_seconds').digits}f}" for r in runs),
                    "text": run_.transcript.text[:60] + "..."}
             for name, run_, runs in (("before", self.before, self.before_runs), ("after", self.after, self.after_runs))
         })
@@ -204,11 +205,11 @@ class Sweep:
             for key in SWEEP_METRICS:
                 value = getattr(point, key)
                 missing = NO_GPU if metric(key).gpu_only and not has_gpu else NOT_MEASURED
-                row[metric(key).label] = missing if is_missing(value) else rounded(key, value)
+                row[metric(key).label] = missing if is_missing(value) else shown_value(key, value)
                 if key == "rtfx" and repeated:
                     spread = [v for v in self.repeat_rtfx.get(point.batch_size, []) if not is_missing(v)]
-                    row["RTFx min"] = rounded(key, min(spread)) if spread else NOT_MEASURED
-                    row["RTFx max"] = rounded(key, max(spread)) if spread else NOT_MEASURED
+                    row["RTFx min"] = shown_value(key, min(spread)) if spread else NOT_MEASURED
+                    row["RTFx max"] = shown_value(key, max(spread)) if spread else NOT_MEASURED
             row["out of memory"] = "yes" if point.oom else "no"
             rows[point.batch_size] = row
         frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -233,12 +234,18 @@ def missing_text(run_: Run, m: Metric) -> str:
     return NOT_MEASURED
 
 
+def shown_value(key: str, value: object) -> object:
+    """``value`` rounded to the metric ``key``'s digits; a whole number where it has none (``812``, not ``812.0``)."""
+    shown = rounded(key, value)
+    return int(shown) if metric(key).digits == 0 and isinstance(shown, float) and math.isfinite(shown) else shown
+
+
 def table_values(run_: Run) -> dict[str, object]:
     """A run's configuration and metrics under the registry's labels, rounded to its digits; a
     missing value as :func:`missing_text` (never a bare None)."""
     values: dict[str, object] = {"configuration": run_.label}
     for m in shown_metrics([run_]):
         value = run_.metrics.get(m.key)
-        values[m.label] = missing_text(run_, m) if is_missing(value) else rounded(m.key, value)
+        values[m.label] = missing_text(run_, m) if is_missing(value) else shown_value(m.key, value)
     return values
 
