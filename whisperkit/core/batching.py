@@ -30,12 +30,13 @@ Sources, so the model can be checked:
   activations of float16 and less weight memory: never a smaller batch than ``int8_float16``.
   On the CPU, activations are float32.
 - Architectures: OpenAI's model card (parameters, layers, widths); distil-whisper's model cards
-  (distil-large-v2/v3: 2 decoder layers, distil-medium.en and distil-small.en: 4); turbo:
+  (distil-large-v2/v3 and distil-medium.en: 2 decoder layers, distil-small.en: 4); turbo:
   4 decoder layers.
 - Fitted: ``T = 112`` tokens per beam at the batch's peak (a 30 s window of speech is about 60
   to 120 tokens) and the 800 MiB overhead are fitted to faster-whisper's README rows for
   large-v2 with beam 5 at batch size 8 (6090 MB float16, 4500 MB int8, RTX 3070 Ti; NVML's
-  device-wide ``used``, which includes the driver's reservation). Sequential decoding conditions
+  device-wide ``used``, which includes the driver's reservation, so the overhead errs on the safe
+  side where the free memory already excludes it). Sequential decoding conditions
   on the previous text, up to 224 prompt tokens more. ``tests/test_memory_model.py`` checks the
   model against every published row found (faster-whisper's README, old and new, and a user's
   large-v3, turbo and distil-large-v3 rows in faster-whisper issue #1030): all within 15 %.
@@ -50,10 +51,11 @@ a larger model never a larger one. It is an estimate: :func:`whisperkit.autotune
 and a batch that does not fit is halved at run time (:func:`halving_on_out_of_memory`).
 ``benchmarks/gpu_check.py`` compares it with the first batch size that runs on a real GPU.
 
-On a CPU memory is rarely the limit; throughput is, hence the CPU recommendation, 8 (see the
-README's "Measured here" table for the batch-size sweep on 258 s of speech, and rerun it on any
-long file with ``whisperkit sweep FILE --device cpu --batch-sizes 8,16``; batched mode also
-changes the decoding settings, so ``compare(matched=True)`` isolates batching).
+On a CPU memory is rarely the limit; throughput is, hence the CPU recommendation, 8: on a 2-core
+machine batch size 16 was within a few percent of 8 (DESIGN.md's figures, on a file not in the
+repository). Measure it on any long file with
+``whisperkit sweep FILE --device cpu --batch-sizes 8,16 --output-dir sweep-cpu``; batched mode
+also changes the decoding settings, so ``compare(matched=True)`` isolates batching.
 :func:`autotune` measures instead of estimating.
 """
 
