@@ -145,6 +145,8 @@ def test_each_reading_that_did_not_move_fails():
     assert result["energy counter"] is False
     _, result = check(busy_run(process_util_percent=[0.0] * n))
     assert result["per-process utilization never a false 0"] is False
+    _, result = check(busy_run(process_util_percent=[0.0] * n, util_percent=[3.0] * n))  # not busy: cannot tell
+    assert result["per-process utilization"] is None
 
 
 def test_what_the_gpu_cannot_give_is_not_measured_never_passed():
@@ -165,6 +167,31 @@ def test_sampler_errors_that_lost_samples_fail_and_a_column_never_answered_is_no
     assert result["gpu0_process_util_percent"] is None
     _, result = check(busy_run(), errors={"gpu1_power_w": 5})  # another GPU's errors are not the model's
     assert result["sampler lost no readings of GPU 0"] is True
+
+
+def test_the_whole_flow_with_readings_from_a_fake_gpu_and_the_model_on_the_cpu(tmp_path, monkeypatch, clips):
+    """--device cpu with a fake NVML GPU: every step runs (the GPU readings do not move, so their
+    checks fail), the memory model's batch runs, and the report holds it all."""
+    from fake_pynvml import a100, install
+
+    install(monkeypatch, [a100(util_gpu_percent=0, process_sm_util={os.getpid(): 0})])
+    monkeypatch.setattr(gpu_check, "MEMORY_CHECK_BATCH", 2)
+    monkeypatch.setattr(gpu_check, "IDLE_S", 0.5)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--audio", clips[1], "--output-dir", str(tmp_path)])
+    assert gpu_check.main() == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    checks = {c["check"]: c for c in report["checks"]}
+    assert "gpu_check ran to the end" not in checks, checks.get("gpu_check ran to the end")
+    assert checks["model's GPU known to NVML"]["passed"] and checks["idle baseline before the model loads"]["passed"]
+    assert not checks["sequential: on the GPU"]["passed"] and checks["sequential: words right"]["passed"]
+    assert not checks["sequential: utilization moved"]["passed"]  # the fake reads 0 %
+    assert not checks["sequential: memory moved"]["passed"]  # the fake's memory never changes
+    assert "sequential: power moved" in checks and "sequential: sampler lost no readings of GPU 0" in checks
+    memory = report["memory_model"]
+    assert memory["first_batch_size_that_ran"] == 2 and memory["estimate_mb"] > 0
+    assert not checks["memory model against a real batch: peak within the estimate"]["passed"]  # nothing showed
+    not_measured = {m["what"] for m in report["not_measured"]}
+    assert "sequential: per-process utilization" in not_measured  # the GPU never read busy
 
 
 @pytest.mark.gpu
