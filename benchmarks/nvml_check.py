@@ -72,8 +72,9 @@ def main() -> int:
         from whisperkit.measure.nvml import release
 
         release()
+        report["failed_steps"] = [name for name, step in report["steps"].items() if not step["ok"]]
         write(report, out_dir)
-    failed = [name for name, step in report["steps"].items() if not step["ok"]]
+    failed = report["failed_steps"]
     print(f"nvml_check: {len(report['steps']) - len(failed)} of {len(report['steps'])} steps ran"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

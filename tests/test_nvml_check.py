@@ -138,6 +138,7 @@ def test_a_failing_step_and_a_plain_exception_from_nvml_are_recorded_not_raised(
     monkeypatch.setattr(nvml_check, "visible_devices", lambda devices: 1 / 0)
     assert nvml_check.main() == 1
     steps = report_of(quick)["steps"]
+    assert report_of(quick)["failed_steps"] == ["visible_devices"]
     assert steps["visible_devices"] == {**steps["visible_devices"], "ok": False, "error": "ZeroDivisionError: division by zero"}
     assert steps["known_load"]["ok"] and steps["findings"]["ok"]
     slow = steps["known_load"]["result"]["raw"]["slow"]
