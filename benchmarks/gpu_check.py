@@ -101,9 +101,7 @@ def main() -> int:
     report = Report()
     try:
         check_machine(args, report)
-    except BaseException as error:  # noqa: BLE001 - the report is written whatever happened
-        if isinstance(error, SystemExit):
-            raise
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - the report is written whatever happened
         report.check("gpu_check ran to the end", False, f"stopped by {type(error).__name__}: {_first_line(error)}")
         report.data["traceback"] = traceback.format_exc()
     return finish(report, args.output_dir, started)

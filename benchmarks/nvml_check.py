@@ -100,9 +100,7 @@ def step(report: dict, name: str, function, *args):
     started = time.monotonic()
     try:
         result = function(*args)
-    except BaseException as error:  # noqa: BLE001 - one failed step must not lose the others
-        if isinstance(error, KeyboardInterrupt):
-            raise
+    except Exception as error:  # noqa: BLE001 - one failed step must not lose the others
         report["steps"][name] = {"ok": False, "error": f"{type(error).__name__}: {first_line(error)}",
                                  "traceback": traceback.format_exc(), "seconds": time.monotonic() - started}
         return None

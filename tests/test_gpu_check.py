@@ -195,6 +195,7 @@ def test_the_whole_flow_with_readings_from_a_fake_gpu_and_the_model_on_the_cpu(t
 
 
 @pytest.mark.gpu
+@pytest.mark.model
 def test_gpu_check_passes_on_a_gpu(tmp_path):
     result = run_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
