@@ -339,3 +339,19 @@ def test_ctranslate2s_missing_library_error_becomes_one_line(monkeypatch, model)
     assert "pip install 'whisperkit[gpu]'" in message
     assert cuda.is_cuda_error(RuntimeError("Cannot load symbol cublasGemmEx from library libcublas.so.12"))
     assert "lacks cublasGemmEx" in cuda.cuda_error_advice(RuntimeError("Cannot load symbol cublasGemmEx from library libcublas.so.12"))
+
+
+def test_pyproject_allows_only_ctranslate2_wheels_without_cudnn_and_installs_no_cudnn():
+    """ctranslate2 4.5 to 4.6.2 wheels load cuDNN's sub-libraries, which whisperkit does not preload."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    ctranslate2 = next(dep for dep in project["dependencies"] if dep.startswith("ctranslate2"))
+    floor = tuple(int(part) for part in re.search(r">=([\d.]+)", ctranslate2).group(1).split("."))
+    assert floor >= (4, 6, 3), ctranslate2
+    assert not any("cudnn" in dep for dep in project["optional-dependencies"]["gpu"])
+    assert any(dep.startswith("nvidia-cublas-cu12") for dep in project["optional-dependencies"]["gpu"])
+    assert not any(name.startswith("libcudnn") for name in cuda.needed_libraries())  # the installed wheel
