@@ -20,7 +20,8 @@ guarded (a step that fails is recorded with its error and the others go on):
    and idle utilization, v1 used - v2 used against v2 reserved, energy against mean power x time,
    per-process samples: spacing, NotFound gaps, whether this PID was seen).
 
-Without torch, or where PyTorch sees no CUDA device, or NVML cannot start, it refuses in one line
+The raw recording is ``benchmarks/nvml_raw.py`` (bring both files). Without torch, or where
+PyTorch sees no CUDA device, or NVML cannot start, it refuses in one line
 (exit 2, with a report saying why). Exit 0 when every step ran, 1 when one failed.
 """
 
@@ -32,12 +33,14 @@ import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from nvml_raw import MIB, RawPoller, call, first_line, guarded, memory, process_api, text  # noqa: E402
 
 INTERVAL_S = 0.1
 IDLE_S = 3.0
@@ -45,11 +48,7 @@ ALLOC_MIB = 4096
 HOLD_S = 3.0
 MATMUL_S = 6.0
 MATMUL_N = 8192
-RAW_POLL_S = 0.05
-SLOW_POLL_S = 0.5
 CHILD_TIMEOUT_S = 90
-MIB = 2**20
-GPM_METRICS = {"sm_activity_percent": 2, "sm_occupancy_percent": 3, "tensor_activity_percent": 5, "dram_bw_percent": 10}
 
 
 def main() -> int:
@@ -159,18 +158,6 @@ def nvml_devices(nv) -> list[dict]:
     return devices
 
 
-def memory(nv, handle) -> dict:
-    """Memory v1 and v2 in MiB (``reserved`` is v2's alone; v1's ``used`` includes it)."""
-    values: dict = {}
-    v1 = call(nv, "nvmlDeviceGetMemoryInfo", handle)
-    values["v1"] = {k: getattr(v1, k) / MIB for k in ("total", "free", "used")} if hasattr(v1, "used") else v1
-    version = getattr(nv, "nvmlMemory_v2", None)
-    v2 = call(nv, "nvmlDeviceGetMemoryInfo", handle, version) if version else "nvmlMemory_v2 absent"
-    values["v2"] = ({k: getattr(v2, k) / MIB for k in ("total", "reserved", "free", "used")}
-                    if hasattr(v2, "reserved") else (v2 if isinstance(v2, str) else "no v2 struct returned"))
-    return values
-
-
 def torch_devices(torch, nvml: list[dict]) -> list[dict]:
     from whisperkit.measure.devices import model_gpu, normal_bus_id
 
@@ -222,83 +209,6 @@ def visible_devices(nvml: list[dict]) -> dict:
         except (subprocess.TimeoutExpired, OSError, ValueError) as error:
             results[repr(value)] = {"error": f"{type(error).__name__}: {first_line(error)}"}
     return results
-
-
-class RawPoller(threading.Thread):
-    """NVML's raw answers beside the Sampler: per-process utilization every RAW_POLL_S; process
-    lists, memory v1/v2, power, energy and GPM every SLOW_POLL_S. ``phase`` labels each record."""
-
-    def __init__(self, nv, index: int) -> None:
-        super().__init__(daemon=True)
-        self.nv, self.handle = nv, nv.nvmlDeviceGetHandleByIndex(index)
-        self.phase, self.t0 = "start", time.monotonic()
-        self.process_util: list[dict] = []
-        self.slow: list[dict] = []
-        self.gpm: list[dict] = []
-        self._done = threading.Event()
-        self._last_us = 0
-        self._gpm_sample = None
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(timeout=5)
-
-    def run(self) -> None:
-        next_slow = 0.0
-        while not self._done.is_set():
-            now = time.monotonic() - self.t0
-            self.process_util.append(self._process_util(now))
-            if now >= next_slow:
-                self.slow.append(self._slow(now))
-                self._gpm(now)
-                next_slow = now + SLOW_POLL_S
-            self._done.wait(RAW_POLL_S)
-
-    def _process_util(self, now: float) -> dict:
-        record: dict = {"t": round(now, 3), "phase": self.phase, "since_us": self._last_us}
-        try:
-            samples = self.nv.nvmlDeviceGetProcessUtilization(self.handle, self._last_us)
-        except Exception as error:  # noqa: BLE001 - NotFound, NotSupported, a version mismatch: all recorded
-            record["error"] = type(error).__name__
-            return record
-        record["samples"] = [{"pid": s.pid, "ts_us": s.timeStamp, "sm": s.smUtil, "mem": s.memUtil} for s in samples]
-        if record["samples"]:
-            self._last_us = max(s["ts_us"] for s in record["samples"])
-        return record
-
-    def _slow(self, now: float) -> dict:
-        nv, h = self.nv, self.handle
-        record: dict = {"t": round(now, 3), "phase": self.phase, "memory": memory(nv, h),
-                        "power_w": scaled(call(nv, "nvmlDeviceGetPowerUsage", h), 1e-3),
-                        "energy_j": scaled(call(nv, "nvmlDeviceGetTotalEnergyConsumption", h), 1e-3),
-                        "util": getattr(call(nv, "nvmlDeviceGetUtilizationRates", h), "gpu", None)}
-        for name in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v3",
-                     "nvmlDeviceGetComputeRunningProcesses_v2"):
-            listed = call(nv, name, h)
-            record[name] = ([{"pid": p.pid, "used_mb": scaled(p.usedGpuMemory, 1 / MIB)} for p in listed]
-                            if isinstance(listed, list) else listed)
-        return record
-
-    def _gpm(self, now: float) -> None:
-        nv = self.nv
-        if not hasattr(nv, "nvmlGpmSampleAlloc") or (self.gpm and "error" in self.gpm[-1] and self._gpm_sample is None):
-            return
-        try:
-            sample = nv.nvmlGpmSampleGet(self.handle, nv.nvmlGpmSampleAlloc())
-            if self._gpm_sample is not None:
-                request = nv.c_nvmlGpmMetricsGet_t()
-                request.version, request.numMetrics = nv.NVML_GPM_METRICS_GET_VERSION, len(GPM_METRICS)
-                request.sample1, request.sample2 = self._gpm_sample, sample
-                for i, metric in enumerate(GPM_METRICS.values()):
-                    request.metrics[i].metricId = metric
-                nv.nvmlGpmMetricsGet(request)
-                self.gpm.append({"t": round(now, 3), "phase": self.phase,
-                                 **{name: request.metrics[i].value for i, name in enumerate(GPM_METRICS)}})
-                nv.nvmlGpmSampleFree(self._gpm_sample)
-            self._gpm_sample = sample
-        except Exception as error:  # noqa: BLE001 - NotSupported before Hopper; recorded once
-            self.gpm.append({"t": round(now, 3), "error": f"{type(error).__name__}: {first_line(error)}"})
-            self._gpm_sample = None
 
 
 def known_load(torch, nv, index: int) -> dict:
@@ -386,6 +296,12 @@ def findings(load: dict, index: int) -> list[dict]:
     ]
     slow = [r for r in load["raw"]["slow"] if isinstance(r["memory"].get("v1"), dict)]
     both = [r for r in slow if isinstance(r["memory"].get("v2"), dict)]
+    for version, records in (("v1", slow), ("v2", both)):
+        used = {label: sorted(r["memory"][version]["used"] for r in records if r["phase"] == label) for label in ("idle", "alloc")}
+        if used["idle"] and used["alloc"]:
+            delta = used["alloc"][len(used["alloc"]) // 2] - used["idle"][len(used["idle"]) // 2]
+            out.append(finding(f"allocation seen in raw {version} used (MiB)", ALLOC_MIB, delta,
+                               lambda m: abs(m - ALLOC_MIB) <= 0.05 * ALLOC_MIB + 64))
     if both:
         r = both[-1]["memory"]
         out.append(finding("v1 used - v2 used against v2 reserved (MiB)", r["v2"]["reserved"], r["v1"]["used"] - r["v2"]["used"],
@@ -401,60 +317,9 @@ def findings(load: dict, index: int) -> list[dict]:
     return out
 
 
-def process_api(records: list[dict]) -> dict:
-    """The raw per-process answers: how often samples came, NotFound gaps, which PIDs."""
-    stamps = sorted({s["ts_us"] for r in records for s in r.get("samples", [])})
-    spacing = [(b - a) / 1e3 for a, b in zip(stamps, stamps[1:])]
-    gaps, gap_start = [], None
-    for r in records:
-        if r.get("error") == "NVMLError_NotFound":
-            gap_start = r["t"] if gap_start is None else gap_start
-        elif gap_start is not None:
-            gaps.append(r["t"] - gap_start)
-            gap_start = None
-    pids = sorted({s["pid"] for r in records for s in r.get("samples", [])})
-    errors: dict[str, int] = {}
-    for r in records:
-        if "error" in r:
-            errors[r["error"]] = errors.get(r["error"], 0) + 1
-    return {"what": "per-process utilization API", "calls": len(records), "errors": errors, "pids_seen": pids,
-            "own_pid_seen": os.getpid() in pids, "sample_spacing_ms_median": sorted(spacing)[len(spacing) // 2] if spacing else None,
-            "sample_spacing_ms_max": max(spacing) if spacing else None, "longest_not_found_s": max(gaps) if gaps else None}
-
-
 def finding(what: str, expected, measured: float, ok) -> dict:
     value = None if measured is None or (isinstance(measured, float) and math.isnan(measured)) else measured
     return {"what": what, "expected": expected, "measured": value, "as_expected": None if value is None else bool(ok(value))}
-
-
-def call(nv, name: str, *args):
-    """``nv.<name>(*args)`` through :func:`guarded`; "<name> absent" where the module lacks it."""
-    function = getattr(nv, name, None)
-    return guarded(function, *args) if function is not None else f"{name} absent"
-
-
-def guarded(function, *args):
-    """``function(*args)``, or the exception's class name (NVML raises plain Exceptions too)."""
-    try:
-        return function(*args)
-    except Exception as error:  # noqa: BLE001 - every answer is recorded, none stops the check
-        return f"{type(error).__name__}: {first_line(error)}" if str(error) else type(error).__name__
-
-
-def scaled(value, factor: float):
-    return value * factor if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-def text(value):
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-
-
-def first_line(error: BaseException) -> str:
-    try:
-        message = str(error).strip()
-    except Exception:  # noqa: BLE001 - str() of an NVMLError asks the library
-        message = ""
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 def write(report: dict, out_dir: str) -> None:

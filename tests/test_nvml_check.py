@@ -152,3 +152,49 @@ def test_not_found_gaps_and_sample_spacing():
     api = nvml_check.process_api(records)
     assert api["longest_not_found_s"] == pytest.approx(0.35) and api["sample_spacing_ms_median"] == 400
     assert api["pids_seen"] == [7] and api["errors"] == {"NVMLError_NotFound": 2}
+
+
+def add_gpm(fake, sm_activity: float) -> list:
+    """GPM on the fake, with nvidia-ml-py's real structs: every metric reads ``sm_activity`` except
+    DRAM bandwidth, which the fake driver does not support (its per-metric return code is set)."""
+    from fake_pynvml import real  # nvidia-ml-py itself (sys.modules holds the fake)
+
+    freed, samples = [], []
+    fake.nvmlGpmQueryDeviceSupport = lambda handle: real.c_nvmlGpmSupport_t(version=1, isSupportedDevice=1)
+
+    def alloc():
+        samples.append(real.struct_c_nvmlGpmSample_t())  # kept alive: the pointer must not dangle
+        return real.c_nvmlGpmSample_t(samples[-1])
+
+    fake.nvmlGpmSampleAlloc = alloc
+    fake.nvmlGpmSampleGet = lambda handle, sample: sample
+    fake.nvmlGpmSampleFree = freed.append
+    fake.c_nvmlGpmMetricsGet_t = real.c_nvmlGpmMetricsGet_t
+    fake.NVML_GPM_METRICS_GET_VERSION = real.NVML_GPM_METRICS_GET_VERSION
+
+    def metrics_get(request):
+        assert request.version == real.NVML_GPM_METRICS_GET_VERSION and request.sample1 and request.sample2
+        for i in range(request.numMetrics):
+            metric = request.metrics[i]
+            if metric.metricId == real.NVML_GPM_METRIC_DRAM_BW_UTIL:
+                metric.nvmlReturn = real.NVML_ERROR_NOT_SUPPORTED
+            else:
+                metric.value = sm_activity
+        return request
+
+    fake.nvmlGpmMetricsGet = metrics_get
+    return freed
+
+
+def test_gpm_metrics_are_read_between_two_samples_with_the_real_structs(quick, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", fake_torch())
+    fake = install(monkeypatch, [a100()])
+    freed = add_gpm(fake, 35.0)
+    monkeypatch.setattr(nvml_check, "visible_devices", lambda devices: {})
+    assert nvml_check.main() == 0
+    steps = report_of(quick)["steps"]
+    assert steps["nvml_devices"]["result"][0]["gpm_supported"] is True
+    gpm = steps["known_load"]["result"]["raw"]["gpm"]
+    assert gpm and all(g["sm_activity_percent"] == 35.0 and g["tensor_activity_percent"] == 35.0 for g in gpm)
+    assert all(g["dram_bw_percent"] == f"NVML error {3}" for g in gpm)  # NVML_ERROR_NOT_SUPPORTED, per metric
+    assert len(freed) == len(gpm)  # each older sample freed once used
