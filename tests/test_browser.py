@@ -199,9 +199,8 @@ def test_quickstart_app_in_jupyterlab(jupyterlab):
 
 def set_slider(page, slider, value: int) -> None:
     """Type ``value`` into an ipywidgets slider's editable readout, as a user would, and check it took."""
-    readout = slider.locator(".widget-readout")
-    readout.click()
-    page.keyboard.press("Control+A")
+    readout = slider.locator(".widget-readout")  # contenteditable: Enter (or leaving it) sets the value
+    readout.click(click_count=3)  # select its text (Ctrl+A would reach JupyterLab's shortcuts)
     page.keyboard.type(str(value))
     page.keyboard.press("Enter")
     page.wait_for_function("([el, v]) => el.textContent.trim() === v", arg=[readout.element_handle(), str(value)],
