@@ -119,6 +119,12 @@ def test_a_label_follows_the_settings_that_changed():
     assert Config().replace(num_workers=2).label == ""  # no label: runs describe themselves
 
 
+def test_a_run_without_a_label_names_what_ran():
+    assert a_run(1.0, Config(mode="sequential")).label == "sequential"
+    assert a_run(1.0, Config(mode="sequential", num_workers=4)).label == "sequential, num_workers=4"
+    assert a_run(1.0, Config(batch_size=4)).label == "batched, batch 4"
+
+
 def test_a_config_reads_as_its_settings():
     import IPython.lib.pretty
 

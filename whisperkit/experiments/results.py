@@ -54,6 +54,9 @@ class Run:
         batch = self.transcript.config.get("batch_size")
         if self.config.mode == "corpus":
             return f"corpus, {'packed' if self.config.pack else 'not packed'}, batch {batch}"
+        if self.config.mode == "sequential":  # no batch: its workers tell sequential runs apart
+            workers = self.config.num_workers
+            return "sequential" + (f", num_workers={workers}" if workers != 1 else "")
         return f"{self.config.mode}, batch {batch}"
 
     def table(self) -> pd.DataFrame:
