@@ -102,3 +102,17 @@ def test_env_describes_the_machine(cli):
     data = json.loads(cli("env", "--json").stdout)
     assert len(data["gpus"]) == len(gpus) and data["versions"]["faster-whisper"].startswith("1.2")
     assert (data["cuda_unusable_reason"] is None) == (device == "cuda")
+
+
+def test_a_name_that_is_not_utf8_reaches_a_strict_standard_output_as_an_escape(monkeypatch):
+    import io
+    import os
+    import sys
+
+    from whisperkit.cli import commands
+
+    written = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(written, encoding="utf-8", errors="strict"))
+    commands._write_stdout('{"audio_path": "' + os.fsdecode(b"caf\xe9") + '.flac", "text": "é"}')
+    sys.stdout.flush()
+    assert written.getvalue() == '{"audio_path": "caf\\udce9.flac", "text": "é"}'.encode()

@@ -205,13 +205,23 @@ def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> No
     renderers = {"txt": transcript.to_txt, "json": transcript.to_json, "srt": transcript.to_srt, "vtt": transcript.to_vtt}
     if output_dir is None:
         for name in formats:
-            sys.stdout.write(renderers[name]())
+            _write_stdout(renderers[name]())
             if name == "json":
                 sys.stdout.write("\n")
         sys.stdout.flush()
         return
     for name, output in zip(formats, output_paths(path, formats, output_dir)):
         write_text_atomic(output, renderers[name]())
+
+
+def _write_stdout(text: str) -> None:
+    """``text`` to standard output; a file name that is not UTF-8 in it (a surrogate escape) as
+    ``\\udcXX`` where the terminal's encoding is strict, as the files written do."""
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:
+        encoding = sys.stdout.encoding or "utf-8"
+        sys.stdout.write(text.encode(encoding, errors="backslashreplace").decode(encoding))
 
 
 def _summary_line(path: str, transcript) -> str:
