@@ -15,6 +15,10 @@ as the bundled tiny.en skips detection. whisperkit times the two parts separatel
 
 The two pipelines also cut the audio differently (see :mod:`whisperkit.core.chunking`);
 ``Config(segmentation="batched")`` makes a sequential run decode the batched pipeline's chunks.
+
+A file of several channels is mixed to mono, or each channel transcribed on its own and the
+segments named by their channel (``Config.channels``: mix, split, or auto, the default; see
+:mod:`whisperkit.core.channels`).
 """
 
 from __future__ import annotations
@@ -25,23 +29,39 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from whisperkit.core.audio import Audio, audio_from_array, load_audio
+from whisperkit.core.audio import Audio, audio_from_array, count_channels, load_audio
+from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, choose_for
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from whisperkit.core.audio import AudioSource
     from whisperkit.measure.sampler import Sampler
 
 
 @dataclass
 class Segment:
-    """A piece of the transcript; ``start`` and ``end`` in seconds from the start of the audio."""
+    """A piece of the transcript; ``start`` and ``end`` in seconds from the start of the audio;
+    ``channel``, in a transcript split by channel, the name of the channel (the speaker) it came from."""
 
     start: float
     end: float
     text: str
+    channel: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON (``channel`` only where there is one)."""
+        values: dict = {"start": self.start, "end": self.end, "text": self.text}
+        if self.channel is not None:
+            values["channel"] = self.channel
+        return values
+
+    def labelled(self) -> str:
+        """The text, after ``channel: `` where there is a channel (txt and srt)."""
+        return self.text if self.channel is None else f"{self.channel}: {self.text}"
 
 
 @dataclass
@@ -60,6 +80,8 @@ class Transcript:
     (for a batched run read from its segments, for a sequential run with
     ``segmentation="batched"`` the chunks it was given; else None).
     ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
+    ``channels`` names the channels transcribed apart (each segment's ``channel`` is one of them;
+    segments in time order across channels); empty where the audio was mono or mixed.
     """
 
     segments: list[Segment]
@@ -78,11 +100,16 @@ class Transcript:
     chunk_spans: list | None = None
     timeline: object = None  # pandas.DataFrame when monitored
     marks: object = None  # pandas.DataFrame when monitored
+    channels: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
-        """The whole transcript as one string."""
+        """The whole transcript as one string (split by channel: every channel's, in time order)."""
         return " ".join(segment.text for segment in self.segments)
+
+    def channel_text(self, channel: str) -> str:
+        """The words of one ``channel`` (one of ``channels``) as one string."""
+        return " ".join(segment.text for segment in self.segments if segment.channel == channel)
 
     @property
     def rtfx(self) -> float:
@@ -93,7 +120,7 @@ class Transcript:
         """Plain values for JSON: text, segments, timings, config, warnings (no timeline)."""
         return {
             "text": self.text,
-            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
+            "segments": [segment.to_dict() for segment in self.segments],
             "language": self.language,
             "audio_seconds": self.audio_seconds,
             "wall_seconds": self.wall_seconds,
@@ -108,6 +135,7 @@ class Transcript:
             "batch_retries": self.batch_retries,
             "chunks": self.chunks,
             "chunk_spans": self.chunk_spans,
+            **({"channels": self.channels} if self.channels else {}),
         }
 
     @classmethod
@@ -121,21 +149,23 @@ class Transcript:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     def to_srt(self) -> str:
-        """SubRip subtitles: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``."""
+        """SubRip subtitles: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm`` (split by channel:
+        each line starts with its channel, ``left: ...``)."""
         cues = [
-            f"{number}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
+            f"{number}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.labelled()}\n"
             for number, s in enumerate(self.segments, start=1)
         ]
         return "\n".join(cues)
 
     def to_vtt(self) -> str:
-        """WebVTT subtitles: a ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues."""
-        cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in self.segments]
+        """WebVTT subtitles: a ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues (split
+        by channel: the channel as the cue's voice, ``<v left>...``)."""
+        cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{_voice(s)}\n" for s in self.segments]
         return "\n".join(["WEBVTT\n", *cues])
 
     def to_txt(self) -> str:
-        """The text, one segment a line."""
-        return "".join(f"{segment.text}\n" for segment in self.segments)
+        """The text, one segment a line (split by channel: after its channel, ``left: ...``)."""
+        return "".join(f"{segment.labelled()}\n" for segment in self.segments)
 
 
 def transcribe(
@@ -151,6 +181,8 @@ def transcribe(
     compute_type: str = "auto",
     num_workers: int = 1,
     cpu_threads: int = 0,
+    channels: str = DEFAULT_CHANNELS,
+    channel_names: Sequence[str] | None = None,
     progress: bool = True,
     monitor: bool = False,
     monitor_interval: float = 0.1,
@@ -167,6 +199,10 @@ def transcribe(
         ``num_workers``, ``cpu_threads``; see :func:`whisperkit.load_model`); None is the bundled tiny.en.
       mode: ``"batched"`` or ``"sequential"``.
       batch_size: chunks decoded together in batched mode (at least 1), or ``"auto"``.
+      channels: a file of several channels is ``"mix"``-ed to mono, ``"split"`` (each channel
+        transcribed on its own, segments named by channel) or, with ``"auto"``, split when the
+        channels carry different signals; ``channel_names`` name them (default ``left``,
+        ``right`` for stereo, ``ch0`` .. ``chN`` otherwise). See :mod:`whisperkit.core.channels`.
       progress: show a progress bar in seconds of audio (tqdm; renders in notebooks too).
       monitor: sample CPU and GPU utilization while it runs into ``timeline`` and ``marks``,
         every ``monitor_interval`` seconds, with the phases ``load``, ``prepare``, ``decode``.
@@ -200,6 +236,8 @@ def transcribe(
         beam_size=beam_size,
         language=language,
         options=options,
+        channels=channels,
+        channel_names=None if channel_names is None else tuple(channel_names),
     )
     loaded = model if isinstance(model, Model) else None
     if not monitor:
@@ -242,7 +280,8 @@ def transcribe_config(
     _check_memory(config, model, batch_size)
     mark("prepare")
     started = time.perf_counter()
-    audio = _as_audio(audio)
+    audio = _as_audio(audio, keep_channels=config.channels != "mix")
+    choice = _choose_channels(audio, config)
     used = {**config.to_dict(), **model.describe(), "batch_size": batch_size}
     if config.mode == "sequential":
         used["batch_size"] = None
@@ -254,12 +293,24 @@ def transcribe_config(
         load_seconds=load_seconds,
         config=used,
         audio_path=audio.path,
-        warnings=list(audio.warnings),
+        warnings=list(audio.warnings) + ([choice.note] if choice.note else []),
     )
     if audio.is_silent:
         transcript.warnings.append(f"{audio.path or 'audio'}: silent (no sample above -60 dBFS), nothing to transcribe")
         transcript.wall_seconds = transcript.prepare_seconds = time.perf_counter() - started
         return transcript
+    if choice.split:
+        return _transcribe_channels(model, audio, config, batch_size, transcript, choice, progress, mark, started)
+    first, last, finished = _attempts(model, audio, config, batch_size, transcript, progress, mark)
+    transcript.prepare_seconds += first - started  # reading the audio
+    transcript.retry_seconds = last - first
+    transcript.wall_seconds = finished - started
+    return transcript
+
+
+def _attempts(model, audio, config, batch_size, transcript, progress, mark) -> tuple[float, float, float]:
+    """Transcribe ``audio`` into ``transcript``, the batch halved on out-of-memory; returns when
+    the first and the last attempt started and when it finished (``time.perf_counter()``)."""
     from whisperkit.core.batching import halving_on_out_of_memory
 
     attempts: list[float] = []  # when each attempt started
@@ -277,8 +328,42 @@ def transcribe_config(
                                             on_retry=retry)
     else:
         finished = halving_on_out_of_memory(attempt, None, device=model.device)
-    transcript.prepare_seconds += attempts[0] - started  # reading the audio
-    transcript.retry_seconds = attempts[-1] - attempts[0]
+    return attempts[0], attempts[-1], finished
+
+
+def _choose_channels(audio: Audio, config: Config) -> ChannelChoice:
+    """Mix or split ``audio``'s channels as ``config.channels`` says (a mono file: nothing to split)."""
+    channels = audio.channels if audio.channels is not None else audio.samples.reshape(1, -1)
+    return choose_for(config.channels, channels, config.channel_names, audio.path or "audio")
+
+
+def _transcribe_channels(model, audio, config, batch_size, transcript, choice, progress, mark, started) -> Transcript:
+    """Each channel of ``choice`` transcribed on its own into ``transcript``: its segments
+    named by channel and merged in time order, the phases' seconds summed over the channels."""
+    segments: list[Segment] = []
+    spans: list = []
+    previous = started
+    finished = started
+    for index, name in zip(choice.indices, choice.names):
+        part = Transcript(segments=[], language=config.language, audio_seconds=audio.seconds, wall_seconds=0.0,
+                          config=transcript.config, audio_path=audio.path)
+        channel = Audio(samples=audio.channels[index], path=f"{audio.path or 'audio'} ({name})")
+        size = transcript.config.get("batch_size") or batch_size  # smaller after an out-of-memory retry
+        first, last, finished = _attempts(model, channel, config, size, part, progress, mark)
+        transcript.prepare_seconds += part.prepare_seconds + first - previous
+        transcript.decode_seconds += part.decode_seconds
+        transcript.retry_seconds += last - first
+        transcript.batch_retries.extend(part.batch_retries)
+        transcript.language = transcript.language or part.language
+        if part.chunks is not None:
+            transcript.chunks = (transcript.chunks or 0) + part.chunks
+        spans.extend(part.chunk_spans or [])
+        segments.extend(Segment(s.start, s.end, s.text, name) for s in part.segments)
+        previous = finished
+    order = {name: number for number, name in enumerate(choice.names)}
+    transcript.segments = sorted(segments, key=lambda s: (s.start, order[s.channel]))
+    transcript.chunk_spans = spans if transcript.chunks is not None else None
+    transcript.channels = list(choice.names)
     transcript.wall_seconds = finished - started
     return transcript
 
@@ -354,13 +439,16 @@ def _resolve_batch_size(config: Config, model: Model) -> int:
     return recommend_for_model(model, beam_size=config.beam_size)
 
 
-def _as_audio(audio: AudioSource) -> Audio:
-    """A path, a pipe or a binary file object is decoded; anything else is checked as an array."""
+def _as_audio(audio: AudioSource, keep_channels: bool = False) -> Audio:
+    """A path, a pipe or a binary file object is decoded; anything else is checked as an array.
+    ``keep_channels`` keeps each channel too (not for a file that has one)."""
     if isinstance(audio, Audio):
         return audio
+    if isinstance(audio, (str, os.PathLike)) and keep_channels and count_channels(audio) == 1:
+        keep_channels = False  # mono: decoded as it always was, once
     if isinstance(audio, (str, os.PathLike)) or callable(getattr(audio, "read", None)):
-        return load_audio(audio)  # type: ignore[arg-type]  # a file object, by its read()
-    return audio_from_array(audio)
+        return load_audio(audio, keep_channels)  # type: ignore[arg-type]  # a file object, by its read()
+    return audio_from_array(audio, keep_channels=keep_channels)
 
 
 def _check_option_names(config: Config) -> None:
@@ -423,6 +511,12 @@ def _wrap_whisper_model(whisper) -> Model:
         num_workers=inner.num_workers,
     )
 
+
+
+def _voice(segment: Segment) -> str:
+    """A cue's text, in a WebVTT voice span where the segment has a channel (names are checked
+    to hold no ``<``, ``>`` or ``&``)."""
+    return segment.text if segment.channel is None else f"<v {segment.channel}>{segment.text}"
 
 
 def _timestamp(seconds: float, decimal_marker: str) -> str:

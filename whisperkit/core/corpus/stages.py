@@ -31,11 +31,14 @@ TRIM_EVERY_SECONDS = 5.0  # freed memory goes back to the system at most this of
 @dataclass
 class Source:
     """One input file: ``index`` (its number in the run), ``path``, and ``name``: the output path
-    relative to the output folder, without extension (``"sub/clip"`` writes ``DIR/sub/clip.txt``)."""
+    relative to the output folder, without extension (``"sub/clip"`` writes ``DIR/sub/clip.txt``);
+    ``channels`` and ``channel_names`` as in :class:`whisperkit.Config` (``"mix"``: as ever)."""
 
     index: int
     path: str
     name: str
+    channels: str = "mix"
+    channel_names: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -45,7 +48,9 @@ class Piece:
     ``samples`` 16 kHz float32; ``spans`` maps it back to the file: one ``(file_start_seconds,
     length_seconds)`` per stretch of speech the piece joins, in order. ``number`` counts the
     file's pieces from 0; the ``last`` one carries the file's ``audio_seconds`` and ``warnings``
-    (a file with no speech gives one empty last piece).
+    (a file with no speech gives one empty last piece). ``channel`` names the channel of a file
+    split by channel (each channel a stream of its own, its pieces numbered after the previous
+    channel's, one empty last piece after them all); None for a mono or mixed file.
     """
 
     source: int
@@ -55,6 +60,7 @@ class Piece:
     last: bool = False
     audio_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    channel: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -117,8 +123,15 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
     (faster-whisper's ``get_speech_timestamps`` and ``collect_chunks``, with the settings of
     ``BatchedInferencePipeline``), ``block_seconds`` at a time. Never raises for a bad file:
     a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
+    A source with ``channels`` split or auto is read by
+    :func:`whisperkit.core.corpus.sources.channel_pieces`.
     """
     try:
+        if source.channels != "mix":
+            from whisperkit.core.corpus.sources import channel_pieces
+
+            yield from channel_pieces(source, block_seconds)
+            return
         yield from _cut(source.index, stream_audio(source.path, block_seconds), block_seconds)
     except WhisperkitError as error:
         reason = str(error)
@@ -241,7 +254,9 @@ def speech_chunks(samples: np.ndarray) -> list[tuple[np.ndarray, list[tuple[floa
 class Packer:
     """Stage 2, pieces -> windows: fills windows of at most ``max_seconds`` with pieces in the
     order they come, ``gap_seconds`` of silence between two; ``pack=False`` gives one piece per
-    window. Holds at most one open window (30 s of audio).
+    window. Holds at most one open window (30 s of audio), and one more per channel name: the
+    pieces of a channel stream (``Piece.channel``) go to windows of that channel alone, so a
+    window never mixes channels (their words are never split by time between two speakers).
 
     >>> packer = Packer()
     >>> windows = [w for piece in pieces for w in packer.add(piece)] + packer.flush()   # doctest: +SKIP
@@ -253,9 +268,16 @@ class Packer:
         self.gap_seconds = gap_seconds
         self._open: list[Piece] = []
         self._seconds = 0.0
+        self._channels: dict[str, Packer] | None = {}  # a packer per channel name (None in such a packer)
 
     def add(self, piece: Piece) -> list[Window]:
         """Take one piece; return the windows it completed (none, one or two)."""
+        if piece.channel is not None and self._channels is not None:
+            packer = self._channels.get(piece.channel)
+            if packer is None:
+                packer = self._channels[piece.channel] = Packer(self.pack, self.max_seconds, self.gap_seconds)
+                packer._channels = None  # it packs one channel
+            return packer.add(piece)
         if piece.seconds == 0:  # no speech (the end mark of a file): rides along, takes no room
             if self._open:
                 self._open.append(piece)
@@ -273,12 +295,13 @@ class Packer:
         return done
 
     def flush(self) -> list[Window]:
-        """The open window, if any (call at the end of the input)."""
+        """The open windows, if any (call at the end of the input)."""
+        windows = [window for packer in (self._channels or {}).values() for window in packer.flush()]
         if not self._open:
-            return []
+            return windows
         window = build_window(self._open, self.gap_seconds)
         self._open, self._seconds = [], 0.0
-        return [window]
+        return windows + [window]
 
 
 class Batcher:
