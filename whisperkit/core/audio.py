@@ -252,15 +252,15 @@ def _decode(source, name: str, keep_channels: bool = False) -> _Decoded:
     return result
 
 
-def _resampled(source, name: str, result: _Decoded, keep_channels: bool = False) -> Iterator:
+def _resampled(source, name: str, result: _Decoded, keep_channels: bool = False, mono: bool = True) -> Iterator:
     """The 16 kHz mono int16 pieces of ``source`` as they are decoded (with ``keep_channels``,
-    pairs of the mono piece and the channels' piece, channels x samples int16); ``result``
+    pairs of the mono piece, empty unless ``mono``, and the channels' piece, channels x samples int16); ``result``
     receives the declared duration and the damage (bad packets, seconds lost, why reading stopped)."""
     import av
 
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE)
-    # planar, the stream's own layout: one row per channel
-    splitter = av.audio.resampler.AudioResampler(format="s16p", rate=SAMPLING_RATE) if keep_channels else None
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE) if mono else None
+    # the stream's own layout, interleaved (planar frames of many channels crash PyAV 14's to_ndarray)
+    splitter = av.audio.resampler.AudioResampler(format="s16", rate=SAMPLING_RATE) if keep_channels else None
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
@@ -325,7 +325,8 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0,
     pending: list = []
     pending_samples = start_samples = 0
     peak = 0
-    for piece in _channel_pieces(_resampled(path, path, decoded, keep_channels=channel is not None), channel, path):
+    pieces = _resampled(path, path, decoded, keep_channels=channel is not None, mono=channel is None)
+    for piece in _channel_pieces(pieces, channel, path):
         pending.append(piece)
         pending_samples += piece.shape[-1]
         peak = max(peak, int(np.abs(piece.astype(np.int32)).max(initial=0)))
@@ -385,11 +386,11 @@ def _pieces(resampler, splitter, frame, rows: int) -> Iterator:
     channels) when there is one."""
     import numpy as np
 
-    mono = [resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(frame)]
+    mono = [resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(frame)] if resampler else []
     if splitter is None:
         yield from mono
         return
-    split = [resampled.to_ndarray() for resampled in splitter.resample(frame)]
+    split = [resampled.to_ndarray().reshape(-1, rows).T for resampled in splitter.resample(frame)]
     yield (np.concatenate(mono) if mono else np.zeros(0, dtype=np.int16),
            np.concatenate(split, axis=1) if split else np.zeros((rows, 0), dtype=np.int16))
 

@@ -80,6 +80,13 @@ def channel_names(count: int, names: Sequence[str] | None = None, source: str = 
     return list(STEREO_NAMES) if count == 2 else [f"ch{index}" for index in range(count)]
 
 
+def check_split_count(count: int, source: str = "audio") -> None:
+    """An :class:`AudioError` for a file of more channels than whisperkit splits (``MAX_CHANNELS``)."""
+    if count > MAX_CHANNELS:
+        raise AudioError(f"{source}: has {count} channels; whisperkit splits at most {MAX_CHANNELS}; "
+                         "use channels='mix' (--channels mix) to transcribe them mixed")
+
+
 @dataclass(frozen=True)
 class ChannelChoice:
     """What to do with a file's channels: ``split`` or not, the ``names`` of the channels to
@@ -133,9 +140,7 @@ def choose(mode: str, levels: np.ndarray, peaks: Sequence[float], names: Sequenc
     if count == 1:
         note = f"{source}: mono (1 channel), nothing to split; transcribed as it is" if mode == "split" else None
         return ChannelChoice(split=False, note=note)
-    if count > MAX_CHANNELS:
-        raise AudioError(f"{source}: has {count} channels; whisperkit splits at most {MAX_CHANNELS}; "
-                          "use channels='mix' (--channels mix) to transcribe them mixed")
+    check_split_count(count, source)
     all_names = channel_names(count, names, source)
     sounding = [index for index in range(count) if peaks[index] >= SILENCE_PEAK]
     quiet = [all_names[index] for index in range(count) if index not in sounding]

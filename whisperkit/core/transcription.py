@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from whisperkit.core.audio import Audio, audio_from_array, count_channels, load_audio
-from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, choose_for
+from whisperkit.core.audio import MAX_CHANNELS, Audio, audio_from_array, count_channels, load_audio
+from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, check_split_count, choose_for
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.errors import ConfigError, first_line
@@ -280,7 +280,7 @@ def transcribe_config(
     _check_memory(config, model, batch_size)
     mark("prepare")
     started = time.perf_counter()
-    audio = _as_audio(audio, keep_channels=config.channels != "mix")
+    audio = _as_audio(audio, keep_channels=config.channels != "mix", split=config.channels == "split")
     choice = _choose_channels(audio, config)
     used = {**config.to_dict(), **model.describe(), "batch_size": batch_size}
     if config.mode == "sequential":
@@ -439,13 +439,17 @@ def _resolve_batch_size(config: Config, model: Model) -> int:
     return recommend_for_model(model, beam_size=config.beam_size)
 
 
-def _as_audio(audio: AudioSource, keep_channels: bool = False) -> Audio:
+def _as_audio(audio: AudioSource, keep_channels: bool = False, split: bool = False) -> Audio:
     """A path, a pipe or a binary file object is decoded; anything else is checked as an array.
-    ``keep_channels`` keeps each channel too (not for a file that has one)."""
+    ``keep_channels`` keeps each channel too (not for a file that has one, nor over 8: refused
+    with ``split``, mixed otherwise)."""
     if isinstance(audio, Audio):
         return audio
-    if isinstance(audio, (str, os.PathLike)) and keep_channels and count_channels(audio) == 1:
-        keep_channels = False  # mono: decoded as it always was, once
+    if isinstance(audio, (str, os.PathLike)) and keep_channels:
+        count = count_channels(audio)
+        if split:
+            check_split_count(count, os.fspath(audio))
+        keep_channels = 1 < count <= MAX_CHANNELS  # mono: decoded as it always was, once; auto mixes above 8
     if isinstance(audio, (str, os.PathLike)) or callable(getattr(audio, "read", None)):
         return load_audio(audio, keep_channels)  # type: ignore[arg-type]  # a file object, by its read()
     return audio_from_array(audio, keep_channels=keep_channels)

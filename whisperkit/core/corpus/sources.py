@@ -114,10 +114,12 @@ def channel_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iter
 
     import numpy as np
 
-    from whisperkit.core.audio import count_channels
+    from whisperkit.core.audio import MAX_CHANNELS, count_channels
     from whisperkit.core.channels import choose
 
     count = count_channels(source.path)
+    if count > MAX_CHANNELS and source.channels == "auto":
+        count = 1  # more than whisperkit splits: mixed, as ever
     if count > 1 and source.channels == "auto":
         choice = choose("auto", *_file_levels(source.path, block_seconds), source.channel_names, source.path)
     else:  # split: every channel (a silent one is found as it is cut)
