@@ -173,3 +173,18 @@ def choose_for(mode: str, channels: np.ndarray, names: Sequence[str] | None = No
     peaks = [float(np.abs(row).max(initial=0.0)) for row in channels]
     levels = frame_levels(channels) if mode == "auto" and len(peaks) > 1 else np.zeros((len(peaks), 0))
     return choose(mode, levels, peaks, names, source)
+
+
+def file_levels(path: str, block_seconds: float = 60.0) -> tuple[np.ndarray, list[float]]:
+    """Each channel's frame levels (:func:`frame_levels`) and peak over a whole file, read
+    ``block_seconds`` at a time (so a long file never sits in memory whole): for :func:`choose`."""
+    import numpy as np
+
+    from whisperkit.core.audio import stream_audio
+
+    levels, peaks = [], None
+    for block in stream_audio(path, block_seconds, channel="all"):
+        levels.append(frame_levels(block.samples))
+        block_peaks = np.abs(block.samples).max(axis=1, initial=0.0)
+        peaks = block_peaks if peaks is None else np.maximum(peaks, block_peaks)
+    return np.concatenate(levels, axis=1), [float(peak) for peak in (peaks if peaks is not None else [])]

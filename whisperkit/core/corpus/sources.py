@@ -1,5 +1,5 @@
-"""Which files a corpus run transcribes, where each one's outputs go, and the channel streams
-of a file transcribed channel by channel (:func:`channel_pieces`).
+"""Which files a corpus run transcribes, and where each one's outputs go (and what to do with
+their channels: ``Source.channels``).
 
 A PATH is a file, a folder (searched recursively for audio and video files), or ``@list.txt``
 (one path per line; blank lines and ``#`` comments skipped; relative paths from the list's
@@ -10,17 +10,10 @@ dropped>.<format>``; a file named directly writes ``DIR/<name without extension>
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
-from whisperkit.core.audio import stream_audio
-from whisperkit.core.corpus.stages import BLOCK_SECONDS, Piece, Source
-from whisperkit.core.corpus.stages import _cut as cut
-from whisperkit.core.corpus.stages import _silent as silent
-from whisperkit.errors import ConfigError, WhisperkitError
-
-if TYPE_CHECKING:
-    import numpy as np
+from whisperkit.core.corpus.stages import Source
+from whisperkit.errors import ConfigError
 
 AUDIO_EXTENSIONS = frozenset(
     ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .amr .caf .wv .ac3 "
@@ -103,63 +96,3 @@ def _extensions() -> str:
 def output_paths(output_dir: str, source: Source, formats: Iterable[str]) -> dict[str, str]:
     """``{format: DIR/<name>.<format>}`` for ``source``."""
     return {fmt: os.path.join(output_dir, f"{source.name}.{fmt}") for fmt in formats}
-
-
-def channel_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterator[Piece]:
-    """A file of ``source.channels`` split or auto: mixed as ever where it is mono or ``auto``
-    finds its channels nearly the same (:func:`whisperkit.core.channels.choose`, on levels of
-    the whole file, decoded once for that), else each channel a stream of its own (decoded
-    again for each channel, so that memory stays one block per reader), its pieces named by channel."""
-    import dataclasses
-
-    import numpy as np
-
-    from whisperkit.core.audio import MAX_CHANNELS, count_channels
-    from whisperkit.core.channels import choose
-
-    count = count_channels(source.path)
-    if count > MAX_CHANNELS and source.channels == "auto":
-        count = 1  # more than whisperkit splits: mixed, as ever
-    if count > 1 and source.channels == "auto":
-        choice = choose("auto", *_file_levels(source.path, block_seconds), source.channel_names, source.path)
-    else:  # split: every channel (a silent one is found as it is cut)
-        choice = choose(source.channels, np.zeros((count, 0)), [1.0] * count, source.channel_names, source.path)
-    notes = [choice.note] if choice.note else []
-    if not choice.split:
-        for piece in cut(source.index, stream_audio(source.path, block_seconds), block_seconds):
-            yield dataclasses.replace(piece, warnings=piece.warnings + notes) if piece.last else piece
-        return
-    number, seconds, warnings, heard = 0, 0.0, [], 0
-    for index, name in zip(choice.indices, choice.names):
-        try:
-            for piece in cut(source.index, stream_audio(source.path, block_seconds, channel=index), block_seconds):
-                if piece.last:
-                    seconds, warnings = max(seconds, piece.audio_seconds), piece.warnings
-                    if not piece.seconds:  # the channel's end mark: one for the file comes after all channels
-                        continue
-                yield dataclasses.replace(piece, number=number, last=False, audio_seconds=0.0, warnings=[],
-                                          channel=name)
-                number += 1
-            heard += 1
-        except WhisperkitError as error:
-            if str(error) != silent(None):
-                raise
-            notes.append(f"{source.path}: channel {name} is silent (no sample above -60 dBFS), nothing to transcribe")
-    if not heard:
-        raise WhisperkitError(silent(None))
-    yield Piece(source.index, number, np.zeros(0, dtype=np.float32), (), last=True, audio_seconds=seconds,
-                warnings=warnings + notes)
-
-
-def _file_levels(path: str, block_seconds: float) -> tuple[np.ndarray, list[float]]:
-    """Each channel's frame levels (:func:`whisperkit.core.channels.frame_levels`) and peak over the whole file."""
-    import numpy as np
-
-    from whisperkit.core.channels import frame_levels
-
-    levels, peaks = [], None
-    for block in stream_audio(path, block_seconds, channel="all"):
-        levels.append(frame_levels(block.samples))
-        block_peaks = np.abs(block.samples).max(axis=1, initial=0.0)
-        peaks = block_peaks if peaks is None else np.maximum(peaks, block_peaks)
-    return np.concatenate(levels, axis=1), [float(peak) for peak in (peaks if peaks is not None else [])]

@@ -123,13 +123,10 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
     (faster-whisper's ``get_speech_timestamps`` and ``collect_chunks``, with the settings of
     ``BatchedInferencePipeline``), ``block_seconds`` at a time. Never raises for a bad file:
     a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
-    A source with ``channels`` split or auto is read by
-    :func:`whisperkit.core.corpus.sources.channel_pieces`.
+    A source with ``channels`` split or auto is read by :func:`channel_pieces`.
     """
     try:
         if source.channels != "mix":
-            from whisperkit.core.corpus.sources import channel_pieces
-
             yield from channel_pieces(source, block_seconds)
             return
         yield from _cut(source.index, stream_audio(source.path, block_seconds), block_seconds)
@@ -180,6 +177,52 @@ def _cut(index: int, blocks: Iterable[AudioBlock], block_seconds: float) -> Iter
                 yield Piece(index, number, samples, tuple((start + s, length) for s, length in spans))
                 number += 1
         carry, carry_start = buffer[cut:].copy(), start + cut / SAMPLING_RATE
+
+
+def channel_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterator[Piece]:
+    """A file of ``source.channels`` split or auto: mixed as ever where it is mono or ``auto``
+    finds its channels nearly the same (:func:`whisperkit.core.channels.choose`, on levels of
+    the whole file, decoded once for that), else each channel a stream of its own (decoded
+    again for each channel, so that memory stays one block per reader), its pieces named by channel."""
+    import dataclasses
+
+    import numpy as np
+
+    from whisperkit.core.audio import MAX_CHANNELS, count_channels
+    from whisperkit.core.channels import choose, file_levels
+
+    count = count_channels(source.path)
+    if count > MAX_CHANNELS and source.channels == "auto":
+        count = 1  # more than whisperkit splits: mixed, as ever
+    if count > 1 and source.channels == "auto":
+        choice = choose("auto", *file_levels(source.path, block_seconds), source.channel_names, source.path)
+    else:  # split: every channel (a silent one is found as it is cut)
+        choice = choose(source.channels, np.zeros((count, 0)), [1.0] * count, source.channel_names, source.path)
+    notes = [choice.note] if choice.note else []
+    if not choice.split:
+        for piece in _cut(source.index, stream_audio(source.path, block_seconds), block_seconds):
+            yield dataclasses.replace(piece, warnings=piece.warnings + notes) if piece.last else piece
+        return
+    number, seconds, warnings, heard = 0, 0.0, [], 0
+    for index, name in zip(choice.indices, choice.names):
+        try:
+            for piece in _cut(source.index, stream_audio(source.path, block_seconds, channel=index), block_seconds):
+                if piece.last:
+                    seconds, warnings = max(seconds, piece.audio_seconds), piece.warnings
+                    if not piece.seconds:  # the channel's end mark: one for the file comes after all channels
+                        continue
+                yield dataclasses.replace(piece, number=number, last=False, audio_seconds=0.0, warnings=[],
+                                          channel=name)
+                number += 1
+            heard += 1
+        except WhisperkitError as error:
+            if str(error) != _silent(None):
+                raise
+            notes.append(f"{source.path}: channel {name} is silent (no sample above -60 dBFS), nothing to transcribe")
+    if not heard:
+        raise WhisperkitError(_silent(None))
+    yield Piece(source.index, number, np.zeros(0, dtype=np.float32), (), last=True, audio_seconds=seconds,
+                warnings=warnings + notes)
 
 
 def release_freed_memory() -> None:
