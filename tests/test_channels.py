@@ -220,6 +220,7 @@ def test_real_two_speaker_recording_per_channel_wer(mode):
 
 @needs_real_speech
 def test_auto_splits_the_real_recording_and_the_report_shows_each_channel(tmp_path):
+    from whisperkit.views.report import report_html
     from whisperkit.views.tables import channel_wer_rows
 
     run = wk.run(str(DIARIZATION), wk.Config(mode="batched"), progress=False)
@@ -227,7 +228,11 @@ def test_auto_splits_the_real_recording_and_the_report_shows_each_channel(tmp_pa
     rows = channel_wer_rows([run])
     assert [row[0] for row in rows] == ["left", "right"] and all(float(row[1]) <= MAX_CHANNEL_WER for row in rows)
     wk.save(run, tmp_path / "run")
-    assert wk.load_run(tmp_path / "run").wer_by_channel == run.wer_by_channel
+    loaded = wk.load_run(tmp_path / "run")
+    assert loaded.wer_by_channel == run.wer_by_channel
+    html = report_html(loaded)
+    assert "the word error rate of each channel against its reference" in html
+    assert "<tr><th>left</th><td>" in html and "left: He began a confused complaint" in html
 
 
 # -- the command line ---------------------------------------------------------------------------------
