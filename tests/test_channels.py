@@ -245,3 +245,22 @@ def test_cli_splits_names_the_speakers_and_refuses_bad_names(two_speakers):
     bad = run_cli("transcribe", two_speakers, "--channels", "split", "--channel-names", "a<b,c")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("whisperkit: error: channel name 'a<b'")
+
+
+@needs_real_speech
+def test_cli_compare_prints_each_channels_wer(tmp_path):
+    done = run_cli("compare", str(DIARIZATION), "--channels", "split", "--output-dir", str(tmp_path / "cmp"),
+                   "--quiet")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("WER of channel")]
+    assert [line.split()[3] for line in lines] == ["left", "right"], done.stdout
+    assert "channel by channel" in (tmp_path / "cmp" / "report.html").read_text()
+
+
+def test_app_has_a_channels_control():
+    from whisperkit.views.app.controls import Controls
+
+    controls = Controls()
+    assert controls.config().channels == "auto"
+    controls.channels.value = "split"
+    assert controls.config().channels == "split" and set(controls.channels.options) == {"auto", "mix", "split"}
