@@ -4,6 +4,14 @@ It reuses nvidia-ml-py's real error classes, constants and ctypes result structu
 values in NVML's units (bytes, milliwatts, MHz, °C, microsecond timestamps) and raises errors
 the way the real module does (``NVMLError(code)`` becomes the matching subclass).
 
+The driver behind it is one of :data:`DRIVERS` (``make_fake(driver=...)``): which symbols
+``_nvmlGetFunctionPointer`` finds, and the struct its ``nvmlDeviceGetComputeRunningProcesses_v3``
+writes. ``nvmlDeviceGetComputeRunningProcesses`` behaves as nvidia-ml-py 13's: it calls ``_v3``
+with a 4-field struct (so on ``"r535"``, whose ``_v3`` writes 5 fields, PIDs after the first are
+garbage) and raises ``NVMLLibraryMismatchError`` on a driver without ``_v3`` (``"old"``).
+Memory answers v1 (``used`` = allocations + the driver's reservation) and v2 (``reserved``
+apart); GPM answers with nvidia-ml-py's own structs on a GPU given ``gpm`` readings.
+
 >>> fake = make_fake([a100(), rtx3090(power_supported=False)])      # doctest: +SKIP
 >>> monkeypatch.setitem(sys.modules, "pynvml", fake)      # doctest: +SKIP
 >>> fake.state.calls[("nvmlDeviceGetPowerUsage", 1)]      # doctest: +SKIP   how often it was asked
@@ -15,6 +23,7 @@ one starts. Changes made to a fake after a Sampler started do not reach the samp
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -30,11 +39,14 @@ GIB = 2**30
 
 @dataclass
 class FakeMig:
-    """One MIG instance: its UUID and its own memory (NVML answers only these for a MIG handle)."""
+    """One MIG instance: its UUID, its own memory and GPU instance id (NVML answers only these for a MIG handle)."""
 
     uuid: str
     memory_total_bytes: int
     memory_used_bytes: int
+    gpu_instance_id: int = 1
+    #: GPM readings of this instance (see FakeGpu.gpm), read with nvmlGpmMigSampleGet
+    gpm: dict[int, float] | None = None
 
 
 @dataclass
@@ -70,14 +82,27 @@ class FakeGpu:
     #: utilization call when set, so a test can change the readings of a fake that runs in the
     #: sampler's own process (see :func:`set_readings`)
     readings_file: str | None = None
+    #: bytes the driver reserves for itself: v1's ``used`` includes them, v2 reports them as ``reserved``
+    memory_reserved_bytes: int = 0
+    #: on a GPU in MIG mode, whether the parent's memory may be read (else NVMLError_NoPermission)
+    mig_parent_memory_permitted: bool = False
+    #: GPM readings, NVML_GPM_METRIC_* id -> value between two samples (None: not a GPM GPU, before Hopper)
+    gpm: dict[int, float] | None = None
+    #: pid -> seconds by which that process's per-process samples lag the driver's period boundaries
+    process_sample_offset_s: dict[int, float] = field(default_factory=dict)
 
 
-def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int]) -> None:
-    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``."""
+def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int],
+                 gpm: dict[int, float] | None = None) -> None:
+    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``.
+    ``gpm`` (a GPM GPU's readings) is kept as it was when not given."""
     gpu.util_gpu_percent, gpu.process_sm_util = util_gpu_percent, dict(process_sm_util)
+    if gpm is not None:
+        gpu.gpm = dict(gpm)
     with open(f"{gpu.readings_file}.tmp", "w", encoding="utf-8") as handle:
         json.dump({"util_gpu_percent": util_gpu_percent,
-                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()}}, handle)
+                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()},
+                   "gpm": None if gpu.gpm is None else {str(k): v for k, v in gpu.gpm.items()}}, handle)
     os.replace(f"{gpu.readings_file}.tmp", gpu.readings_file)
 
 
@@ -89,6 +114,8 @@ def _read_readings(gpu: FakeGpu) -> None:
         values = json.load(handle)
     gpu.util_gpu_percent = values["util_gpu_percent"]
     gpu.process_sm_util = {int(pid): sm for pid, sm in values["process_sm_util"].items()}
+    if values.get("gpm") is not None:
+        gpu.gpm = {int(k): v for k, v in values["gpm"].items()}
 
 
 def a100(**changes) -> FakeGpu:
@@ -120,10 +147,32 @@ def h100_mig(**changes) -> FakeGpu:
         memory_total_bytes=80 * GIB, memory_used_bytes=12 * GIB,
         util_gpu_percent=0, util_memory_percent=0, power_mw=180_000, sm_clock_mhz=1980,
         temperature_c=40, pci_bus_id="00000000:1A:00.0",
-        mig=[FakeMig("MIG-4a2b6c8d-1e3f-5a7b-9c0d-2e4f6a8b0c1d", 10 * GIB, 1 * GIB),
-             FakeMig("MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f", 40 * GIB, 2 * GIB)],
+        mig=[FakeMig("MIG-4a2b6c8d-1e3f-5a7b-9c0d-2e4f6a8b0c1d", 10 * GIB, 1 * GIB, gpu_instance_id=9,
+                     gpm=_gpm_readings(sm_active=20.0, occupancy=12.0, tensor=5.0, dram=15.0)),
+             FakeMig("MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f", 40 * GIB, 2 * GIB, gpu_instance_id=2,
+                     gpm=_gpm_readings(sm_active=61.0, occupancy=33.0, tensor=27.0, dram=44.0))],
+        gpm={},  # a GPM GPU; in MIG mode it is sampled per instance
     )
     return FakeGpu(**{**values, **changes})
+
+
+def h100(**changes) -> FakeGpu:
+    """An NVIDIA H100 80GB HBM3 reading 100 % utilization while GPM shows 35 % of its SMs active;
+    the driver reserves 531 MiB (v1's ``used`` counts it, v2's does not)."""
+    values = dict(
+        name="NVIDIA H100 80GB HBM3", uuid="GPU-3c5e7a9b-1d2f-4a6c-8e0b-2d4f6a8c0e13",
+        memory_total_bytes=80 * GIB, memory_used_bytes=6 * GIB, memory_reserved_bytes=531 * 2**20,
+        util_gpu_percent=100, util_memory_percent=38, power_mw=402_000, sm_clock_mhz=1980,
+        temperature_c=58, pci_bus_id="00000000:19:00.0",
+        gpm=_gpm_readings(sm_active=35.0, occupancy=18.0, tensor=9.0, dram=27.0),
+    )
+    return FakeGpu(**{**values, **changes})
+
+
+def _gpm_readings(*, sm_active: float, occupancy: float, tensor: float, dram: float) -> dict[int, float]:
+    """GPM readings by NVML metric id: SM activity, SM occupancy, any-tensor activity, DRAM bandwidth (percent)."""
+    return {real.NVML_GPM_METRIC_SM_UTIL: sm_active, real.NVML_GPM_METRIC_SM_OCCUPANCY: occupancy,
+            real.NVML_GPM_METRIC_ANY_TENSOR_UTIL: tensor, real.NVML_GPM_METRIC_DRAM_BW_UTIL: dram}
 
 
 @dataclass
@@ -136,10 +185,14 @@ class FakeState:
     cuda_version: int
     #: driver sample period for per-process utilization, seconds
     sample_period_s: float
+    #: the driver generation, one of DRIVERS
+    driver: str = "current"
     initialized: int = 0
     init_calls: int = 0
     shutdown_calls: int = 0
     calls: Counter = field(default_factory=Counter)
+    #: GPM samples allocated and not freed: address -> (device index, GPU instance id or None, time taken or None)
+    gpm_samples: dict = field(default_factory=dict)
 
 
 class _Handle:
@@ -154,21 +207,56 @@ class _Handle:
 
 
 #: what NVML answers for a MIG device handle; everything else is NotSupported there
-MIG_HANDLE_FUNCTIONS = {"nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo"}
+MIG_HANDLE_FUNCTIONS = {"nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetGpuInstanceId"}
 #: NotSupported on the parent of a GPU in MIG mode
-MIG_PARENT_UNSUPPORTED = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization"}
+MIG_PARENT_UNSUPPORTED = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization", "nvmlGpmSampleGet"}
+
+
+class DriverProcessInfoV3(ctypes.Structure):
+    """The 5-field entry the R535/R545 drivers' ``nvmlDeviceGetComputeRunningProcesses_v3`` writes."""
+
+    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong), ("gpuInstanceId", ctypes.c_uint),
+                ("computeInstanceId", ctypes.c_uint), ("usedGpuCcProtectedMemory", ctypes.c_ulonglong)]
+
+
+class DriverProcessInfoV1(ctypes.Structure):
+    """The 2-field entry of the unversioned ``nvmlDeviceGetComputeRunningProcesses``."""
+
+    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong)]
+
+
+_PROCESS_LIST = "nvmlDeviceGetComputeRunningProcesses"
+_OTHER_SYMBOLS = {"nvmlDeviceGetConfComputeMemSizeInfo", "nvmlDeviceGetRunningProcessDetailList",
+                  "nvmlDeviceGetMemoryInfo_v2", "nvmlGpmMetricsGet"}
+#: driver generation -> (the symbols it exports besides the process lists, process-list symbol -> the struct it writes)
+DRIVERS = {
+    # R550 and newer: _v3 writes the 4-field struct; the detail list carries the CC-protected memory
+    "current": (_OTHER_SYMBOLS, {_PROCESS_LIST + "_v3": real.c_nvmlProcessInfo_v2_t,
+                                 _PROCESS_LIST + "_v2": real.c_nvmlProcessInfo_v2_t,
+                                 _PROCESS_LIST: DriverProcessInfoV1}),
+    # R535/R545: _v3 writes 5 fields; no detail list yet (nvitop issue #75)
+    "r535": (_OTHER_SYMBOLS - {"nvmlDeviceGetRunningProcessDetailList"},
+             {_PROCESS_LIST + "_v3": DriverProcessInfoV3, _PROCESS_LIST + "_v2": real.c_nvmlProcessInfo_v2_t,
+              _PROCESS_LIST: DriverProcessInfoV1}),
+    # an older driver: no _v3, no memory v2, no GPM
+    "old": (set(), {_PROCESS_LIST + "_v2": real.c_nvmlProcessInfo_v2_t, _PROCESS_LIST: DriverProcessInfoV1}),
+}
 
 
 def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None,
               driver_version: str = "550.54.15", cuda_version: int = 12040,
-              sample_period_s: float = 1 / 6) -> types.ModuleType:
-    """A fresh fake module; ``init_error`` is an ``NVML_ERROR_*`` code nvmlInit raises."""
-    state = FakeState(list(gpus or []), init_error, driver_version, cuda_version, sample_period_s)
+              sample_period_s: float = 1 / 6, driver: str = "current") -> types.ModuleType:
+    """A fresh fake module; ``init_error`` is an ``NVML_ERROR_*`` code nvmlInit raises; ``driver``
+    one of :data:`DRIVERS`."""
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown fake driver {driver!r}; expected one of: {', '.join(DRIVERS)}")
+    state = FakeState(list(gpus or []), init_error, driver_version, cuda_version, sample_period_s, driver)
     fake = types.ModuleType("pynvml", "fake pynvml for whisperkit tests")
-    for name in dir(real):  # the real error classes and constants
-        if name.startswith(("NVMLError", "NVML_")):
+    for name in dir(real):  # the real error classes, constants and the structs callers build
+        if name.startswith(("NVMLError", "NVML_", "nvmlMemory_v", "c_nvmlGpm")) or name == "NVMLLibraryMismatchError":
             setattr(fake, name, getattr(real, name))
     fake.state = state
+    symbols, process_structs = DRIVERS[driver]
 
     def system(name):
         def wrap(func):
@@ -182,7 +270,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
             return call
         return wrap
 
-    def device(name):
+    def device(name, export=True):
         def wrap(func):
             def call(handle, *args):
                 if not state.initialized:
@@ -195,14 +283,13 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
                 if handle.mig is not None:
                     if name not in MIG_HANDLE_FUNCTIONS:
                         raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
-                    mig = gpu.mig[handle.mig]
-                    return func(FakeGpu(gpu.name, mig.uuid, mig.memory_total_bytes, mig.memory_used_bytes,
-                                        0, 0, 0, 0, 0), *args)
+                    return func(_mig_view(gpu, gpu.mig[handle.mig]), *args)
                 if gpu.mig and name in MIG_PARENT_UNSUPPORTED:
                     raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
                 return func(gpu, *args)
             call.__name__ = name
-            setattr(fake, name, call)
+            if export:
+                setattr(fake, name, call)
             return call
         return wrap
 
@@ -246,8 +333,24 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetMemoryInfo")
     def _memory(gpu, version=None):
-        free = gpu.memory_total_bytes - gpu.memory_used_bytes
-        return real.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes)
+        if gpu.mig and not gpu.mig_parent_memory_permitted:
+            raise real.NVMLError(real.NVML_ERROR_NO_PERMISSION)
+        reserved, used = gpu.memory_reserved_bytes, gpu.memory_used_bytes
+        free = gpu.memory_total_bytes - used - reserved
+        if not version:  # v1: the reservation counts as used
+            return real.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=used + reserved)
+        if "nvmlDeviceGetMemoryInfo_v2" not in symbols:
+            raise real.NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        if version != real.nvmlMemory_v2:
+            raise real.NVMLError(real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        return real.c_nvmlMemory_v2_t(version=version, total=gpu.memory_total_bytes, reserved=reserved,
+                                      free=free, used=used)
+
+    @device("nvmlDeviceGetGpuInstanceId")
+    def _gpu_instance_id(gpu):
+        if not hasattr(gpu, "gpu_instance_id"):  # a whole GPU, not a MIG instance
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.gpu_instance_id
 
     @device("nvmlDeviceGetUtilizationRates")
     def _util(gpu):
@@ -275,26 +378,79 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
     @device("nvmlDeviceGetProcessUtilization")
     def _process_util(gpu, last_seen_us):
         _read_readings(gpu)
-        # the driver closes a sample period every sample_period_s; only newer samples are returned
+        # the driver closes a sample period every sample_period_s (a process's samples lag by its
+        # offset); only samples newer than last_seen_us are returned
         period_us = int(state.sample_period_s * 1e6)
-        stamp = time.time_ns() // 1000 // period_us * period_us
-        if not gpu.process_sm_util or stamp <= last_seen_us:
-            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
+        now_us = time.time_ns() // 1000
         samples = []
         for pid, values in gpu.process_sm_util.items():
+            offset_us = int(gpu.process_sample_offset_s.get(pid, 0.0) * 1e6)
+            stamp = (now_us - offset_us) // period_us * period_us + offset_us
             history = values if isinstance(values, list) else [values]
             for age, sm in enumerate(reversed(history)):  # newest first, each one period older
                 if stamp - age * period_us > last_seen_us:
                     samples.append(real.c_nvmlProcessUtilizationSample_t(
                         pid=pid, timeStamp=stamp - age * period_us, smUtil=sm, memUtil=sm // 2, encUtil=0, decUtil=0))
+        if not samples:
+            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
         return samples[::-1]  # NVML gives no order; oldest first here, so the newest must be chosen
 
-    @device("nvmlDeviceGetComputeRunningProcesses")
-    def _compute_processes(gpu):
-        _read_readings(gpu)
-        pids = gpu.compute_pids if gpu.compute_pids is not None else list(gpu.process_sm_util)
-        return [real.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=512 * 2**20, gpuInstanceId=0xFFFFFFFF,
-                                            computeInstanceId=0xFFFFFFFF) for pid in pids]
+    def driver_process_list(symbol, struct):
+        """The driver's C function: fills ``entries`` with ``struct``s, whatever the caller's struct is."""
+        @device(symbol, export=False)
+        def list_processes(gpu, count_ref, entries):
+            _read_readings(gpu)
+            pids = gpu.compute_pids if gpu.compute_pids is not None else list(gpu.process_sm_util)
+            count = count_ref._obj  # ctypes.byref(c_uint)
+            if entries is None or count.value < len(pids):
+                count.value = len(pids)
+                return real.NVML_SUCCESS if not pids else real.NVML_ERROR_INSUFFICIENT_SIZE
+            written = (struct * len(pids))(*[_process_entry(struct, pid) for pid in pids])
+            ctypes.memmove(entries, written, min(ctypes.sizeof(written), ctypes.sizeof(entries)))
+            count.value = len(pids)
+            return real.NVML_SUCCESS
+
+        def as_c_function(handle, count_ref, entries):
+            try:
+                return list_processes(handle, count_ref, entries)
+            except real.NVMLError as error:  # a C function returns its error code
+                return error.value
+        return as_c_function
+
+    c_functions = {symbol: driver_process_list(symbol, struct) for symbol, struct in process_structs.items()}
+
+    def _function_pointer(symbol):
+        if not state.initialized:
+            raise real.NVMLError(real.NVML_ERROR_UNINITIALIZED)
+        if symbol in c_functions:
+            return c_functions[symbol]
+        if symbol in symbols:
+            return lambda *args: real.NVML_ERROR_NOT_SUPPORTED  # exported; whisperkit only looks it up
+        raise real.NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    fake._nvmlGetFunctionPointer = _function_pointer
+
+    def _compute_processes(handle):
+        """As nvidia-ml-py 13: ``_v3`` with its 4-field struct; NVMLLibraryMismatchError without ``_v3``."""
+        try:
+            function = _function_pointer(_PROCESS_LIST + "_v3")
+        except real.NVMLError_FunctionNotFound:
+            raise real.NVMLLibraryMismatchError("Unversioned function called and the pyNVML version does not "
+                                                "match the NVML lib version.") from None
+        count = ctypes.c_uint(0)
+        result = function(handle, ctypes.byref(count), None)
+        if result == real.NVML_SUCCESS:
+            return []
+        if result != real.NVML_ERROR_INSUFFICIENT_SIZE:
+            raise real.NVMLError(result)
+        count.value = count.value * 2 + 5
+        entries = (real.c_nvmlProcessInfo_v3_t * count.value)()
+        result = function(handle, ctypes.byref(count), entries)
+        if result != real.NVML_SUCCESS:
+            raise real.NVMLError(result)
+        return [real.nvmlStructToFriendlyObject(entries[i]) for i in range(count.value)]
+
+    fake.nvmlDeviceGetComputeRunningProcesses = _compute_processes
 
     @device("nvmlDeviceGetTotalEnergyConsumption")
     def _energy(gpu):
@@ -332,7 +488,102 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         return _Handle(handle.index, mig=index)
 
     fake.nvmlDeviceGetMigDeviceHandleByIndex = _mig_handle
+    _add_gpm(fake, state, symbols, system, device)
     return fake
+
+
+def _add_gpm(fake, state: FakeState, symbols: set[str], system, device) -> None:
+    """The GPM calls, with nvidia-ml-py's structs: samples are tracked by address, so a metrics
+    request whose samples were not both taken, on one device, in order, is refused as NVML does."""
+
+    def gpm_gpu(gpu):
+        if "nvmlGpmMetricsGet" not in symbols:
+            raise real.NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        return gpu.gpm
+
+    @device("nvmlGpmQueryDeviceSupport")
+    def _support(gpu):
+        support = real.c_nvmlGpmSupport_t()
+        support.version = real.NVML_GPM_SUPPORT_VERSION
+        support.isSupportedDevice = 0 if gpm_gpu(gpu) is None else 1
+        return support
+
+    buffers: dict[int, ctypes.Array] = {}
+
+    @system("nvmlGpmSampleAlloc")
+    def _alloc():
+        if "nvmlGpmMetricsGet" not in symbols:
+            raise real.NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        buffer = ctypes.create_string_buffer(64)
+        buffers[ctypes.addressof(buffer)] = buffer
+        state.gpm_samples[ctypes.addressof(buffer)] = None
+        return ctypes.cast(buffer, real.c_nvmlGpmSample_t)
+
+    @system("nvmlGpmSampleFree")
+    def _free(sample):
+        address = _address(sample)
+        if address not in state.gpm_samples:
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        del state.gpm_samples[address]
+        buffers.pop(address, None)
+
+    def take(gpu, sample, index, instance):
+        address = _address(sample)
+        if address not in state.gpm_samples or gpm_gpu(gpu) is None:
+            raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED if gpu.gpm is None else real.NVML_ERROR_INVALID_ARGUMENT)
+        state.gpm_samples[address] = (index, instance, time.monotonic())
+        return sample
+
+    @device("nvmlGpmSampleGet")
+    def _sample_get(gpu, sample):
+        return take(gpu, sample, state.gpus.index(gpu), None)
+
+    @device("nvmlGpmMigSampleGet")
+    def _mig_sample_get(gpu, instance, sample):
+        if not any(mig.gpu_instance_id == instance for mig in gpu.mig):
+            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
+        return take(gpu, sample, state.gpus.index(gpu), instance)
+
+    @system("nvmlGpmMetricsGet")
+    def _metrics_get(request):
+        first, second = (state.gpm_samples.get(_address(s)) for s in (request.sample1, request.sample2))
+        if request.version != real.NVML_GPM_METRICS_GET_VERSION or first is None or second is None \
+                or first[:2] != second[:2] or not first[2] < second[2]:
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        index, instance, _ = second
+        gpu = state.gpus[index]
+        _read_readings(gpu)
+        readings = gpu.gpm if instance is None else next(m.gpm for m in gpu.mig if m.gpu_instance_id == instance)
+        for i in range(request.numMetrics):
+            metric = request.metrics[i]
+            value = (readings or {}).get(metric.metricId)
+            metric.nvmlReturn = real.NVML_SUCCESS if value is not None else real.NVML_ERROR_NOT_SUPPORTED
+            metric.value = value if value is not None else 0.0
+        return request
+
+
+def _address(sample) -> int | None:
+    """The address a ``c_nvmlGpmSample_t`` points to (None for a NULL one)."""
+    return ctypes.cast(sample, ctypes.c_void_p).value
+
+
+def _process_entry(struct, pid: int):
+    """One process-list entry as the driver writes it (512 MiB used, no MIG)."""
+    values = {"pid": pid, "usedGpuMemory": 512 * 2**20}
+    names = [name for name, _ in struct._fields_]
+    if "gpuInstanceId" in names:
+        values.update(gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+    if "usedGpuCcProtectedMemory" in names:
+        values["usedGpuCcProtectedMemory"] = 0
+    return struct(**values)
+
+
+def _mig_view(gpu: FakeGpu, mig: FakeMig) -> FakeGpu:
+    """What NVML answers for a MIG instance's handle: its own memory, UUID and GPU instance id."""
+    view = FakeGpu(gpu.name, mig.uuid, mig.memory_total_bytes, mig.memory_used_bytes, 0, 0, 0, 0, 0,
+                   gpm=mig.gpm)
+    view.gpu_instance_id = mig.gpu_instance_id  # type: ignore[attr-defined]
+    return view
 
 
 #: the environment variables :func:`install` sets (see whisperkit.measure.nvml)
@@ -374,12 +625,16 @@ def from_environment() -> types.ModuleType:
 
 
 def _gpu_to_json(gpu: FakeGpu) -> dict:
-    values = asdict(gpu)
-    values["process_sm_util"] = {str(pid): sm for pid, sm in gpu.process_sm_util.items()}
-    return values
+    return asdict(gpu)  # json turns the int keys into strings: _gpu_from_json turns them back
+
+
+def _int_keys(mapping: dict | None) -> dict | None:
+    return None if mapping is None else {int(key): value for key, value in mapping.items()}
 
 
 def _gpu_from_json(values: dict) -> FakeGpu:
-    values = {**values, "mig": [FakeMig(**mig) for mig in values["mig"]], "calls_made": 0,
-              "process_sm_util": {int(pid): sm for pid, sm in values["process_sm_util"].items()}}
+    migs = [FakeMig(**{**mig, "gpm": _int_keys(mig.get("gpm"))}) for mig in values["mig"]]
+    values = {**values, "mig": migs, "calls_made": 0, "gpm": _int_keys(values.get("gpm")),
+              "process_sm_util": _int_keys(values["process_sm_util"]),
+              "process_sample_offset_s": _int_keys(values.get("process_sample_offset_s", {}))}
     return FakeGpu(**values)
