@@ -280,3 +280,24 @@ def test_diagnose_of_a_two_gpu_run_judges_the_models_gpu(monkeypatch, tmp_path, 
     assert result.returncode == 0, result.stderr
     assert "[gpu-idle-decode]" in result.stdout and "other-process-on-gpu" not in result.stdout
     assert "gpu1" not in result.stdout.lower().replace("gpu 1", "gpu1")
+
+
+def test_a_patched_library_without_symbols_or_v2_structs_still_samples(monkeypatch):
+    """As under a simulator that patches pynvml's functions: no symbol can be looked up, and the
+    memory call answers a v1 struct whatever version is asked for. No sample is lost."""
+    fake = fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={os.getpid(): 30})])
+
+    def nothing(symbol):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_UNINITIALIZED)
+
+    def v1_only(handle, version=None):
+        return pynvml.c_nvmlMemory_t(total=40 * 2**30, free=36 * 2**30, used=4 * 2**30)
+
+    monkeypatch.setattr(fake, "_nvmlGetFunctionPointer", nothing)
+    monkeypatch.setattr(fake, "nvmlDeviceGetMemoryInfo", v1_only)
+    with nvml.NvmlSession() as session:
+        assert gpu_processes.process_list_api(fake) is None  # pynvml's own function is used
+        values = [session.read({os.getpid()}) for _ in range(2)][-1]
+        assert values["gpu0_mem_used_mb"] == 4096 and math.isnan(values["gpu0_mem_reserved_mb"])
+        assert values["gpu0_process_util_percent"] == 30
+        assert session.drain_errors() == []

@@ -53,9 +53,10 @@ def read_memory(query: Callable[..., Any], nv: ModuleType, handle: object, index
                        marks=(prefix + "mem_reserved_mb",), unavailable=_V1)
         if memory is None:  # a failure this time: NaN, counted against all three columns
             return MemoryReading()
+        reserved = getattr(memory, "reserved", None)  # a v1 struct from a simulated library has none
         if memory is not _V1:
             return MemoryReading(memory.used / MIB, memory.total / MIB, memory.free / MIB,
-                                 memory.reserved / MIB, 2)
+                                 NaN if reserved is None else reserved / MIB, 2 if reserved is not None else 1)
     memory = query("nvmlDeviceGetMemoryInfo", handle, device=index, default=None, columns=columns)
     if memory is None:
         return MemoryReading()

@@ -84,8 +84,9 @@ class ProcessListApi:
 
 
 def process_list_api(nv: ModuleType) -> ProcessListApi | None:
-    """The process-list function and struct this driver needs, or None where its symbols cannot
-    be looked up (a pynvml without ``_nvmlGetFunctionPointer``: its own function is used then)."""
+    """The process-list function and struct this driver needs, or None where no symbol can be
+    looked up (a pynvml without ``_nvmlGetFunctionPointer``, a simulated library): pynvml's own
+    function is used then."""
     lookup = getattr(nv, "_nvmlGetFunctionPointer", None)
     if lookup is None:
         return None
@@ -102,7 +103,9 @@ def process_list_api(nv: ModuleType) -> ProcessListApi | None:
         return ProcessListApi(PROCESS_LIST + "_v3", ProcessInfoV3 if r535 else ProcessInfoV2)
     if has(PROCESS_LIST + "_v2"):
         return ProcessListApi(PROCESS_LIST + "_v2", ProcessInfoV2)
-    return ProcessListApi(PROCESS_LIST, ProcessInfoV1)
+    if has(PROCESS_LIST):
+        return ProcessListApi(PROCESS_LIST, ProcessInfoV1)
+    return None  # nothing can be looked up (a patched or simulated library): the module's own function
 
 
 def compute_pids(nv: ModuleType, api: ProcessListApi | None, handle: object) -> list[int]:
