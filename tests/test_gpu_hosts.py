@@ -235,7 +235,7 @@ def on_gpu(run, nvml_index: int):
                                config=run.config.replace(device="cuda"), environment=environment)
 
 
-def test_a_busy_gpu_with_idle_sms_is_diagnosed_and_plotted(monkeypatch):
+def test_a_busy_gpu_with_idle_sms_is_diagnosed_and_plotted(monkeypatch, tmp_path):
     """100 % utilization with 35 % of the SMs active during decode: not really busy."""
     idle = fake_pynvml._gpm_readings(sm_active=0.0, occupancy=0.0, tensor=0.0, dram=1.0)
     busy = fake_pynvml._gpm_readings(sm_active=35.0, occupancy=18.0, tensor=9.0, dram=27.0)
@@ -250,6 +250,8 @@ def test_a_busy_gpu_with_idle_sms_is_diagnosed_and_plotted(monkeypatch):
     columns = {trace.meta["column"] for trace in fig.data}
     assert {f"gpu0_{suffix}" for suffix in GPM} <= columns
     assert any("GPU SMs (GPM)" in (a.text or "") for a in fig.layout.annotations)
+    page = open(wk.report(on_gpu(run, 0), tmp_path / "report.html"), encoding="utf-8").read()
+    assert "GPU SMs (GPM)" in page and "sms-mostly-idle" in page  # the report embeds the figure and the finding
     lower = run.timeline.copy()
     lower["gpu0_sm_active_percent"] = 90.0
     import dataclasses
