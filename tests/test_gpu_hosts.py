@@ -73,6 +73,19 @@ def test_memory_falls_back_to_v1_on_a_driver_without_v2(monkeypatch):
         assert session.drain_errors() == []
 
 
+def test_the_environment_says_reserved_memory_mig_mode_and_gpm(monkeypatch):
+    from whisperkit.measure.environment import format_environment
+
+    fake_pynvml.install(monkeypatch, [fake_pynvml.h100(), fake_pynvml.h100_mig()])
+    gpus, _ = nvml.gpu_inventory()
+    assert (gpus[0]["memory_reserved_mb"], gpus[0]["mig_mode"], gpus[0]["gpm"]) == (531, False, True)
+    assert gpus[0]["memory_free_mb"] == 81920 - 6144 - 531
+    assert gpus[1]["mig_mode"] is True and math.isnan(gpus[1]["memory_total_mb"])  # NoPermission on the parent
+    text = format_environment({**wk.collect_environment(), "gpus": gpus})
+    assert "HBM3, 81920 MiB (75245 MiB free), driver 550.54.15, CUDA 12.4, GPM counters" in text
+    assert "CUDA 12.4, MIG mode, GPM counters" in text
+
+
 # -- MIG: the model's instance, and NotSupported said once ------------------------------------
 
 def test_the_models_mig_instance_memory_reaches_the_timeline(monkeypatch):

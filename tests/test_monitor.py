@@ -431,11 +431,11 @@ def test_gpu_inventory_from_the_fake(two_gpus):
     assert reason is None
     assert gpus == [
         {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "uuid": "GPU-5f2d7c1e-8a4b-4b1e-9c55-0d6a2e7f3a10",
-         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "driver_version": "550.54.15",
-         "cuda_driver_version": "12.4"},
+         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "memory_reserved_mb": 0.0,
+         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
         {"index": 1, "name": "NVIDIA GeForce RTX 3090", "uuid": "GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
-         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "driver_version": "550.54.15",
-         "cuda_driver_version": "12.4"},
+         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "memory_reserved_mb": 0.0,
+         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
     ]
     assert two_gpus.state.initialized == 0
 

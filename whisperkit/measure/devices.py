@@ -27,7 +27,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from whisperkit.measure.nvml import MIB, NvmlSession, _text
+from whisperkit.measure.gpu_memory import MIB
+from whisperkit.measure.nvml import NvmlSession, _text
 
 NaN = math.nan
 

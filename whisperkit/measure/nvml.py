@@ -44,7 +44,7 @@ from typing import Any
 
 from whisperkit.measure.columns import gpu_column, gpu_columns
 from whisperkit.measure.gpm import GpmReader
-from whisperkit.measure.gpu_memory import MIB, read_memory  # noqa: F401  (MIB: devices.py reads it here)
+from whisperkit.measure.gpu_memory import MemoryReading, read_memory
 from whisperkit.measure.gpu_processes import ProcessWatch, compute_pids, process_list_api
 
 NaN = math.nan
@@ -325,7 +325,7 @@ class NvmlSession:
         prefix = gpu_column(i, "")
         util = self.query("nvmlDeviceGetUtilizationRates", h, device=i, default=None,
                           columns=(prefix + "util_percent", prefix + "mem_util_percent"))
-        memory = read_memory(self.query, nv, device.mig_handle or h, i, prefix)
+        memory = self.memory(device)
         power_mw = self.query("nvmlDeviceGetPowerUsage", h, device=i, columns=(prefix + "power_w",))
         clock = self.query("nvmlDeviceGetClockInfo", h, nv.NVML_CLOCK_SM, device=i,
                            columns=(prefix + "sm_clock_mhz",))
@@ -348,6 +348,13 @@ class NvmlSession:
             **self._gpm(device, prefix).read(),
         }
 
+    def memory(self, device: Device) -> MemoryReading:
+        """The device's memory (its MIG instance's where one is sampled), MiB; see :mod:`whisperkit.measure.gpu_memory`."""
+        if self._nv is None:
+            return MemoryReading()
+        return read_memory(self.query, self._nv, device.mig_handle or device.handle, device.index,
+                           gpu_column(device.index, ""))
+
     def _gpm(self, device: Device, prefix: str) -> GpmReader:
         """The device's GPM reader, started on its first read (after the MIG instance is known)."""
         if device.gpm is None:
@@ -367,9 +374,10 @@ def gpu_inventory() -> tuple[list[dict], str | None]:
     """The NVIDIA GPUs NVML sees, and why the list is empty (None when it is not).
 
     Each GPU is a dict with ``index``, ``name``, ``uuid``, ``memory_total_mb``,
-    ``memory_free_mb`` (MiB, floats), ``driver_version`` (e.g. "550.54.15") and
-    ``cuda_driver_version`` (the newest CUDA the driver supports, e.g. "12.4").
-    A value NVML cannot give is None (NaN for the memory sizes).
+    ``memory_free_mb``, ``memory_reserved_mb`` (MiB, floats; reserved by the driver, NVML memory
+    v2), ``driver_version`` (e.g. "550.54.15"), ``cuda_driver_version`` (the newest CUDA the
+    driver supports, e.g. "12.4"), ``mig_mode`` (True on a GPU in MIG mode) and ``gpm`` (whether
+    it has GPM counters: Hopper and newer). A value NVML cannot give is None (NaN for the memory sizes).
 
     >>> gpus, reason = gpu_inventory()   # doctest: +SKIP
     >>> gpus or reason                   # doctest: +SKIP
@@ -383,15 +391,19 @@ def gpu_inventory() -> tuple[list[dict], str | None]:
         gpus = []
         for device in nv.devices:
             i, h = device.index, device.handle
-            memory = nv.query("nvmlDeviceGetMemoryInfo", h, device=i, default=None)
+            memory = nv.memory(device)
+            gpm = nv.query("nvmlGpmQueryDeviceSupport", h, device=i, default=None)
             gpus.append({
                 "index": i,
                 "name": _text(nv.query("nvmlDeviceGetName", h, device=i, default=None)),
                 "uuid": _text(nv.query("nvmlDeviceGetUUID", h, device=i, default=None)),
-                "memory_total_mb": memory.total / MIB if memory is not None else NaN,
-                "memory_free_mb": memory.free / MIB if memory is not None else NaN,
+                "memory_total_mb": memory.total_mb,
+                "memory_free_mb": memory.free_mb,
+                "memory_reserved_mb": memory.reserved_mb,
                 "driver_version": _text(driver),
                 "cuda_driver_version": cuda,
+                "mig_mode": device.mig_mode,
+                "gpm": bool(gpm.isSupportedDevice) if gpm is not None else None,
             })
         return gpus, None
 
