@@ -208,6 +208,24 @@ def test_gpm_columns_on_a_hopper_gpu_and_a_reason_elsewhere(monkeypatch):
     assert fake.state.gpm_samples == {}  # freed at close
 
 
+def test_gpm_that_fails_every_sample_is_given_up_after_three(monkeypatch):
+    """As on a vGPU guest: GPM says it is supported, then every sample fails."""
+    fake = fake_pynvml.install(monkeypatch, [fake_pynvml.h100()])
+
+    def failing(handle, sample):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    monkeypatch.setattr(fake, "nvmlGpmSampleGet", failing)
+    with nvml.NvmlSession() as session:
+        for _ in range(6):
+            values = session.read(set())
+        errors = session.drain_errors()
+        assert errors.count("gpu0_sm_active_percent") == 3 and math.isnan(values["gpu0_sm_active_percent"])
+        assert "3 times in a row" in session.column_reasons["gpu0_sm_active_percent"]
+        assert values["gpu0_util_percent"] == 100  # the rest goes on
+    assert fake.state.gpm_samples == {}
+
+
 def test_gpm_is_absent_from_an_old_driver_with_a_reason(monkeypatch):
     fake_pynvml.install(monkeypatch, [fake_pynvml.h100()], driver="old")
     with nvml.NvmlSession() as session:

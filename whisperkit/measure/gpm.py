@@ -29,6 +29,8 @@ NaN = math.nan
 #: column suffix (:data:`whisperkit.measure.columns.GPM_METRICS`) -> the NVML GPM metric it holds
 GPM_METRIC_IDS = dict(zip(GPM_METRICS, ("NVML_GPM_METRIC_SM_UTIL", "NVML_GPM_METRIC_SM_OCCUPANCY",
                                         "NVML_GPM_METRIC_ANY_TENSOR_UTIL", "NVML_GPM_METRIC_DRAM_BW_UTIL")))
+#: after this many failed samples in a row GPM is not asked again (on a vGPU guest every sample fails)
+MAX_FAILURES_IN_A_ROW = 3
 NOT_SUPPORTED_REASON = "GPM not supported on this GPU (NVML's GPM counters need a Hopper or newer GPU)"
 
 
@@ -50,6 +52,7 @@ class GpmReader:
         self._samples: list[object] = []
         self._previous: object | None = None
         self._request: Any = None
+        self._failures = 0  # failed samples in a row
         if skip_reason is not None:
             self._mark(list(self.columns), skip_reason)
         self.enabled = skip_reason is None and self._start()
@@ -95,6 +98,7 @@ class GpmReader:
                                 default=None, columns=list(self.columns))
         if taken is None:
             self._previous = None
+            self._failed()
             return values
         previous, self._previous = self._previous, sample
         if previous is None:
@@ -103,7 +107,9 @@ class GpmReader:
         request.sample1, request.sample2 = previous, sample
         if self._query("nvmlGpmMetricsGet", request, device=self._index, default=None,
                        columns=list(self.columns)) is None:
+            self._failed()
             return values
+        self._failures = 0
         for i, column in enumerate(self.columns):
             metric = request.metrics[i]
             if metric.nvmlReturn == 0:
@@ -111,6 +117,13 @@ class GpmReader:
             elif metric.nvmlReturn == getattr(self._nv, "NVML_ERROR_NOT_SUPPORTED", 3):
                 self._mark([column], "this GPM metric is not supported on this GPU")
         return values
+
+    def _failed(self) -> None:
+        self._failures += 1
+        if self.enabled and self._failures >= MAX_FAILURES_IN_A_ROW:
+            self._mark(list(self.columns), f"GPM samples failed {self._failures} times in a row: not asked again "
+                                           "(GPM cannot sample on a vGPU guest, for one)")
+            self.close()
 
     def close(self) -> None:
         """Free the GPM samples (idempotent)."""
