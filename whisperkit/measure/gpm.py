@@ -1,9 +1,11 @@
 """GPU Performance Monitoring (GPM): how much of a Hopper-or-newer GPU was busy, not only whether.
 
 NVML's ``util_percent`` is the share of time some kernel ran: one small kernel on one SM reads
-100 %. GPM counters (``nvmlGpmMetricsGet``, Hopper and newer: H100, H200, B200, driver R520 or
-later) measure the GPU itself between two samples (``nvmlGpmSampleGet``). Each read here takes a
-new sample and computes, over the time since the previous one (NVML's definitions, 0-100):
+100 %. GPM counters (``nvmlGpmMetricsGet``; Hopper and newer: H100, H200, B200, with a driver
+that has the GPM functions) measure the GPU itself between two samples (``nvmlGpmSampleGet``);
+they use their own hardware, not the profiler's, so DCGM or Nsight running beside them does not
+block them. Each read here takes a new sample and computes, over the time since the previous
+one (NVML's definitions, 0-100):
 
 - ``sm_active_percent``: ``NVML_GPM_METRIC_SM_UTIL``, the percentage of SMs that were busy;
 - ``sm_occupancy_percent``: ``NVML_GPM_METRIC_SM_OCCUPANCY``, active warps against the maximum;
@@ -61,7 +63,7 @@ class GpmReader:
         nv, columns = self._nv, list(self.columns)
         ids = [getattr(nv, name, None) for name in GPM_METRIC_IDS.values()]
         if None in ids or not hasattr(nv, "c_nvmlGpmMetricsGet_t"):
-            self._mark(columns, "GPM not in this nvidia-ml-py (install nvidia-ml-py 12 or newer)")
+            self._mark(columns, "GPM not in this nvidia-ml-py (upgrade nvidia-ml-py)")
             return False
         support = self._query("nvmlGpmQueryDeviceSupport", self._handle, device=self._index, default=None,
                               columns=columns)

@@ -4,7 +4,7 @@ NVML's v1 struct (``nvmlMemory_t``: total, free, used) counts the driver's own r
 (firmware and bookkeeping, hundreds of MiB on an H100 or H200) in ``used``. The v2 struct
 (``nvmlMemory_v2_t``) reports it apart as ``reserved``, and its ``used`` is what processes
 allocated, which is what ``nvidia-smi`` shows as used. So, as nvitop does, v2 is asked first
-(``nvmlDeviceGetMemoryInfo(handle, nvmlMemory_v2)``, nvidia-ml-py 12 and newer) and v1 only
+(``nvmlDeviceGetMemoryInfo(handle, nvmlMemory_v2)``) and v1 only
 where the driver lacks ``nvmlDeviceGetMemoryInfo_v2`` (``NVMLError_FunctionNotFound``) or this
 nvidia-ml-py has no ``nvmlMemory_v2``: then ``used`` includes the reservation and ``reserved``
 is NaN. ``free`` is the same in both.
