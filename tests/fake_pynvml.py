@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 import pynvml as real
 
 GIB = 2**30
+#: seconds the fake driver keeps per-process samples after they were taken
+BUFFER_S = 5.0
 
 
 @dataclass
@@ -193,6 +195,9 @@ class FakeState:
     calls: Counter = field(default_factory=Counter)
     #: GPM samples allocated and not freed: address -> (device index, GPU instance id or None, time taken or None)
     gpm_samples: dict = field(default_factory=dict)
+    #: the driver's per-process sample buffer per device: [(pid, timeStamp µs, smUtil)], and each running pid's newest stamp
+    process_samples: dict = field(default_factory=dict)
+    process_newest_stamp: dict = field(default_factory=dict)
 
 
 class _Handle:
@@ -377,23 +382,34 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetProcessUtilization")
     def _process_util(gpu, last_seen_us):
+        """The driver's buffer of per-process samples: one per sample period and running process
+        (a process's samples lag the period boundaries by its offset), kept for BUFFER_S after the
+        process stops; those newer than ``last_seen_us`` are returned, NotFound when none is."""
         _read_readings(gpu)
-        # the driver closes a sample period every sample_period_s (a process's samples lag by its
-        # offset); only samples newer than last_seen_us are returned
         period_us = int(state.sample_period_s * 1e6)
         now_us = time.time_ns() // 1000
-        samples = []
+        index = state.gpus.index(gpu)
+        buffer = state.process_samples.setdefault(index, [])
+        newest_stamps = state.process_newest_stamp.setdefault(index, {})
+        for pid in set(newest_stamps) - set(gpu.process_sm_util):
+            del newest_stamps[pid]  # stopped: its samples stay in the buffer, no new ones
         for pid, values in gpu.process_sm_util.items():
             offset_us = int(gpu.process_sample_offset_s.get(pid, 0.0) * 1e6)
             stamp = (now_us - offset_us) // period_us * period_us + offset_us
             history = values if isinstance(values, list) else [values]
-            for age, sm in enumerate(reversed(history)):  # newest first, each one period older
-                if stamp - age * period_us > last_seen_us:
-                    samples.append(real.c_nvmlProcessUtilizationSample_t(
-                        pid=pid, timeStamp=stamp - age * period_us, smUtil=sm, memUtil=sm // 2, encUtil=0, decUtil=0))
+            if pid not in newest_stamps:  # first seen: its history, each sample one period older
+                buffer.extend((pid, stamp - age * period_us, sm) for age, sm in enumerate(reversed(history)))
+            else:
+                first = max(newest_stamps[pid] + period_us, stamp - int(BUFFER_S * 1e6))
+                buffer.extend((pid, at, history[-1]) for at in range(first, stamp + 1, period_us))
+            newest_stamps[pid] = stamp
+        buffer[:] = [entry for entry in buffer if entry[1] > now_us - int(BUFFER_S * 1e6)]
+        samples = [real.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=at, smUtil=sm, memUtil=sm // 2,
+                                                         encUtil=0, decUtil=0)
+                   for pid, at, sm in buffer if at > last_seen_us]
         if not samples:
             raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
-        return samples[::-1]  # NVML gives no order; oldest first here, so the newest must be chosen
+        return samples  # NVML gives no order; oldest first here, so the newest must be chosen
 
     def driver_process_list(symbol, struct):
         """The driver's C function: fills ``entries`` with ``struct``s, whatever the caller's struct is."""

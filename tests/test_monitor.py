@@ -393,15 +393,19 @@ def test_process_util_sums_sm_util_of_the_watched_tree_only(monkeypatch):
     assert tree.timeline["gpu1_process_util_percent"].isna().all()
 
 
-def test_process_util_of_a_process_that_stopped_reads_zero(monkeypatch, host_namespace):
+def test_process_util_of_a_process_that_stopped_reads_zero_after_the_lookback(monkeypatch, host_namespace):
+    """Each read asks for the samples of the last LOOKBACK_S: a process that stops keeps its last
+    value that long (its sample is still in the driver's buffer), then reads 0."""
     gpu = fake_pynvml.a100(process_sm_util={os.getpid(): 64})
     fake = fake_pynvml.make_fake([gpu], sample_period_s=0.01)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(gpu_processes, "LOOKBACK_S", 0.2)
     pids = {os.getpid()}
     with nvml.NvmlSession() as session:
         assert session.read(pids)["gpu0_process_util_percent"] == 64
-        gpu.process_sm_util.clear()  # the process stops launching kernels: no sample in the last second
-        time.sleep(0.02)
+        gpu.process_sm_util.clear()  # the process stops launching kernels
+        assert session.read(pids)["gpu0_process_util_percent"] == 64  # its last sample is within the lookback
+        time.sleep(0.25)
         assert session.read(pids)["gpu0_process_util_percent"] == 0
         gpu.process_sm_util[12345] = 90  # someone else's process: ours still 0
         time.sleep(0.02)
