@@ -388,7 +388,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         _read_readings(gpu)
         period_us = int(state.sample_period_s * 1e6)
         now_us = time.time_ns() // 1000
-        index = state.gpus.index(gpu)
+        index = _index_of(state, gpu)
         buffer = state.process_samples.setdefault(index, [])
         newest_stamps = state.process_newest_stamp.setdefault(index, {})
         for pid in set(newest_stamps) - set(gpu.process_sm_util):
@@ -552,13 +552,13 @@ def _add_gpm(fake, state: FakeState, symbols: set[str], system, device) -> None:
 
     @device("nvmlGpmSampleGet")
     def _sample_get(gpu, sample):
-        return take(gpu, sample, state.gpus.index(gpu), None)
+        return take(gpu, sample, _index_of(state, gpu), None)
 
     @device("nvmlGpmMigSampleGet")
     def _mig_sample_get(gpu, instance, sample):
         if not any(mig.gpu_instance_id == instance for mig in gpu.mig):
             raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
-        return take(gpu, sample, state.gpus.index(gpu), instance)
+        return take(gpu, sample, _index_of(state, gpu), instance)
 
     @system("nvmlGpmMetricsGet")
     def _metrics_get(request):
@@ -576,6 +576,11 @@ def _add_gpm(fake, state: FakeState, symbols: set[str], system, device) -> None:
             metric.nvmlReturn = real.NVML_SUCCESS if value is not None else real.NVML_ERROR_NOT_SUPPORTED
             metric.value = value if value is not None else 0.0
         return request
+
+
+def _index_of(state: FakeState, gpu: FakeGpu) -> int:
+    """NVML's index of ``gpu`` (by identity: two GPUs may read alike)."""
+    return next(i for i, candidate in enumerate(state.gpus) if candidate is gpu)
 
 
 def _address(sample) -> int | None:
