@@ -46,6 +46,7 @@ from whisperkit.measure.columns import gpu_column, gpu_columns
 from whisperkit.measure.gpm import GpmReader
 from whisperkit.measure.gpu_memory import MemoryReading, read_memory
 from whisperkit.measure.gpu_processes import ProcessWatch, compute_pids, process_list_api
+from whisperkit.measure.gpu_processes import pid_namespace_depth as pid_namespace_depth  # where it was before
 
 NaN = math.nan
 #: environment variable naming a replacement for pynvml ("module:function"), for tests and simulators
