@@ -1,10 +1,10 @@
-"""Check whisperkit on this machine's NVIDIA GPU, in under five minutes, and write a small report.
+"""Check whisperkit on this machine's NVIDIA GPU and write a small report (a few minutes, expected: never yet run here).
 
     python benchmarks/gpu_check.py [--device-index 0] [--output-dir gpu_check] [--audio FILE]
 
 1. The GPU and its libraries: what NVML shows, what ctranslate2 sees, whether the CUDA libraries
-   it loads (libcublas.so.12, and cuDNN 9 where it uses it) can be loaded, and which NVML device
-   is CUDA device ``--device-index``.
+   it loads can be loaded (libcublas.so.12; its Linux wheels are built without cuDNN from 4.6.3),
+   and which NVML device is CUDA device ``--device-index``.
 2. The bundled tiny.en on that GPU, on the bundled 79 s speech sample: sequential, batched at batch
    size 8, and batched with the batch size from the memory model, each with the Sampler at 10 Hz.
 3. Whether the model's GPU timeline moved while the model ran: utilization above zero, memory

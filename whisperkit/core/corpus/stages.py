@@ -177,7 +177,7 @@ def release_freed_memory() -> None:
     returning large allocations rises as they are freed), and the resident size of a long run
     creeps up with the audio's length instead of staying flat. Not after every batch: that hands
     back the model's working memory too, and faulting it in again costs more than the decode
-    saves (a third slower on a CPU). Elsewhere than glibc this does nothing.
+    saves on a CPU. Elsewhere than glibc this does nothing.
     """
     global _trimmed_at
     trim = _malloc_trim()
