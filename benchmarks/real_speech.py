@@ -92,41 +92,45 @@ def _reference_words(reference: str, hypothesis_words: list[str]) -> list[str | 
     return out
 
 
-def cut_short_clips(folder: Path, into: str | os.PathLike, model=None, words_per_clip: int = 2,
-                    limit: int | None = None) -> list[ShortClip]:
-    """Clips of ``words_per_clip`` consecutive words, 0.3-3 s long, cut from each short recording
-    of ``folder`` at the word times faster-whisper gives (bundled model, ``word_timestamps=True``),
-    written to ``into`` as WAV. A clip is kept only where every one of its words lines up with a
-    word of the published reference (so its reference is that text, not the model's), and it
-    starts and ends in the middle of the silence between two words, at most ``PAD_S`` from them.
-    ``limit``: at most this many clips in all."""
+def cut_short_clips(folder: Path, into: str | os.PathLike, model=None, words_per_clip: int | tuple[int, ...] = 2,
+                    limit: int | None = None, sources: int | None = None,
+                    seconds: tuple[float, float] = (SHORTEST_CLIP_S, LONGEST_CLIP_S)) -> list[ShortClip]:
+    """Clips of ``words_per_clip`` consecutive words (one number or several), ``seconds`` long
+    (0.3-3 s by default), cut from the short recordings of ``folder`` (the first ``sources`` of
+    them, sorted; None: all) at the word times faster-whisper gives (bundled model,
+    ``word_timestamps=True``), written to ``into`` as WAV. A clip is kept only where every one of
+    its words lines up with a word of the published reference (so its reference is that text, not
+    the model's), and it starts and ends in the silence between two words, at most ``PAD_S`` from
+    them. ``limit``: at most this many clips in all."""
     import numpy as np
 
     import whisperkit as wk
     from whisperkit.core.accuracy import normalize
 
     whisper = wk.load_model(model).whisper
+    counts = (words_per_clip,) if isinstance(words_per_clip, int) else tuple(words_per_clip)
     clips: list[ShortClip] = []
-    for source, reference in with_references(folder / "short").items():
+    for source, reference in list(with_references(folder / "short").items())[:sources]:
         samples = wk.load_audio(source).samples
+        total = len(samples) / SAMPLING_RATE
         segments, _ = whisper.transcribe(samples, beam_size=5, word_timestamps=True, language="en")
         words = [w for s in segments for w in (s.words or [])]
         aligned = _reference_words(normalize(reference), [w.word for w in words])
-        for first in range(0, len(words) - words_per_clip + 1, words_per_clip):
-            group = range(first, first + words_per_clip)
-            if any(aligned[i] is None for i in group):
-                continue
-            before = words[first - 1].end if first > 0 else 0.0
-            after = words[first + words_per_clip].start if first + words_per_clip < len(words) else len(samples) / SAMPLING_RATE
-            start = max(before, words[first].start - min(PAD_S, (words[first].start - before) / 2))
-            end = min(after, words[group[-1]].end + min(PAD_S, (after - words[group[-1]].end) / 2))
-            if not SHORTEST_CLIP_S <= end - start <= LONGEST_CLIP_S:
-                continue
-            piece = samples[int(start * SAMPLING_RATE):int(end * SAMPLING_RATE)]
-            name = f"{Path(source).stem}-{first:03d}.wav"
-            path = os.path.join(os.fspath(into), name)
-            _write_wav(path, np.asarray(piece))
-            clips.append(ShortClip(path, " ".join(aligned[i] or "" for i in group), float(end - start), source))
-            if limit is not None and len(clips) >= limit:
-                return clips
+        for count in counts:
+            for first in range(0, len(words) - count + 1, count):
+                last = first + count - 1
+                if any(aligned[i] is None for i in range(first, last + 1)):
+                    continue
+                before = words[first - 1].end if first > 0 else 0.0
+                after = words[last + 1].start if last + 1 < len(words) else total
+                start = max(before, words[first].start - min(PAD_S, (words[first].start - before) / 2))
+                end = min(after, words[last].end + min(PAD_S, (after - words[last].end) / 2))
+                if not seconds[0] <= end - start <= seconds[1]:
+                    continue
+                path = os.path.join(os.fspath(into), f"{Path(source).stem}-{count}w-{first:03d}.wav")
+                _write_wav(path, np.asarray(samples[int(start * SAMPLING_RATE):int(end * SAMPLING_RATE)]))
+                clips.append(ShortClip(path, " ".join(aligned[i] or "" for i in range(first, last + 1)),
+                                       float(end - start), source))
+                if limit is not None and len(clips) >= limit:
+                    return clips
     return clips
