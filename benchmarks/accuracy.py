@@ -14,8 +14,9 @@ English normaliser, ``whisper_normalizer.english.EnglishTextNormalizer``, on bot
 jiwer); the per-clip figure is the mean over the clips. Wall seconds are medians of ``--repeats``
 alternating runs, with each way's ratio to batched per file.
 
-    .venv/bin/python benchmarks/accuracy.py [--folder DIR] [--batch-size 8] [--repeats 1]
+    .venv/bin/python benchmarks/accuracy.py [--folder DIR] [--batch-size 8] [--repeats 1] [--per-clip] [--no-long]
     .venv/bin/python benchmarks/accuracy.py --short-words 2   # also clips of 2 words (0.3-3 s) cut from it
+    .venv/bin/python benchmarks/accuracy.py --short-words 2 --no-clips --no-long --ways per-file,across,packed
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ NORMALIZER = "whisper_normalizer.english.EnglishTextNormalizer (Whisper's Englis
 BASELINE = "batched per file"
 
 
-def ways(model, batch_size: int) -> dict:
-    """Each way: files -> {path: text}."""
+WAY_KEYS = {"sequential": "sequential", "per-file": BASELINE, "across": "corpus across files",
+            "packed": "corpus packed"}  # --ways names
+
+
+def ways(model, batch_size: int, only: tuple[str, ...] = tuple(WAY_KEYS.values())) -> dict:
+    """Each way (those named in ``only``): files -> {path: text}."""
     def one_by_one(mode):
         return lambda files: {p: wk.transcribe(p, model=model, mode=mode, batch_size=batch_size, progress=False).text
                               for p in files}
@@ -47,17 +52,23 @@ def ways(model, batch_size: int) -> dict:
         return lambda files: {p: t.text for p, t in wk.transcribe_corpus(
             files, model, batch_size=batch_size, pack=pack, progress=False).transcripts.items()}
 
-    return {"sequential": one_by_one("sequential"), BASELINE: one_by_one("batched"),
-            "corpus across files": corpus(False), "corpus packed": corpus(True)}
+    every = {"sequential": one_by_one("sequential"), BASELINE: one_by_one("batched"),
+             "corpus across files": corpus(False), "corpus packed": corpus(True)}
+    return {name: way for name, way in every.items() if name in only}
 
 
-def measure(model, references: dict[str, str], batch_size: int, repeats: int) -> dict[str, dict]:
-    """Per way: median wall seconds, mean per-clip WER and the per-clip WERs."""
+def measure(model, references: dict[str, str], batch_size: int, repeats: int,
+            only: tuple[str, ...] = tuple(WAY_KEYS.values())) -> dict[str, dict]:
+    """Per way: median wall seconds, mean per-clip WER and the per-clip WERs.
+
+    >>> results = measure(wk.load_model(), with_references(real_speech_folder() / "short"), 8, 1)  # doctest: +SKIP
+    >>> {name: round(r["wer"], 3) for name, r in results.items()}  # doctest: +SKIP
+    """
     files = list(references)
-    times: dict[str, list[float]] = {name: [] for name in ways(model, batch_size)}
+    times: dict[str, list[float]] = {name: [] for name in ways(model, batch_size, only)}
     texts: dict[str, dict[str, str]] = {}
     for repeat in range(repeats):
-        order = list(ways(model, batch_size).items())
+        order = list(ways(model, batch_size, only).items())
         for name, way in order if repeat % 2 == 0 else reversed(order):
             started = time.perf_counter()
             texts[name] = way(files)
@@ -70,12 +81,20 @@ def measure(model, references: dict[str, str], batch_size: int, repeats: int) ->
 
 
 def report(title: str, results: dict[str, dict], audio_seconds: float, files: int) -> None:
-    base = results[BASELINE]["wall_s"]
+    base = results[BASELINE]["wall_s"] if BASELINE in results else float("nan")
     print(f"\n{title}: {files} file(s), {audio_seconds:.0f} s of real speech")
     print(f"  {'way':<22}{'per-clip WER':>13}{'wall s':>9}{'RTFx':>7}{'time vs ' + BASELINE:>27}")
     for name, figures in results.items():
         print(f"  {name:<22}{figures['wer']:>13.3f}{figures['wall_s']:>9.2f}{audio_seconds / figures['wall_s']:>7.1f}"
               f"{figures['wall_s'] / base:>26.2f}x")
+
+
+def per_clip(results: dict[str, dict]) -> None:
+    """Each clip's WER under each way."""
+    names = list(results)
+    print("  " + f"{'clip':<28}" + "".join(f"{name:>22}" for name in names))
+    for path in results[names[0]]["wers"]:
+        print("  " + f"{Path(path).stem:<28}" + "".join(f"{results[n]['wers'][path]:>22.3f}" for n in names))
 
 
 def by_length(results: dict[str, dict], seconds: dict[str, float]) -> None:
@@ -97,8 +116,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--short-words", type=int, default=0,
                         help="also clips of this many words (0.3-3 s) cut at word times from the short clips")
+    parser.add_argument("--short-sources", type=int, default=None,
+                        help="cut the --short-words clips from only the first N recordings (sorted)")
     parser.add_argument("--no-long", action="store_true", help="leave out the long recordings")
+    parser.add_argument("--no-clips", action="store_true", help="leave out the 36 clips as they are")
+    parser.add_argument("--ways", default=",".join(WAY_KEYS), help=f"comma-separated, of: {', '.join(WAY_KEYS)}")
+    parser.add_argument("--per-clip", action="store_true", help="also each clip's WER under each way")
     args = parser.parse_args()
+    only = tuple(WAY_KEYS[key.strip()] for key in args.ways.split(","))
     folder = real_speech_folder(args.folder)
     if folder is None:
         print(f"benchmarks/accuracy.py: {absent_message(args.folder)}")
@@ -110,19 +135,23 @@ def main() -> None:
     short = with_references(folder / "short")
     wk.transcribe(next(iter(short)), model=model, progress=False)  # warm up
     seconds = {p: wk.load_audio(p).seconds for p in short}
-    report("Short clips", measure(model, short, args.batch_size, args.repeats), sum(seconds.values()), len(short))
+    if not args.no_clips:
+        results = measure(model, short, args.batch_size, args.repeats, only)
+        report("Short clips", results, sum(seconds.values()), len(short))
+        if args.per_clip:
+            per_clip(results)
     if not args.no_long:
         long = with_references(folder / "long")
-        results = measure(model, long, args.batch_size, args.repeats)
+        results = measure(model, long, args.batch_size, args.repeats, only)
         report("Long recordings (WER per recording, mean)", results, sum(wk.load_audio(p).seconds for p in long), len(long))
         for path in long:
             print(f"  {Path(path).stem}: " + ", ".join(f"{name} {figures['wers'][path]:.3f}" for name, figures in results.items()))
     if args.short_words:
         with tempfile.TemporaryDirectory(prefix="wk-short-clips-") as into:
-            clips = cut_short_clips(folder, into, words_per_clip=args.short_words)
+            clips = cut_short_clips(folder, into, words_per_clip=args.short_words, sources=args.short_sources)
             references = {clip.path: clip.reference for clip in clips}
             lengths = {clip.path: clip.seconds for clip in clips}
-            results = measure(model, references, args.batch_size, args.repeats)
+            results = measure(model, references, args.batch_size, args.repeats, only)
             report(f"Clips of {args.short_words} words cut at word times (0.3-3 s, in a temporary folder)",
                    results, sum(lengths.values()), len(clips))
             by_length(results, lengths)

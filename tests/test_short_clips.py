@@ -21,7 +21,7 @@ from whisperkit.core.corpus.stages import MIN_PACKED_SECONDS, Piece, pack_pieces
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.real_speech import absent_message, cut_short_clips, real_speech_folder  # noqa: E402
 
-SOURCES = 6  # real recordings cut into clips (about 60 clips of two words)
+SOURCES = 4  # real recordings cut into clips (about 40 clips of two words)
 
 
 def piece(source: int, seconds: float) -> Piece:
@@ -53,7 +53,7 @@ def short_clips(tmp_path_factory):
     if folder is None:
         pytest.skip(absent_message())
     clips = cut_short_clips(folder, tmp_path_factory.mktemp("short-clips"), sources=SOURCES)
-    assert len(clips) > 30 and all(0.3 <= clip.seconds <= 3.0 for clip in clips)
+    assert len(clips) > 20 and all(0.3 <= clip.seconds <= 3.0 for clip in clips)
     return clips
 
 
