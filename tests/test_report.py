@@ -71,15 +71,13 @@ def test_report_shows_speedup_metrics_and_differences(clip_comparison, compariso
 
 
 def test_report_rows_come_from_the_metrics_registry(clip_comparison, comparison_html):
-    import html
-
     from whisperkit.experiments.metrics import METRICS
 
     for m in METRICS:  # one row per registered metric, under its description, with its decimals
         if m.corpus_only:
-            assert f"<th>{html.escape(m.description)}</th>" not in comparison_html  # not corpus runs
+            assert f"<th>{_escaped(m.description)}</th>" not in comparison_html  # not corpus runs
             continue
-        assert f"<th>{html.escape(m.description)}</th>" in comparison_html
+        assert f"<th>{_escaped(m.description)}</th>" in comparison_html
     wall = clip_comparison.before.metrics["wall_seconds"]
     assert f"<td>{wall:,.{METRICS[2].digits}f}</td>" in comparison_html and METRICS[2].key == "wall_seconds"
 
@@ -101,7 +99,8 @@ def test_report_escapes_transcripts_and_labels(clip_comparison, tmp_path):
 def test_report_of_a_sweep(clip_sweep, tmp_path):
     path = report(clip_sweep, tmp_path / "sweep" / "report.html")
     text = open(path, encoding="utf-8").read()
-    assert f"Best batch size: <b>{clip_sweep.best}</b>" in text
+    assert f'<p class="headline">{_escaped(clip_sweep.verdict[:1].upper() + clip_sweep.verdict[1:])}.</p>' in text
+    assert "Best batch size" not in text  # the verdict names a batch size only where the runs separate it
     assert f'<tr class="best"><th>{clip_sweep.best}</th>' in text
     assert text.count(f"* plotly.js v{plotly_js_version()}") == 1
     assert text.count("Plotly.newPlot(") == 2  # sweep curve and timeline
@@ -140,7 +139,12 @@ def test_report_renders_offline_in_a_browser(comparison_html, tmp_path):
     assert re.search(r'class="annotation-text"[^>]*>(?:<tspan[^>]*>)?No GPU visible', dom)
 
 
-def _text(value) -> str:
-    import html
+def _escaped(text: str) -> str:
+    """``text`` as the report's template escapes it (Jinja2's autoescaping: ' as &#39;)."""
+    from markupsafe import escape
 
-    return html.escape("none" if value is None else str(value))
+    return str(escape(text))
+
+
+def _text(value) -> str:
+    return _escaped("none" if value is None else str(value))
