@@ -99,14 +99,15 @@ def per_clip(results: dict[str, dict]) -> None:
 
 def by_length(results: dict[str, dict], seconds: dict[str, float]) -> None:
     """Per-clip WER of each way by clip length, in bins."""
-    bins = [(0.3, 1.0), (1.0, 2.0), (2.0, 3.01)]
-    print(f"  {'per-clip WER by length':<22}" + "".join(f"{f'{lo:g}-{min(hi, 3):g} s':>12}" for lo, hi in bins))
+    bins = [(lo, hi) for lo, hi in ((0.3, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 6.0), (6.0, 9.0), (9.0, 30.0))
+            if any(lo <= s < hi for s in seconds.values())]
+    print(f"  {'per-clip WER by length':<22}" + "".join(f"{f'{lo:g}-{hi:g} s':>14}" for lo, hi in bins))
     for name, figures in results.items():
         cells = []
         for lo, hi in bins:
             inside = [w for p, w in figures["wers"].items() if lo <= seconds[p] < hi]
             cells.append(f"{statistics.mean(inside):.3f} ({len(inside)})" if inside else "-")
-        print(f"  {name:<22}" + "".join(f"{cell:>12}" for cell in cells))
+        print(f"  {name:<22}" + "".join(f"{cell:>14}" for cell in cells))
 
 
 def main() -> None:
@@ -114,8 +115,9 @@ def main() -> None:
     parser.add_argument("--folder", default=None, help="short/ and long/ of .flac with .txt references")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--short-words", type=int, default=0,
-                        help="also clips of this many words (0.3-3 s) cut at word times from the short clips")
+    parser.add_argument("--short-words", default="",
+                        help="also clips of this many words (comma-separated numbers) cut at word times from the short clips")
+    parser.add_argument("--short-seconds", default="0.3,3", help="the cut clips' shortest and longest seconds (default 0.3,3)")
     parser.add_argument("--short-sources", type=int, default=None,
                         help="cut the --short-words clips from only the first N recordings (sorted)")
     parser.add_argument("--no-long", action="store_true", help="leave out the long recordings")
@@ -148,11 +150,13 @@ def main() -> None:
             print(f"  {Path(path).stem}: " + ", ".join(f"{name} {figures['wers'][path]:.3f}" for name, figures in results.items()))
     if args.short_words:
         with tempfile.TemporaryDirectory(prefix="wk-short-clips-") as into:
-            clips = cut_short_clips(folder, into, words_per_clip=args.short_words, sources=args.short_sources)
+            counts = tuple(int(n) for n in args.short_words.split(","))
+            lo, hi = (float(x) for x in args.short_seconds.split(","))
+            clips = cut_short_clips(folder, into, words_per_clip=counts, sources=args.short_sources, seconds=(lo, hi))
             references = {clip.path: clip.reference for clip in clips}
             lengths = {clip.path: clip.seconds for clip in clips}
             results = measure(model, references, args.batch_size, args.repeats, only)
-            report(f"Clips of {args.short_words} words cut at word times (0.3-3 s, in a temporary folder)",
+            report(f"Clips of {args.short_words} words cut at word times ({lo:g}-{hi:g} s, in a temporary folder)",
                    results, sum(lengths.values()), len(clips))
             by_length(results, lengths)
 
