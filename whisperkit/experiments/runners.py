@@ -86,7 +86,7 @@ def run(
     reference_text = _reference_for(audio, reference) if not corpus or reference is not None else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     corpus_result = None
-    with Sampler(interval=interval) as sampler:
+    with Sampler(interval=interval, cuda_index=config.device_index) as sampler:
         if on_start is not None:
             on_start(sampler)
         if corpus:
@@ -99,6 +99,7 @@ def run(
     environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
     # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
     environment["process_gpu_unavailable_reason"] = sampler.process_gpu_unavailable_reason
+    environment["gpu_column_reasons"] = sampler.column_reasons  # why a GPU column is NaN for good (e.g. no GPM)
     result = Run(
         config=config,
         transcript=transcript,
@@ -112,7 +113,17 @@ def run(
         corpus=corpus_result,
     )
     result.metrics = compute_metrics(result)
+    result.wer_by_channel = _wer_by_channel(audio, transcript, corpus_result)
     return result
+
+
+def _wer_by_channel(audio: object, transcript: Transcript, corpus: CorpusResult | None) -> dict:
+    """Per-channel WER of a split transcript (each file's, in corpus mode) against ``X.<channel>.txt``."""
+    from whisperkit.core.accuracy import wer_by_channel
+
+    if corpus is not None:
+        return wer_by_channel(corpus.transcripts)
+    return wer_by_channel({os.fspath(audio): transcript}) if isinstance(audio, (str, os.PathLike)) else {}
 
 
 def _corpus_run(sources: Sources, config: Config, sampler: Sampler, progress: bool,
