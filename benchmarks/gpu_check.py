@@ -1,4 +1,4 @@
-"""Check whisperkit on this machine's NVIDIA GPU, in a few minutes, and write a report.
+"""Check whisperkit on this machine's NVIDIA GPU and write a report (a few minutes expected; not yet timed on a GPU here).
 
     python benchmarks/gpu_check.py [--device-index 0] [--output-dir gpu_check] [--audio FILE]
 

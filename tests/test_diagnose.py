@@ -113,6 +113,21 @@ def test_workers_over_callers_and_threads_over_cores(seed_before_on_cpu, batched
     assert seed_before_on_cpu.transcript.text.startswith("A crew, half dead with thirst")
 
 
+def test_threads_per_worker_follow_ctranslate2s_default(seed_before_on_cpu):
+    """cpu_threads=0 is min(4, logical CPUs), or OMP_NUM_THREADS where set (CTranslate2's src/utils.cc)."""
+    def on(cores: int, omp: str | None, workers: int = 24):
+        config = {**seed_before_on_cpu.transcript.config, "cpu_threads": 0, "num_workers": workers}
+        environment = {**seed_before_on_cpu.environment, "cpu_logical_cores": cores, "omp_num_threads": omp}
+        return dataclasses.replace(seed_before_on_cpu, environment=environment,
+                                   transcript=dataclasses.replace(seed_before_on_cpu.transcript, config=config))
+
+    assert "24 workers x 2 threads = 48 threads for 2 cores" in find(diagnose(on(2, None)), "threads-over-cores").title
+    assert "24 workers x 4 threads = 96 threads for 16 cores" in find(diagnose(on(16, None)), "threads-over-cores").title
+    with_omp = find(diagnose(on(16, "1")), "threads-over-cores")
+    assert "24 workers x 1 threads" in with_omp.title and "OMP_NUM_THREADS=1" in with_omp.evidence
+    assert "threads-over-cores" not in codes(diagnose(on(16, "1", workers=8)))
+
+
 def test_long_prepare_phase(batched_on_cpu):
     transcript = batched_on_cpu.transcript
     long = dataclasses.replace(batched_on_cpu, transcript=dataclasses.replace(
@@ -192,7 +207,7 @@ def idle_gpu_with_detection(monkeypatch):
     every reading is this process's own."""
     run = run_with_fake_gpu(monkeypatch, Config(mode="sequential", device="cpu"),
                             {"load": (0, 0), "prepare": (40, 40), "decode": (3, 3)}, hold={"prepare": 0.4})
-    return as_if_on_gpu(run, model="large-v3")
+    return as_if_on_gpu(run, model="large-v3", multilingual=True)
 
 
 def test_gpu_idle_for_most_of_the_decode_phase(idle_gpu_with_detection):
@@ -208,8 +223,19 @@ def test_language_detection_on_the_gpu_inside_prepare(idle_gpu_with_detection):
     finding = find(diagnose(idle_gpu_with_detection), "language-detection-in-prepare")
     assert "large-v3" in finding.evidence and "up to 40 %" in finding.evidence
     assert "not CPU only" in finding.evidence and "language=" in finding.what_to_do
-    english = with_util(as_if_on_gpu(idle_gpu_with_detection, model="tiny.en"), "prepare", 0.0, 0.0)
+    english = with_util(as_if_on_gpu(idle_gpu_with_detection, model="tiny.en", multilingual=False), "prepare", 0.0, 0.0)
     assert "language-detection-in-prepare" not in codes(diagnose(english))
+    # an English-only model never detects, even when the GPU was busy during prepare
+    busy_english = as_if_on_gpu(idle_gpu_with_detection, model="tiny.en", multilingual=False)
+    assert "language-detection-in-prepare" not in codes(diagnose(busy_english))
+    saved_before = {k: v for k, v in busy_english.transcript.config.items() if k != "multilingual"}
+    by_name = dataclasses.replace(busy_english, transcript=dataclasses.replace(busy_english.transcript, config=saved_before))
+    assert "language-detection-in-prepare" not in codes(diagnose(by_name))  # a run saved without the flag: .en
+    # the vocabulary decides, not the name: distil-large-v3 is multilingual, distil-small.en is not
+    distil = as_if_on_gpu(idle_gpu_with_detection, model="distil-large-v3", multilingual=True)
+    assert "language-detection-in-prepare" in codes(diagnose(distil))
+    distil_en = as_if_on_gpu(idle_gpu_with_detection, model="distil-small.en", multilingual=False)
+    assert "language-detection-in-prepare" not in codes(diagnose(distil_en))
     given = dataclasses.replace(idle_gpu_with_detection,
                                 config=idle_gpu_with_detection.config.replace(language="en"))
     assert "language-detection-in-prepare" not in codes(diagnose(given))

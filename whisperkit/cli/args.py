@@ -17,9 +17,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which CUDA device runs the model, in CUDA's numbering (follows CUDA_VISIBLE_DEVICES; default: 0)")
     parser.add_argument("--compute-type", default="auto", help="auto, int8, int8_float16, float16, float32, ... (default: auto)")
     parser.add_argument("--num-workers", type=int, default=None,
-                        help="CTranslate2 workers, 1-64, for that many concurrent calls; they share the weights, each adds a thread pool "
-                             "and working memory (on a GPU a CUDA stream and allocator); one file uses one (default: 1; compare keeps the seed's 24 and 6)")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default, at most 4 x the CPUs")
+                        help="CTranslate2 workers, 1-64, for that many concurrent calls; they share the weights, and each that runs a call "
+                             "adds a thread team and working memory (on a GPU a CUDA stream); one file's calls spread over them without "
+                             "getting faster (default: 1; compare keeps the seed's 24 and 6)")
+    parser.add_argument("--cpu-threads", type=int, default=0,
+                        help="CTranslate2 intra-op threads per worker, at most 4 x the CPUs; 0 for its default, min(4, CPUs) or OMP_NUM_THREADS")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width, 1-16 (default: 5)")
     parser.add_argument("--language", default=None, help="language code such as en (English-only models: en only); default: detect")
     parser.add_argument("--channels", choices=("auto", "mix", "split"), default="auto",

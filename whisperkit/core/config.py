@@ -19,7 +19,7 @@ SEGMENTATIONS = ("own", "batched")
 MAX_BATCH_SIZE = 256  # chunks decoded at once; memory grows with it (batching.py estimates how much)
 MAX_BEAM_SIZE = 16  # beam width; decoder memory and time grow with it (5 is Whisper's own choice)
 MAX_BEST_OF = 16  # candidates sampled when temperature > 0; memory grows like the beam's
-MAX_NUM_WORKERS = 64  # CTranslate2 workers; they share the weights, each adds a thread pool and working memory
+MAX_NUM_WORKERS = 64  # CTranslate2 workers; they share the weights, each that runs a call adds a thread team and working memory
 THREADS_PER_CORE = 4  # cpu_threads at most this many times os.cpu_count()
 MAX_TEMPERATURE = 2.0  # sampling temperature (Whisper's fallback goes up to 1.0)
 MAX_PATIENCE = 10.0  # beam search keeps beam_size x patience candidates
@@ -41,9 +41,13 @@ class Config:
     :func:`whisperkit.run` and :func:`whisperkit.sweep`.
     ``batch_size="auto"`` asks :func:`whisperkit.recommend_batch_size` for one.
     ``device_index`` is the CUDA device that runs the model (CUDA's numbering, which follows
-    ``CUDA_VISIBLE_DEVICES``). ``num_workers`` are CTranslate2 workers: they share the model's
-    weights, and each adds its own thread pool and working memory (on a GPU also its own CUDA
-    stream and caching allocator); one transcription uses one worker.
+    ``CUDA_VISIBLE_DEVICES``). ``num_workers`` are CTranslate2 workers (``inter_threads``): they share the
+    model's weights; each is a thread with its own intra-op thread team and working memory, made
+    when it first runs a call (on a GPU also its own CUDA stream; the CUDA allocator is one per
+    process, CTranslate2's default ``cuda_malloc_async``). Each model call goes to the first free
+    worker, so one transcription's calls spread over the workers and more of them cost memory,
+    not time (``python benchmarks/workers.py``). ``cpu_threads`` 0 is CTranslate2's default:
+    min(4, logical CPUs), or ``OMP_NUM_THREADS`` where set.
     ``options`` are further keyword arguments for faster-whisper's ``transcribe``
     (``vad_filter``, ``without_timestamps``, ``temperature``, ...).
     ``segmentation="batched"`` makes a sequential run decode the chunks the batched pipeline

@@ -84,6 +84,7 @@ class Model:
             "cpu_threads": self.cpu_threads,
             "device_reason": self.device_reason,
             "nvml_index": self.nvml_index,
+            "multilingual": model_languages(self) != ("en",),
         }
 
 
@@ -106,10 +107,16 @@ def load_model(
       compute_type: ``"auto"`` (float16 on cuda, int8 on cpu) or a CTranslate2 compute type
         supported on the device (``int8``, ``int8_float16``, ``float16``, ``float32``, ...).
       num_workers: CTranslate2 workers (``inter_threads``), so that that many Python threads can
-        call ``transcribe`` at once. Workers on one device share the weights; each adds its own
-        thread pool and working memory, and on a GPU its own CUDA stream and caching allocator.
-        One call uses one worker: more workers do not speed up a single transcription.
-      cpu_threads: CTranslate2 intra-op threads per worker (0: its default).
+        call ``transcribe`` at once. Workers on one device share the weights; each is a thread
+        with its own intra-op thread team and working memory, made when it first runs a call,
+        and on a GPU its own CUDA stream (the CUDA allocator is one per process: CTranslate2's
+        default ``cuda_malloc_async``; a per-thread caching allocator only with
+        ``CT2_CUDA_ALLOCATOR=cub_caching``, ``src/cuda/allocator.cc``). Each model call goes to
+        the first free worker from one queue (``replica_pool.h``), so the calls of one
+        transcription spread over the workers: more workers do not speed it up and cost memory
+        (``python benchmarks/workers.py``).
+      cpu_threads: CTranslate2 intra-op threads per worker; 0 is its default, min(4, logical
+        CPUs), or ``OMP_NUM_THREADS`` where that is set (``src/utils.cc``).
       device_index: which CUDA device runs the model, in CUDA's numbering (which follows
         ``CUDA_VISIBLE_DEVICES``); ignored on the CPU.
 

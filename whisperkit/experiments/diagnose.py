@@ -48,7 +48,7 @@ LONG_PREPARE_SHARE = 0.25  # prepare is "long" above this share of the wall time
 MODEL_WAIT_PERCENT = 20.0  # a corpus run's model "waited" above this percent of the run
 OTHER_PROCESS_POINTS = 10.0  # device minus this process's utilization, percentage points
 NVML_SHORTEST_PERIOD_S = 1 / 6  # NVML's utilization period is 1/6 s to 1 s, by product
-DEFAULT_CPU_THREADS = 4  # cpu_threads=0: CTranslate2's default intra_threads per worker (docs/parallel.md)
+DEFAULT_CPU_THREADS = 4  # cpu_threads=0: CTranslate2 takes min(this, hardware threads) unless OMP_NUM_THREADS (src/utils.cc)
 BUSY_UTIL_PERCENT = 80.0  # NVML utilization at or above this reads "busy" (some kernel ran most of the time)
 IDLE_SMS_PERCENT = 50.0  # ... while GPM shows at most this percent of SMs active: not really busy
 
@@ -176,7 +176,8 @@ def _model_on_cpu(facts: _Facts) -> Finding | None:
         todo = "set device='cuda' (or 'auto') to run the model on the GPU"
     elif reason:
         why = f"device='auto' ran on the CPU: {reason}"
-        todo = (f"install the CUDA libraries ctranslate2 loads, cuBLAS 12 and cuDNN 9 ({GPU_EXTRA_HINT}); "
+        todo = (f"install the CUDA library ctranslate2 loads, cuBLAS 12 (libcublas.so.12; its Linux wheels are "
+                f"built without cuDNN from 4.6.3) ({GPU_EXTRA_HINT}); "
                 "`whisperkit env` shows what ctranslate2 sees and which libraries are missing")
     elif cuda_devices == 0:
         why = ("ctranslate2 saw no CUDA device although NVML lists the GPU (a ctranslate2 build "
@@ -216,8 +217,9 @@ def _other_process(facts: _Facts) -> Finding | None:
             "other-process-on-gpu", f"Another process used {gpu} during the run",
             f"{gpu} read {device_util.mean():.0f} % on average while this run's processes accounted for "
             f"{own_mean:.0f} % (NVML per-process utilization).",
-            "Check `nvidia-smi` for other processes and rerun on an idle GPU; inside a container NVML "
-            "reports host PIDs, so this process's share can read 0 when it cannot be matched.",
+            "Check `nvidia-smi` for other processes and rerun on an idle GPU. Inside a container NVML "
+            "reports host PIDs, so this process's share cannot be matched: it is recorded as missing (NaN), "
+            "never as 0, and then this finding is not made for a model on the GPU.",
         )
     return None
 
@@ -322,20 +324,26 @@ def _long_prepare(facts: _Facts) -> Finding | None:
 
 
 def _detects_language(facts: _Facts) -> bool:
-    """The run's model detected the language before transcribe() returned."""
-    if getattr(facts.run.config, "language", None) is not None:
+    """The run's model detected the language before transcribe() returned.
+
+    faster-whisper detects only with ``language=None`` on a model whose vocabulary is
+    multilingual (``is_multilingual``, recorded as ``multilingual`` in the run's config):
+    distil-large-v3 is, the ``.en`` models are not. A run saved without it is judged by name:
+    ``.en`` is English-only, any other name multilingual, as every Whisper name on the hub is.
+    """
+    if getattr(facts.run.config, "language", None) is not None or facts.used.get("language") is not None:
         return False
+    multilingual = facts.used.get("multilingual")
+    if multilingual is not None:
+        return bool(multilingual)
     name = str(facts.used.get("model") or "").lower().rstrip("/")
-    return not (name.endswith(".en") or "distil" in name)  # English-only models skip detection
+    return not name.endswith(".en")
 
 
 def _language_detection(facts: _Facts) -> Finding | None:
-    if facts.device != "cuda" or getattr(facts.run.config, "language", None) is not None:
+    if facts.device != "cuda" or not _detects_language(facts):  # an English-only model never detects
         return None
     util = facts.busiest_util(facts.phase("prepare"))
-    busy = util is not None and util.max() >= IDLE_UTIL_PERCENT
-    if not (_detects_language(facts) or busy):
-        return None
     reading = f"the GPU read up to {util.max():.0f} % during prepare" if util is not None else "no GPU reading"
     return Finding(
         "language-detection-in-prepare", "Language detection ran on the GPU inside the prepare phase",
@@ -364,11 +372,14 @@ def _workers_over_callers(facts: _Facts) -> Finding | None:
     if workers <= 1:
         return None
     growth = (facts.run.metrics or {}).get("rss_growth_mb")
-    memory = f" (this run's RSS grew {growth:.0f} MiB, model load included)" if growth is not None else ""
+    memory = f"; this run's RSS grew {growth:.0f} MiB, model load included" if growth is not None else ""
     return Finding(
         "workers-over-callers", f"num_workers={workers} for one caller",
-        f"one transcribe() call uses one CTranslate2 worker; the other {workers - 1} shared the weights "
-        f"but each kept its own thread pool and working memory{memory}, and did nothing.",
+        f"the {workers} CTranslate2 workers shared the weights; one caller's model calls go one at a time to "
+        "whichever worker is free (CTranslate2's replica_pool.h), so they spread over the workers, and each "
+        f"that ran one built its own thread team and working memory{memory}. They run one call at a time "
+        f"all the same: {workers} workers cost memory and gain no speed for one caller "
+        "(`python benchmarks/workers.py` measures both).",
         "Set num_workers to the number of threads that call transcribe() at the same time (1 for one "
         "file at a time).",
     )
@@ -376,16 +387,28 @@ def _workers_over_callers(facts: _Facts) -> Finding | None:
 
 def _threads_over_cores(facts: _Facts) -> Finding | None:
     workers = facts.used.get("num_workers") or 1
-    threads = facts.used.get("cpu_threads") or DEFAULT_CPU_THREADS
+    threads, why = _threads_per_worker(facts)
     if facts.device != "cpu" or workers < 2 or workers * threads <= facts.cores:
         return None
     return Finding(
         "threads-over-cores", f"{workers} workers x {threads} threads = {workers * threads} threads for "
         f"{facts.cores} cores",
-        f"each CTranslate2 worker has {threads} intra-op threads (cpu_threads={facts.used.get('cpu_threads')}); "
+        f"each CTranslate2 worker has {threads} intra-op threads ({why}); "
         f"when {workers} callers run at once, {workers * threads} threads compete for {facts.cores} logical cores.",
         "Keep num_workers x cpu_threads at or below the core count.",
     )
+
+
+def _threads_per_worker(facts: _Facts) -> tuple[int, str]:
+    """CTranslate2's intra-op threads per worker in the run, and where the number comes from:
+    ``cpu_threads``, else ``OMP_NUM_THREADS``, else min(4, the machine's logical CPUs)."""
+    asked = facts.used.get("cpu_threads")
+    if asked:
+        return int(asked), f"cpu_threads={asked}"
+    omp = str((facts.run.environment or {}).get("omp_num_threads") or "")
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp), f"cpu_threads=0 with OMP_NUM_THREADS={omp}"
+    return min(DEFAULT_CPU_THREADS, facts.cores), f"cpu_threads=0: CTranslate2's min(4, {facts.cores} logical CPUs)"
 
 
 def _fast_sampling(facts: _Facts) -> Finding | None:

@@ -3,9 +3,11 @@
 The seed note's two configurations, exactly as it set them:
 
 - :data:`SEED_BEFORE`: sequential ``WhisperModel.transcribe`` with ``num_workers=24``. Those
-  are 24 CTranslate2 workers for 24 concurrent callers, sharing one copy of the weights; each
-  adds its own thread pool and working memory (on a GPU also a CUDA stream and caching
-  allocator). One call uses one worker, so the other 23 only cost memory.
+  are 24 CTranslate2 workers for 24 concurrent callers, sharing one copy of the weights. With
+  one caller, each model call goes to the first free worker (``replica_pool.h``), so the calls
+  spread over many workers, and each that runs one builds its own thread team and working
+  memory (on a GPU also uses its own CUDA stream): more memory, no gain in time
+  (``python benchmarks/workers.py``).
 - :data:`SEED_AFTER`: ``BatchedInferencePipeline`` with a batch size chosen from device memory
   and ``num_workers=6``.
 

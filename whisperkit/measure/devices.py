@@ -2,15 +2,16 @@
 
 CUDA numbers the devices a process may use after ``CUDA_VISIBLE_DEVICES`` (indices, ``GPU-``
 UUIDs or ``MIG-`` UUIDs; CUDA stops at the first entry it cannot read), fastest first unless
-``CUDA_DEVICE_ORDER=PCI_BUS_ID``. NVML numbers every GPU in PCI order and ignores both. So the
-model's ``device_index`` (CUDA's) is matched to NVML here:
+``CUDA_DEVICE_ORDER=PCI_BUS_ID``. NVML ignores both, and its enumeration order carries no
+guarantee (usually PCI order; NVML's documentation promises none). So the model's
+``device_index`` (CUDA's) is matched to NVML here, by PCI bus id wherever one can be read:
 
 1. the ``CUDA_VISIBLE_DEVICES`` entries are resolved against NVML's GPUs and MIG instances
-   (an index counts in PCI order; a UUID or a unique prefix of one names its device);
+   (an index is taken in NVML's order, usually PCI order; a UUID or a unique prefix of one names its device);
 2. where the CUDA driver library answers (``libcuda.so.1``: ``cuDeviceGetPCIBusId``), the PCI
    bus id of CUDA's device is the decisive match for a whole GPU, whatever the device order;
 3. otherwise, on a machine whose GPUs differ and without ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, the
-   match assumes PCI order and says so in ``how``.
+   match assumes CUDA's order is NVML's and says so in ``how``.
 
 On a MIG instance the memory is the instance's, not the whole card's.
 
@@ -113,7 +114,7 @@ def model_target(nv: NvmlSession, cuda_index: int, environ: Mapping[str, str]) -
 
 
 def _targets(nv: NvmlSession) -> list[_Target]:
-    """NVML's GPUs in PCI order, a MIG-enabled one replaced by its MIG instances."""
+    """NVML's GPUs in NVML's order, a MIG-enabled one replaced by its MIG instances."""
     targets = []
     for device in nv.devices:
         if device.handle is None:
@@ -161,7 +162,7 @@ def _visible(targets: list[_Target], entries: list[str] | None) -> tuple[list[_T
 
 
 def _whole_gpus(targets: list[_Target]) -> list[_Target]:
-    """One target per physical GPU (a MIG GPU by its first instance), in PCI order."""
+    """One target per physical GPU (a MIG GPU by its first instance), in NVML's order."""
     seen: dict[int, _Target] = {}
     for target in targets:
         seen.setdefault(target.nvml_index, target)

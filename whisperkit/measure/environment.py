@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from importlib import metadata
 
@@ -20,8 +21,9 @@ def collect_environment(cuda_index: int | None = None) -> dict:
     where ctranslate2 sees no CUDA device, so nothing was loaded), ``cuda_unusable_reason`` (why
     ``device="auto"`` runs on the CPU; None where it runs on the GPU), ``model_gpu`` (with
     ``cuda_index``, the CUDA device that ran the model: its NVML ``nvml_index``, name, UUID, MIG
-    UUID, memory and ``how`` it was matched, see :mod:`whisperkit.measure.devices`; else None)
-    and ``versions``.
+    UUID, memory and ``how`` it was matched, see :mod:`whisperkit.measure.devices`; else None),
+    ``omp_num_threads`` (the ``OMP_NUM_THREADS`` variable, which sets CTranslate2's default
+    thread count; None where unset) and ``versions``.
     """
     import psutil
 
@@ -45,6 +47,7 @@ def collect_environment(cuda_index: int | None = None) -> dict:
         "cuda_libraries": libraries.to_dict() if libraries is not None else None,
         "cuda_unusable_reason": unusable,
         "model_gpu": _model_gpu(cuda_index),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "versions": package_versions(),
     }
 

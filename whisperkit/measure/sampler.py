@@ -10,14 +10,14 @@ How sampling works
 ------------------
 Samples are taken in a separate process (:mod:`whisperkit.measure.sampler_process`, spawned with
 ``subprocess``, never forked), so the code being watched cannot starve it: a pure-Python loop
-holding the GIL no longer delays or drops samples (a sampler thread in the same interpreter
-delivered 27 to 38 of 45 samples at 10 Hz while the main thread spun and every core was busy;
-the process delivers 43 or more, see ``benchmarks/sampler_overhead.py``). The
+holding the GIL does not delay or drop its samples as it does a sampler thread in the same
+interpreter (``python benchmarks/sampler_overhead.py`` counts the slots each keeps at 10 Hz while
+the main thread spins and every core is busy; the README's "Measured here" table quotes a run). The
 process samples at ``t0 + k * interval`` on the monotonic clock (no drift; a slot that passed
 is skipped rather than taken in a burst), one sample at start and one at stop, and streams each
 one back over a pipe, where a reader thread appends it to a list; the pandas DataFrame is built
 only when :attr:`Sampler.timeline` is read. CLOCK_MONOTONIC is system-wide, so :meth:`Sampler.mark`
-in this process lines up with the samples. Starting costs one Python start-up (0.2 to 0.6 s).
+in this process lines up with the samples. Starting costs one Python start-up.
 Stopping (or leaving the ``with`` block, also by Ctrl-C or an exception) ends the process; if this
 process dies, the sampling process sees its pipe close and ends too.
 
@@ -51,8 +51,9 @@ Timeline columns (units in the names; MiB for ``_mb``; a value that could not be
 
 Cost
 ----
-Measured with ``benchmarks/sampler_overhead.py``: the sampling process uses well under 1 % of one
-core at 10 Hz once started (a sample is a few psutil and NVML calls, about 0.5 ms of CPU; the
+Measured with ``python benchmarks/sampler_overhead.py`` (its figure is in the README's "Measured
+here" table): the sampling process uses under 1 % of one core at 10 Hz once started (a sample
+is a few psutil and NVML calls; the
 watched tree's descendants are found again once a second, see
 :data:`whisperkit.measure.probes.TREE_RESCAN_S`). :attr:`Sampler.thread_cpu_s` is its CPU time
 while sampling (start-up excluded).

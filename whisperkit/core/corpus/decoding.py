@@ -21,6 +21,8 @@ from whisperkit.core.transcription import Segment, Transcript
 from whisperkit.errors import ConfigError
 
 MIN_WORDS_PER_SECOND = 0.5  # fewer in a packed piece: the model skipped it; decode it alone
+MAX_WORDS_PER_SECOND = 6.0  # more in a packed piece (plus one word): the model repeated itself; decode it alone
+LOOP_REPEATS = 3  # a run of 1-4 words said this many times in a row in a packed piece: a loop; decode it alone
 # options the corpus pipeline sets itself
 RESERVED_OPTIONS = ("vad_filter", "vad_parameters", "clip_timestamps", "batch_size", "word_timestamps",
                     "multilingual", "chunk_length", "log_progress")
@@ -120,7 +122,9 @@ class WindowDecoder:
         Where a piece of a packed window got fewer than ``MIN_WORDS_PER_SECOND`` words per
         second of its audio, that piece and the one after it are decoded again, one piece per
         window (the model sometimes skips a sentence of a packed window, and the next piece's
-        first words then drift into its span); the window's other pieces keep their words.
+        first words then drift into its span); a piece whose text repeats itself (more than
+        ``MAX_WORDS_PER_SECOND`` words per second, or a run of words ``LOOP_REPEATS`` times in
+        a row) is decoded again alone. The window's other pieces keep their words.
         """
         kinds = {window.packed for window in windows}
         if len(kinds) > 1:  # packed windows need word timestamps, single-piece ones do not: one call each
@@ -157,14 +161,32 @@ class WindowDecoder:
 
 def _redo(window: Window, texts: list[PieceText]) -> set[int]:
     """The pieces to decode again: each piece of at least a second that got fewer than
-    ``MIN_WORDS_PER_SECOND`` words per second, and the piece after it (where its words drifted)."""
+    ``MIN_WORDS_PER_SECOND`` words per second, and the piece after it (where its words drifted);
+    each piece whose text repeats itself (:func:`repeats_itself`)."""
     redo: set[int] = set()
     for index, (place, text) in enumerate(zip(window.places, texts)):
         seconds = place.end - place.start
-        words = sum(len(segment.text.split()) for segment in text.segments)
-        if seconds >= 1.0 and words < MIN_WORDS_PER_SECOND * seconds:
+        words = [word for segment in text.segments for word in segment.text.split()]
+        if seconds >= 1.0 and len(words) < MIN_WORDS_PER_SECOND * seconds:
             redo.update(i for i in (index, index + 1) if i < len(window.places))
+        elif repeats_itself(words, seconds):
+            redo.add(index)
     return redo
+
+
+def repeats_itself(words: list[str], seconds: float) -> bool:
+    """True for a piece's words that no speaker says in ``seconds``: more than
+    ``MAX_WORDS_PER_SECOND`` words a second (plus one), or a run of 1-4 words said
+    ``LOOP_REPEATS`` times in a row ("the door, the door, the door")."""
+    if len(words) > MAX_WORDS_PER_SECOND * seconds + 1:
+        return True
+    plain = ["".join(c for c in word.lower() if c.isalnum() or c == "'") for word in words]
+    for size in range(1, 5):
+        for start in range(0, len(plain) - size * LOOP_REPEATS + 1):
+            run = plain[start:start + size]
+            if all(plain[start + k * size:start + (k + 1) * size] == run for k in range(1, LOOP_REPEATS)):
+                return True
+    return False
 
 
 def unpack(window: Window, frames_per_second: int = 100, pieces: list[int] | None = None) -> list[Window]:

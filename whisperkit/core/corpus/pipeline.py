@@ -35,10 +35,9 @@ each (80 mel bands; 1.5 MB with 128): for batch size 8 and 2 readers, under 100 
 whatever the length of a file or the size of the folder. Readers hand freed memory back to
 the system after a block, at most every 5 s (glibc otherwise keeps it, and the resident size
 creeps up with the audio's length). On top comes the model's own working memory for one batch
-(on a CPU, tiny.en int8 at beam 5, measured from the loaded model: a corpus run's peak grows by
-about 300 MiB at batch size 1, 350 at 4 and 440 at 8, the same for a 30-minute file as for a
-3-minute one; batched ``transcribe`` of that 30-minute file grows by about 900), and the
-transcripts (text) of the files done, kept for the result.
+(on a CPU it does not grow with the length of a file: ``pytest tests/test_corpus.py -k
+memory_stays_bounded`` measures it against batched ``transcribe``, and the README's "Measured
+here" table quotes a run), and the transcripts (text) of the files done, kept for the result.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MAX_PIECE_SECONDS = 30.0  # Whisper's window: a piece never exceeds it
 PACK_SECONDS = 28.0  # a packed window holds at most this much (clips plus gaps)
 GAP_SECONDS = 0.6  # silence between two packed pieces
+MIN_PACKED_SECONDS = 3.0  # a shorter piece gets a window of its own: packed, its words come out worse than alone
 BLOCK_SECONDS = 60.0  # a long file is decoded and voice-detected this much at a time
 TRIM_EVERY_SECONDS = 5.0  # freed memory goes back to the system at most this often
 
@@ -233,7 +234,7 @@ def release_freed_memory() -> None:
     returning large allocations rises as they are freed), and the resident size of a long run
     creeps up with the audio's length instead of staying flat. Not after every batch: that hands
     back the model's working memory too, and faulting it in again costs more than the decode
-    saves (a third slower on a CPU). Elsewhere than glibc this does nothing.
+    saves on a CPU. Elsewhere than glibc this does nothing.
     """
     global _trimmed_at
     trim = _malloc_trim()
@@ -301,14 +302,21 @@ class Packer:
     pieces of a channel stream (``Piece.channel``) go to windows of that channel alone, so a
     window never mixes channels (their words are never split by time between two speakers).
 
+    A piece shorter than ``min_piece_seconds`` gets a window of its own even when packing: on
+    real speech, clips that short came out with worse words packed than alone (their few words
+    are easily given to a neighbour, or repeated; ``python benchmarks/accuracy.py --short-words 2``
+    measures both ways by clip length, and the README's "Measured here" table quotes it).
+
     >>> packer = Packer()
     >>> windows = [w for piece in pieces for w in packer.add(piece)] + packer.flush()   # doctest: +SKIP
     """
 
-    def __init__(self, pack: bool = True, max_seconds: float = PACK_SECONDS, gap_seconds: float = GAP_SECONDS) -> None:
+    def __init__(self, pack: bool = True, max_seconds: float = PACK_SECONDS, gap_seconds: float = GAP_SECONDS,
+                 min_piece_seconds: float = MIN_PACKED_SECONDS) -> None:
         self.pack = pack
         self.max_seconds = max_seconds
         self.gap_seconds = gap_seconds
+        self.min_piece_seconds = min_piece_seconds
         self._open: list[Piece] = []
         self._seconds = 0.0
         self._channels: dict[str, Packer] | None = {}  # a packer per channel name (None in such a packer)
@@ -325,6 +333,8 @@ class Packer:
             if self._open:
                 self._open.append(piece)
                 return []
+            return [build_window([piece], self.gap_seconds)]
+        if self.pack and piece.seconds < self.min_piece_seconds:  # too short to share a window
             return [build_window([piece], self.gap_seconds)]
         done = []
         needed = piece.seconds + (self.gap_seconds if self._open else 0.0)
@@ -375,9 +385,9 @@ class Batcher:
 
 
 def pack_pieces(pieces: Iterable[Piece], pack: bool = True, max_seconds: float = PACK_SECONDS,
-                gap_seconds: float = GAP_SECONDS) -> list[Window]:
+                gap_seconds: float = GAP_SECONDS, min_piece_seconds: float = MIN_PACKED_SECONDS) -> list[Window]:
     """All ``pieces`` packed into windows (see :class:`Packer`)."""
-    packer = Packer(pack, max_seconds, gap_seconds)
+    packer = Packer(pack, max_seconds, gap_seconds, min_piece_seconds)
     windows = [window for piece in pieces for window in packer.add(piece)]
     return windows + packer.flush()
 
