@@ -97,7 +97,7 @@ def test_diagnose_says_when_the_model_waited_on_the_cpu_stages(corpus_run):
     starved.stages["model"] = dataclasses.replace(model, wait_seconds=0.6 * starved.wall_seconds)
     finding = next(f for f in wk.diagnose(dataclasses.replace(corpus_run, corpus=starved)) if f.code == "model-waited-in-corpus")
     assert finding.title.startswith("The model waited for its next batch 60 %")
-    assert "read " in finding.evidence and "workers" in finding.what_to_do
+    assert "read " in finding.evidence and "reader_threads" in finding.what_to_do
 
 
 def test_a_corpus_sweep_batches_windows_across_files(model, clip_folder):

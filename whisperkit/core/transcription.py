@@ -29,6 +29,7 @@ from whisperkit.core.audio import Audio, audio_from_array, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.errors import ConfigError, first_line
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 if TYPE_CHECKING:
     from whisperkit.core.audio import AudioSource
@@ -153,7 +154,7 @@ def transcribe(
     cpu_threads: int = 0,
     progress: bool = True,
     monitor: bool = False,
-    monitor_interval: float = 0.1,
+    monitor_interval: float = DEFAULT_INTERVAL_S,
     **options: Any,
 ) -> Transcript:
     """Transcribe one audio file (or a 16 kHz float32 array).

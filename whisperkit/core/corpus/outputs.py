@@ -14,29 +14,13 @@ import time
 
 from whisperkit.core.corpus.sources import output_paths
 from whisperkit.core.corpus.stages import Source
+from whisperkit.core.output_formats import render
 from whisperkit.core.transcription import Transcript
 from whisperkit.errors import ConfigError
 from whisperkit.files import write_text_atomic
 
-FORMATS = ("txt", "json", "srt", "vtt")
 MANIFEST = "manifest.json"
 SAVE_EVERY_SECONDS = 1.0  # the manifest is rewritten at most this often while a run goes on
-
-
-def output_formats(output_format: str) -> tuple[str, ...]:
-    """``"all"`` or one of txt, json, srt, vtt, as a tuple of formats."""
-    if output_format == "all":
-        return FORMATS
-    if output_format not in FORMATS:
-        raise ConfigError(f"unknown output format {output_format!r}; expected one of: {', '.join(FORMATS)}, all")
-    return (output_format,)
-
-
-def render(transcript: Transcript, fmt: str) -> str:
-    """``transcript`` as txt, json, srt or vtt text."""
-    renderers = {"txt": transcript.to_txt, "json": transcript.to_json, "srt": transcript.to_srt,
-                 "vtt": transcript.to_vtt}
-    return renderers[fmt]()
 
 
 def write_outputs(output_dir: str, source: Source, transcript: Transcript, formats: tuple[str, ...]) -> list[str]:
