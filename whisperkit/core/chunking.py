@@ -45,24 +45,25 @@ DEFAULT_CHUNK_LENGTH_S = 30  # faster-whisper's FeatureExtractor.chunk_length
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk of the batched pipeline: the speech spans (sample indices, 16 kHz) it joins."""
+    """One chunk of the batched pipeline: the stretches of speech it joins, ``(start, end)``
+    sample indices at 16 kHz (the corpus pipeline's pieces are such chunks)."""
 
-    pieces: tuple[tuple[int, int], ...]
+    stretches: tuple[tuple[int, int], ...]
 
     @property
     def start(self) -> float:
         """Seconds from the start of the audio to the chunk's first speech."""
-        return self.pieces[0][0] / SAMPLING_RATE if self.pieces else 0.0
+        return self.stretches[0][0] / SAMPLING_RATE if self.stretches else 0.0
 
     @property
     def end(self) -> float:
         """Seconds from the start of the audio to the end of the chunk's last speech."""
-        return self.pieces[-1][1] / SAMPLING_RATE if self.pieces else 0.0
+        return self.stretches[-1][1] / SAMPLING_RATE if self.stretches else 0.0
 
     @property
     def speech_seconds(self) -> float:
-        """Seconds of audio the chunk holds (its spans without the silences between them)."""
-        return sum(end - start for start, end in self.pieces) / SAMPLING_RATE
+        """Seconds of audio the chunk holds (its stretches without the silences between them)."""
+        return sum(end - start for start, end in self.stretches) / SAMPLING_RATE
 
 
 def batched_chunks(
@@ -143,20 +144,20 @@ class JoinedChunks:
 
         At the seam of two spans a start belongs to the later one, an end to the earlier one.
         """
-        offsets, pieces = self._layout()
+        offsets, stretches = self._layout()
         sample = seconds * SAMPLING_RATE
         index = bisect.bisect_left(offsets, sample) - 1 if is_end else bisect.bisect_right(offsets, sample) - 1
-        index = min(max(index, 0), len(pieces) - 1)
-        start, end = pieces[index]
+        index = min(max(index, 0), len(stretches) - 1)
+        start, end = stretches[index]
         return (start + min(max(sample - offsets[index], 0), end - start)) / SAMPLING_RATE
 
     def _layout(self) -> tuple[list[int], list[tuple[int, int]]]:
-        pieces = [piece for chunk in self.chunks for piece in chunk.pieces]
+        stretches = [stretch for chunk in self.chunks for stretch in chunk.stretches]
         offsets, total = [], 0
-        for start, end in pieces:
+        for start, end in stretches:
             offsets.append(total)
             total += end - start
-        return offsets, pieces
+        return offsets, stretches
 
 
 def join_chunks(samples: np.ndarray, chunks: list[Chunk]) -> JoinedChunks:
@@ -166,7 +167,7 @@ def join_chunks(samples: np.ndarray, chunks: list[Chunk]) -> JoinedChunks:
     parts, bounds, total = [], [], 0
     for chunk in chunks:
         bounds.append(total / SAMPLING_RATE)
-        for start, end in chunk.pieces:
+        for start, end in chunk.stretches:
             parts.append(samples[start:end])
             total += end - start
         bounds.append(total / SAMPLING_RATE)

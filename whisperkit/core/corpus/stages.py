@@ -219,8 +219,8 @@ def speech_chunks(samples: np.ndarray) -> list[tuple[np.ndarray, list[tuple[floa
     from whisperkit.core.chunking import batched_chunks
 
     return [
-        (np.concatenate([samples[start:end] for start, end in chunk.pieces]),
-         [(start / SAMPLING_RATE, (end - start) / SAMPLING_RATE) for start, end in chunk.pieces])
+        (np.concatenate([samples[start:end] for start, end in chunk.stretches]),
+         [(start / SAMPLING_RATE, (end - start) / SAMPLING_RATE) for start, end in chunk.stretches])
         for chunk in batched_chunks(samples, chunk_length=int(MAX_PIECE_SECONDS))
     ]
 
