@@ -60,8 +60,7 @@ class ThreadEngine:
     def __init__(self, config: Config, model: Model | object | None = None, *, reader_threads: int | None = None) -> None:
         from whisperkit.core.batching import recommend_for_model
         from whisperkit.core.models import Model as LoadedModel
-        from whisperkit.core.models import check_model_language, load_model
-        from whisperkit.core.transcription import _wrap_whisper_model
+        from whisperkit.core.models import check_model_language, load_model, wrap_whisper_model
 
         self.reader_threads = default_reader_threads() if reader_threads is None else check_whole(
             reader_threads, "reader_threads", 1, MAX_READER_THREADS)
@@ -70,7 +69,7 @@ class ThreadEngine:
                                config.cpu_threads, config.device_index)
             self.load_seconds = model.load_seconds
         else:
-            model = model if isinstance(model, LoadedModel) else _wrap_whisper_model(model)
+            model = model if isinstance(model, LoadedModel) else wrap_whisper_model(model)
             self.load_seconds = 0.0
         check_model_language(model, config.language)
         self.model = model
