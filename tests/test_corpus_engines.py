@@ -213,3 +213,24 @@ def test_old_names_still_work_with_a_deprecation_warning(model, clips, cli, tmp_
     done = cli("transcribe", clips[0], "--mode", "corpus", "--output-dir", str(tmp_path), "--workers", "1", "--quiet")
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "whisperkit: warning: --workers is now --reader-threads (the threads that read files); --workers goes in the next release"
+
+
+def test_sigterm_during_a_ray_run_is_exit_143_once_the_files_in_hand_are_written():
+    """Ray's own SIGTERM handler exits inside Ray Data's loop (SIGABRT, a native stack dump); the
+    engine's raises SystemExit(143) instead, after the files it is writing, and is removed after."""
+    import os
+    import signal
+
+    from whisperkit.core.corpus.engines import ray_engine
+
+    before = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(SystemExit) as stopped:
+        with ray_engine._stopped_by_sigterm() as sigterm:
+            with sigterm.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)
+                written.append("a file's outputs and manifest entry")
+            written.append("the next batch")
+    assert stopped.value.code == 143 and written == ["a file's outputs and manifest entry"]
+    assert signal.getsignal(signal.SIGTERM) is before

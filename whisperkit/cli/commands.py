@@ -98,11 +98,12 @@ def _add_transcribe(commands) -> None:
     parser.add_argument("--reader-threads", type=int, default=None,
                         help="corpus mode, engine local: threads reading and voice-detecting files (default: half the cores, 1-4)")
     parser.add_argument("--workers", dest="old_workers", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --reader-threads
-    parser.add_argument("--monitor", default=None, metavar="RUN_DIR",
+    parser.add_argument("--save-run", dest="monitor", default=None, metavar="RUN_DIR",
                         help="corpus mode: also sample CPU and GPU utilization and save the run (stages, timeline, "
                              "report.html) into RUN_DIR, as `whisperkit sweep` saves each of its runs")
+    parser.add_argument("--monitor", dest="old_monitor", default=None, help=argparse.SUPPRESS)  # deprecated: --save-run
     parser.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S,
-                        help=f"with --monitor: seconds between utilization samples (default: {DEFAULT_INTERVAL_S})")
+                        help=f"with --save-run: seconds between utilization samples (default: {DEFAULT_INTERVAL_S})")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="corpus mode: run the pipeline here (local) or on a Ray cluster (ray; pip install whisperkit[ray])")
     parser.add_argument("--ray-address", default=None,
@@ -114,6 +115,10 @@ def _add_transcribe(commands) -> None:
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
+    if args.old_monitor is not None:
+        print("whisperkit: warning: --monitor RUN_DIR is now --save-run RUN_DIR (it saves the run as an experiment); "
+              "--monitor goes in the next release", file=sys.stderr)
+        args.monitor = args.monitor or args.old_monitor
     if args.mode == "corpus":
         from whisperkit.cli.corpus import run_corpus
 
@@ -121,7 +126,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     if args.engine != "local" or args.ray_address is not None or args.model_workers is not None:
         raise ConfigError("--engine, --ray-address and --model-workers go with --mode corpus")
     if args.monitor is not None:
-        raise ConfigError("--monitor goes with --mode corpus; for one file use `whisperkit sweep FILE --batch-sizes N` "
+        raise ConfigError("--save-run goes with --mode corpus; for one file use `whisperkit sweep FILE --batch-sizes N` "
                           "or wk.run in a notebook")
     from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config

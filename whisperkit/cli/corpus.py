@@ -5,7 +5,7 @@ completes, with ``DIR/manifest.json``; a rerun skips the files done (``--overwri
 them). A file that fails is reported on one line and the rest go on; the exit status is then 2.
 Both engines take the same road: the arguments make one ``Config(mode="corpus")``, and
 :func:`~whisperkit.core.corpus.transcribe.transcribe_corpus_config` runs it (a setting the engine
-cannot honour is refused in one line). ``--monitor RUN_DIR`` also records the run (utilization
+cannot honour is refused in one line). ``--save-run RUN_DIR`` also records the run (utilization
 timeline, stages) as an experiment.
 """
 
@@ -30,7 +30,7 @@ def run_corpus(args: argparse.Namespace) -> int:
     if args.output_dir is None:
         raise ConfigError("--mode corpus writes files: give --output-dir DIR")
     if args.engine == "ray" and args.monitor is not None:
-        raise ConfigError("--monitor samples this machine: it goes with --engine local (engine ray: see "
+        raise ConfigError("--save-run samples this machine: it goes with --engine local (engine ray: see "
                           "wk.plots.worker_timelines in a notebook)")
     config = config_from_args(args, mode="corpus", batch_size=args.batch_size, pack=args.pack)
     options = {"output_dir": args.output_dir, "output_format": args.output_format, "resume": not args.overwrite,
@@ -55,7 +55,7 @@ def _reader_threads(args: argparse.Namespace) -> int | None:
 
 
 def _monitored(args: argparse.Namespace, config: Config, options: dict) -> CorpusResult:
-    """The corpus run as a monitored experiment (``--monitor RUN_DIR``): saved with its report."""
+    """The corpus run as a monitored experiment (``--save-run RUN_DIR``): saved with its report."""
     from pathlib import Path
 
     from whisperkit.experiments.runners import run

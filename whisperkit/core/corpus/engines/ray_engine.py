@@ -90,14 +90,14 @@ class RayEngine:
     def run(self, sources: list[Source], on_file: OnFile, on_batch: Callable[[], None] | None = None) -> EngineRun:
         """Run the stages over ``sources`` as a Ray Data dataset; ``on_file`` is called on the driver."""
         try:
-            with _stopped_by_sigterm():
-                return self._run(sources, on_file, on_batch)
+            with _stopped_by_sigterm() as sigterm:
+                return self._run(sources, on_file, on_batch, sigterm)
         except SystemExit:  # SIGTERM: the process ends; Ctrl-C keeps Ray for the next run (a notebook)
             if self.cluster["started"]:  # before the interpreter exits, while Ray Data's threads can still stop
                 require_ray().shutdown()
             raise
 
-    def _run(self, sources: list[Source], on_file: OnFile, on_batch: Callable[[], None] | None) -> EngineRun:
+    def _run(self, sources: list[Source], on_file: OnFile, on_batch: Callable[[], None] | None, sigterm: _Sigterm) -> EngineRun:
         ray = require_ray()
         from ray.data import ActorPoolStrategy, DataContext
 
@@ -129,8 +129,9 @@ class RayEngine:
                     if on_batch is not None:
                         on_batch()
                         on_batch = None
-                    for kind, item in decode_rows(batch):
-                        run.take(kind, item)
+                    with sigterm.deferred():  # a file's outputs and manifest entry are written whole
+                        for kind, item in decode_rows(batch):
+                            run.take(kind, item)
         finally:
             with quiet_ray():
                 context.enable_progress_bars, context.print_on_execution_start = saved
@@ -138,21 +139,43 @@ class RayEngine:
         return run.result()
 
 
-@contextlib.contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """Meanwhile, SIGTERM raises ``SystemExit(143)`` in this thread (the main thread only):
-    Ray's own handler exits from inside Ray Data's loop, which ends in SIGABRT and a native
-    stack dump as the interpreter stops around Ray's threads."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Sigterm:
+    """SIGTERM as ``SystemExit(143)`` in the main thread, held back while :meth:`deferred` runs."""
 
-    def stop(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+            return
         raise SystemExit(TERMINATED_STATUS)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            raise SystemExit(TERMINATED_STATUS)
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[_Sigterm]:
+    """Meanwhile, SIGTERM raises ``SystemExit(143)`` in this thread (the main thread only), except
+    while the driver hands a batch's files on (then right after): Ray's own handler exits from
+    inside Ray Data's loop, which ends in SIGABRT and a native stack dump as the interpreter
+    stops around Ray's threads."""
+    sigterm = _Sigterm()
+    if threading.current_thread() is not threading.main_thread():
+        yield sigterm
+        return
+    previous = signal.signal(signal.SIGTERM, sigterm.handle)
     try:
-        yield
+        yield sigterm
     finally:
         signal.signal(signal.SIGTERM, previous)
 
