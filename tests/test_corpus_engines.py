@@ -68,6 +68,7 @@ def test_model_workers_are_placed_to_leave_room_for_the_cpu_stages():
         place("cpu", 0, cluster(2), 1000)
     big = place("cpu", 4, cluster(16), 2)  # four CTranslate2 threads each, as asked
     assert big.worker_cpus == 4.0 and big.resources() == {"num_cpus": 4.0}
+    assert place("cpu", 0, cluster(16), 2).worker_cpus == 7.5  # unless told, the CPUs shared (half a CPU kept)
 
 
 def test_gpu_model_workers_take_a_gpu_each_and_no_more_than_there_are():

@@ -40,9 +40,17 @@ def three_nodes():
 
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
-    cluster.wait_for_nodes()
+    for attempt in range(3):  # a raylet that takes over 30 s to start (a busy machine) is given up: try again
+        cluster = Cluster()
+        try:
+            cluster.add_node(num_cpus=1)  # the head
+            workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+            cluster.wait_for_nodes()
+            break
+        except Exception:
+            cluster.shutdown()
+            if attempt == 2:
+                raise
     yield cluster, workers
     ray.shutdown()
     cluster.shutdown()

@@ -59,7 +59,8 @@ def place(device: str, cpu_threads: int, cluster: dict, model_workers: int | Non
     """Where the model workers go on ``cluster`` (from :func:`~whisperkit.core.corpus.engines.ray_cluster.connect`).
 
     Default: one per GPU; on CPUs one per ``cpu_threads`` CPUs (one per CPU unless told), as
-    many as leave room for the CPU stages. A count asked for that cannot fit is a :class:`ConfigError`.
+    many as leave room for the CPU stages. A CPU worker reserves ``cpu_threads`` CPUs, or with
+    ``cpu_threads`` 0 its share of the CPUs left. A count asked for that cannot fit is a :class:`ConfigError`.
     """
     if model_workers is not None and (isinstance(model_workers, bool) or not isinstance(model_workers, int) or model_workers < 1):
         raise ConfigError(f"model_workers must be a whole number of at least 1, got {model_workers!r}")
@@ -77,8 +78,8 @@ def place(device: str, cpu_threads: int, cluster: dict, model_workers: int | Non
                               f"ask for at most {gpus}")
         wanted = 1.0
     else:
-        wanted = float(cpu_threads or 1)
-        workers = model_workers or min(most, max(1, int(cpus // wanted)))
+        workers = model_workers or min(most, max(1, int(cpus // (cpu_threads or 1))))
+        wanted = float(cpu_threads) if cpu_threads else math.inf  # 0: the CPUs shared among the workers
     if workers > most:
         raise ConfigError(f"model_workers={workers} would leave no CPU for the CPU stages on the Ray cluster ({where}): "
                           f"at most {most} fit (each reserves at least {CPU_UNIT:g} CPU, the CPU stages {PREPARE_CPUS:g})")
