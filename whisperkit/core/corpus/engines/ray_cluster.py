@@ -116,7 +116,7 @@ def _start(ray: Any, target: str | None) -> None:
     os.environ.setdefault(BACKEND_LOG_LEVEL, "fatal")  # read by Ray's core as it starts, here and in its processes
     for attempt in range(START_ATTEMPTS):
         try:
-            with quiet_ray():
+            with quiet_ray(), _native_stderr_dropped():  # Ray's core says it read the log level, on fd 2
                 ray.init(**kwargs)
             return
         except Exception as error:  # Ray raises a bare Exception when its processes start too slowly
@@ -127,6 +127,28 @@ def _start(ray: Any, target: str | None) -> None:
             raise ConfigError(f"cannot start or join {where} ({first_line(error)}); " + (
                 "check the address (HOST:6379 or ray://HOST:10001) and that the cluster runs" if target
                 else "a busy machine starts Ray slowly: try again, or start one with 'ray start --head'")) from None
+
+
+@contextlib.contextmanager
+def _native_stderr_dropped() -> Iterator[None]:
+    """Meanwhile, what is written to file descriptor 2 (where Ray's C++ core logs) goes nowhere;
+    a failure to start comes back as an exception, said in one line by :func:`connect`."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real descriptor 2 (an embedded interpreter)
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def check_reachable(address: str) -> str:
