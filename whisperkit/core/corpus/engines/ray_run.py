@@ -1,6 +1,6 @@
 """The driver's side of a Ray run: each file's pieces gathered once, each model actor's timeline.
 
-:class:`RayRun` takes the rows the model stage returns (see :mod:`~whisperkit.core.corpus.ray_workers`)
+:class:`RayRun` takes the rows the model stage returns (see :mod:`~whisperkit.core.corpus.engines.ray_workers`)
 in any order, any number of times: a piece reported twice (a batch retried after its actor died)
 counts once, and a file is handed to ``on_file`` once, when its pieces 0 .. last have arrived.
 """
