@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 # 10 minutes of 16 kHz FLAC or 128 kbit/s MP3.
 GROUP_FILES = 64  # files read, packed and featurized by one CPU task (at most) ...
 GROUP_BYTES = 16 * 2**20  # ... and bytes of them (at most, unless one file is larger)
+WINDOW_BYTES = 1_000_000  # a window with its features, pickled (80 mel bands x 3000 frames, float32)
 TERMINATED_STATUS = 128 + signal.SIGTERM  # the exit status after SIGTERM, as the shell reports it
 
 
@@ -102,9 +103,13 @@ class RayEngine:
         from ray.data import ActorPoolStrategy, DataContext
 
         context = DataContext.get_current()
-        saved = context.enable_progress_bars, context.print_on_execution_start
+        saved = context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size
         with quiet_ray():  # Ray Data says "progress bars disabled"
             context.enable_progress_bars = context.print_on_execution_start = False  # whisperkit shows its own progress
+            # the CPU tasks' windows leave in blocks of about a batch, so that the batches of one group
+            # spread over the model workers (a repartition would be a task of its own wanting a whole CPU,
+            # which model workers of half a CPU on one-CPU nodes never leave)
+            context.target_max_block_size = self.batch_size * WINDOW_BYTES
         run = RayRun(sources, on_file, time.time(), self.batch_size)
         groups = group_sources(sources)
         dataset = ray.data.from_items([encode("group", group) for group in groups], override_num_blocks=len(groups))
@@ -114,9 +119,6 @@ class RayEngine:
                                       batch_format="numpy",
                                       fn_kwargs={"pack": self.pack, "feature_kwargs": self.spec.feature_kwargs,
                                                  "batch_size": self.batch_size})
-        # a task's windows leave it as one block; cut into blocks of a batch each, so that each batch is a
-        # model task of its own and the batches of one group spread over the workers
-        dataset = dataset.repartition(target_num_rows_per_block=self.batch_size)
         # one batch in flight per worker: a batch goes to whichever worker is free (not queued behind a busy
         # one), and a worker that dies takes one batch with it
         pool = ActorPoolStrategy(size=self.placement.model_workers, max_tasks_in_flight_per_actor=1)
@@ -134,7 +136,7 @@ class RayEngine:
                             run.take(kind, item)
         finally:
             with quiet_ray():
-                context.enable_progress_bars, context.print_on_execution_start = saved
+                context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size = saved
         run.finish_missing()
         return run.result()
 
