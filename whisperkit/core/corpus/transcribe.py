@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from whisperkit.core.channels import DEFAULT_CHANNELS
 from whisperkit.core.config import Config
 from whisperkit.core.corpus.engines import open_engine
 from whisperkit.core.corpus.engines.base import Span
@@ -64,6 +65,8 @@ def transcribe_corpus(
     model_workers: int | None = None,
     sampler: Sampler | None = None,
     workers: int | None = None,
+    channels: str = DEFAULT_CHANNELS,
+    channel_names: Sequence[str] | None = None,
     **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
@@ -105,6 +108,16 @@ def transcribe_corpus(
         for the CPU stages; more than fit is refused in one line).
       sampler: a running :class:`~whisperkit.Sampler` to mark instead (it is not stopped here;
         :func:`whisperkit.run` passes its own).
+      channels, channel_names: what to do with a file of several channels, as
+        :class:`whisperkit.Config` says (``auto``, the default: split when they carry different
+        signals); each channel of a split file is a stream of its own (its pieces batched with
+        the others', never packed into a window of another channel), and the file's outputs
+        name the channel of each line.
+      channels, channel_names: what to do with a file of several channels, as
+        :class:`whisperkit.Config` says (``auto``, the default: split when they carry different
+        signals); each channel of a split file is a stream of its own (its pieces batched with
+        the others', never packed into a window of another channel), and the file's outputs
+        name the channel of each line.
       options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
 
     Every setting is checked by :class:`~whisperkit.Config` (the same ranges as everywhere).
@@ -119,7 +132,8 @@ def transcribe_corpus(
     config = Config(mode="corpus", model=None if not named or model is None else os.fspath(model),  # type: ignore[arg-type]
                     device=device, device_index=device_index, compute_type=compute_type, batch_size=batch_size,
                     num_workers=num_workers, cpu_threads=cpu_threads, beam_size=beam_size, language=language,
-                    pack=pack, options=dict(options))
+                    pack=pack, options=dict(options), channels=channels,
+                    channel_names=None if channel_names is None else tuple(channel_names))
     return transcribe_corpus_config(sources, config, progress=progress, sampler=sampler, model=None if named else model,
                                     output_dir=output_dir, output_format=output_format, resume=resume,
                                     reader_threads=reader_threads, workers=workers, engine=engine,
@@ -144,14 +158,14 @@ def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.Path
         raise ConfigError(f"transcribe_corpus_config needs a Config with mode 'corpus', got {getattr(config, 'mode', config)!r}")
     reader_threads = _reader_threads(run.get("reader_threads"), run.get("workers"))
     formats = output_formats(run.get("output_format", "txt"))
-    found = find_sources(sources)
+    found = find_sources(sources, config.channels, config.channel_names)
     if sampler is not None:
         sampler.mark("load")
     engine = open_engine(run.get("engine", "local"), config, model, reader_threads=reader_threads,
                          ray_address=run.get("ray_address"), model_workers=run.get("model_workers"))
     settings = engine.model_settings
     written = corpus_config(settings["model"], settings["compute_type"], config.beam_size, config.language, engine.pack,
-                            config.options, formats)
+                            config.options, formats, found)
     manifest, todo, skipped = open_outputs(found, run.get("output_dir"), written, formats, run.get("resume", True))
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, engine.batch_size, engine.pack,
                           {**written, **settings, "mode": "corpus", "batch_size": engine.batch_size,
@@ -200,11 +214,16 @@ def _execute(result: CorpusResult, todo: list[Source], engine: Engine, manifest:
 
 
 def corpus_config(model_name: str, compute_type: str, beam_size: int, language: str | None, pack: bool,
-                  options: dict, formats: tuple[str, ...]) -> dict:
-    """The settings that change what is written: the manifest's ``config`` (every engine)."""
-    return {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
-            "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
-            "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+                  options: dict, formats: tuple[str, ...], found: Sequence[Source] = ()) -> dict:
+    """The settings that change what is written: the manifest's ``config`` (every engine); the
+    channel settings of the sources ``found`` (all alike), where they are not ``mix``."""
+    config = {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
+              "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
+              "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+    if found and found[0].channels != "mix":
+        names = found[0].channel_names
+        config.update(channels=found[0].channels, channel_names=None if names is None else list(names))
+    return config
 
 
 def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
