@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--figure", default=None, help="write the last Ray run's per-worker timelines to this HTML file")
     args = parser.parse_args()
 
-    from whisperkit.core.corpus.ray_engine import connect
+    from whisperkit.core.corpus.engines.ray_cluster import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_corpus(Path(tmp) / "corpus", args.copies)
@@ -83,7 +83,7 @@ def report(paths: list[str], runs: dict, cluster: dict, ray_start: float, args) 
     print(on_ray.stage_table().to_string())
     print("Per model worker:")
     print(on_ray.worker_table().drop(columns=["pid"]).to_string())
-    for worker in on_ray.workers:
+    for worker in on_ray.worker_timelines:
         first = min(span.start_s for span in worker.spans)
         last = max(span.end_s for span in worker.spans)
         print(f"  {worker.label}: model loaded at {worker.loaded_at_s:.1f} s (load {worker.load_seconds:.1f} s), "

@@ -188,13 +188,14 @@ def test_corpus_mode_splits_channels_into_streams_of_their_own(model, two_speake
 
 
 def test_packing_never_mixes_channels_in_a_window():
-    from whisperkit.core.corpus.stages import Piece, pack_pieces
+    from whisperkit.core.corpus.stages import Packer, Piece
 
     def piece(number, channel):
         return Piece(0, number, np.full(16000 * 3, 0.1, dtype=np.float32), ((3.0 * number, 3.0),), channel=channel)
 
     pieces = [piece(0, "left"), piece(1, "right"), piece(2, "left"), piece(3, None), piece(4, "right"), piece(5, None)]
-    windows = pack_pieces(pieces)
+    packer = Packer()
+    windows = [window for p in pieces for window in packer.add(p)] + packer.flush()
     assert sorted(len(w.places) for w in windows) == [2, 2, 2]
     for window in windows:
         assert len({place.piece.channel for place in window.places}) == 1

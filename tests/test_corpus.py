@@ -286,7 +286,7 @@ def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(cli, clips, long_sampl
     shutil.copy(long_sample, folder / "99_long.flac")
     output = tmp_path / "out"
     command = [sys.executable, "-m", "whisperkit", "transcribe", str(folder), "--mode", "corpus", "--output-dir",
-               str(output), "--no-pack", "--batch-size", "1", "--workers", "1", "--quiet"]
+               str(output), "--no-pack", "--batch-size", "1", "--reader-threads", "1", "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not list(output.glob("*.txt")) and process.poll() is None and time.monotonic() < deadline:

@@ -3,6 +3,7 @@ saved, loaded, reported, plotted and diagnosed like the others, with the corpus'
 
 from __future__ import annotations
 
+import html
 import shutil
 
 import pytest
@@ -70,7 +71,7 @@ def test_a_corpus_run_is_saved_loaded_reported_and_plotted(corpus_run, tmp_path)
     wk.report(loaded, page)
     text = page.read_text()
     assert "Corpus stages" in text and "<th>model wait %</th>" not in text  # descriptions in the report
-    assert "the model&#39;s wait for its next batch" in text and "6 file(s) done" in text
+    assert "the model's wait for its next batch" in html.unescape(text) and "6 file(s) done" in text
 
 
 def test_a_run_that_is_not_a_corpus_run_has_no_stage_timeline(model, clips):
@@ -97,7 +98,7 @@ def test_diagnose_says_when_the_model_waited_on_the_cpu_stages(corpus_run):
     starved.stages["model"] = dataclasses.replace(model, wait_seconds=0.6 * starved.wall_seconds)
     finding = next(f for f in wk.diagnose(dataclasses.replace(corpus_run, corpus=starved)) if f.code == "model-waited-in-corpus")
     assert finding.title.startswith("The model waited for its next batch 60 %")
-    assert "read " in finding.evidence and "workers" in finding.what_to_do
+    assert "read " in finding.evidence and "reader_threads" in finding.what_to_do
 
 
 def test_a_corpus_sweep_batches_windows_across_files(model, clip_folder):
@@ -116,7 +117,7 @@ def test_the_command_line_saves_a_monitored_corpus_run(cli, clips, bad_audio, tm
         shutil.copy(clip, folder)
     shutil.copy(bad_audio["text"], folder / "bad.wav")
     output, run_dir = tmp_path / "out", tmp_path / "run"
-    done = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--monitor", str(run_dir),
+    done = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--save-run", str(run_dir),
                "--interval", "0.05", "--batch-size", "2")
     assert done.returncode == 2 and "bad.wav" in done.stderr and "Traceback" not in done.stderr  # one bad file
     assert f"run saved in {run_dir}" in done.stderr
@@ -124,11 +125,13 @@ def test_the_command_line_saves_a_monitored_corpus_run(cli, clips, bad_audio, tm
     assert run.config.mode == "corpus" and run.metrics["files_done"] == 3 and run.metrics["files_failed"] == 1
     assert "steady wins the race" in (output / "aesop_02.txt").read_text().lower()
     assert "bad.wav" in (run_dir / "report.html").read_text()
-    again = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--monitor", str(run_dir))
+    again = cli("transcribe", str(folder), "--mode", "corpus", "--output-dir", str(output), "--save-run", str(run_dir))
     assert again.returncode == 2 and "already holds files" in again.stderr  # the saved run is kept
     assert wk.load_run(run_dir).metrics["files_done"] == 3
-    one_file = cli("transcribe", clips[0], "--monitor", str(tmp_path / "other"))
-    assert one_file.returncode == 2 and "--monitor goes with --mode corpus" in one_file.stderr
+    one_file = cli("transcribe", clips[0], "--save-run", str(tmp_path / "other"))
+    assert one_file.returncode == 2 and "--save-run goes with --mode corpus" in one_file.stderr
+    old_name = cli("transcribe", clips[0], "--monitor", str(tmp_path / "other"))  # deprecated, still understood
+    assert old_name.returncode == 2 and "--monitor RUN_DIR is now --save-run RUN_DIR" in old_name.stderr
 
 
 def test_the_command_line_sweeps_a_corpus(cli, clip_folder, tmp_path):

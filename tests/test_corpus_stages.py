@@ -16,11 +16,16 @@ from whisperkit.core.corpus.stages import (
     Piece,
     Source,
     add_features,
-    pack_pieces,
     read_pieces,
 )
 
 RATE = 16000
+
+
+def pack_pieces(pieces, pack: bool = True) -> list:
+    """All ``pieces`` through one :class:`Packer`, as an engine feeds it."""
+    packer = Packer(pack)
+    return [window for piece in pieces for window in packer.add(piece)] + packer.flush()
 
 
 def piece(source: int, seconds: float, number: int = 0, last: bool = True, start: float = 0.0) -> Piece:

@@ -21,7 +21,7 @@ GIB_MB = 1024.0
 @pytest.fixture(autouse=True)
 def nvml_released():
     yield
-    assert nvml.active_users() == 0
+    assert nvml._users == 0
 
 
 @pytest.fixture

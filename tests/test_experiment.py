@@ -221,7 +221,7 @@ def test_recommend_batch_size_memory_model():
     for model in sizes:
         picks = [wk.recommend_batch_size(model, "float16", memory_gb=m) for m in memories]
         assert picks == sorted(picks), (model, picks)  # more memory never a smaller batch
-        assert all(1 <= p <= batching.MAX_BATCH_SIZE and p & (p - 1) == 0 for p in picks)
+        assert all(1 <= p <= batching.MAX_RECOMMENDED_BATCH_SIZE and p & (p - 1) == 0 for p in picks)
     for memory in memories:
         picks = [wk.recommend_batch_size(model, "float16", memory_gb=memory) for model in sizes]
         assert picks == sorted(picks, reverse=True), (memory, picks)  # larger model never a larger batch

@@ -33,7 +33,7 @@ MIG_3G = "MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f"  # the h100_mig's 3g.40gb in
 @pytest.fixture(autouse=True)
 def nvml_released():
     yield
-    assert nvml.active_users() == 0
+    assert nvml._users == 0
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ except ImportError:  # run from inside tests/
 @pytest.fixture(autouse=True)
 def nvml_released():
     yield
-    assert nvml.active_users() == 0
+    assert nvml._users == 0
 
 
 HOST_PID = 3_999_917  # a PID as the host numbers it: no such process in this namespace

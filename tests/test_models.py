@@ -197,7 +197,7 @@ def test_auto_picks_cuda_and_float16_where_ctranslate2_sees_a_gpu_and_its_librar
     monkeypatch.setattr(models, "cuda_libraries", lambda: cuda.CudaLibraries(("libcublas.so.12",), {"libcublas.so.12": "x"}))
     monkeypatch.setattr(models, "supported_compute_types",
                         lambda device: {"float16", "int8_float16", "int8", "float32"} if device == "cuda" else {"int8", "float32"})
-    assert models.pick_device("auto") == "cuda" and models.device_choice("auto").reason is None
+    assert models.device_choice("auto").device == "cuda" and models.device_choice("auto").reason is None
     assert models.pick_compute_type("cuda", "auto") == "float16"
     assert models.pick_compute_type("cpu", "auto") == "int8"
 

@@ -43,7 +43,7 @@ except ImportError:
 def nvml_released():
     """Every test must leave NVML shut down (the reference count back at zero)."""
     yield
-    assert nvml.active_users() == 0
+    assert nvml._users == 0
 
 
 @pytest.fixture
@@ -396,8 +396,8 @@ def test_process_util_sums_sm_util_of_the_watched_tree_only(monkeypatch):
 def test_sessions_share_one_nvml_init(two_gpus):
     with nvml.NvmlSession() as first:
         with nvml.NvmlSession() as second:
-            assert nvml.active_users() == 2
-        assert nvml.active_users() == 1 and two_gpus.state.shutdown_calls == 0
+            assert nvml._users == 2
+        assert nvml._users == 1 and two_gpus.state.shutdown_calls == 0
     assert two_gpus.state.init_calls == 1 and two_gpus.state.shutdown_calls == 1
     assert first.available and second.available
 
@@ -405,7 +405,7 @@ def test_sessions_share_one_nvml_init(two_gpus):
 def test_samplers_read_nvml_in_their_own_process(two_gpus):
     with Sampler(interval=0.05) as first, Sampler(interval=0.05) as second:
         time.sleep(0.1)
-        assert nvml.active_users() == 0  # this process does not hold NVML open
+        assert nvml._users == 0  # this process does not hold NVML open
     assert first.gpu_available and second.gpu_available
     assert two_gpus.state.init_calls == 0
 

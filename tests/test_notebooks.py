@@ -205,5 +205,5 @@ def test_06_scaling_out_runs(kernel_manager_factory):
     assert "same output files: True" in text_of(code_cell(notebook, "local_text = "))
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.worker_timelines(result)"))
     assert PLOTLY_MIME in mimetypes(code_cell(notebook, "wk.plots.stage_timeline(result)"))
-    survived = text_of(code_cell(notebook, "ray_engine.CRASH_HOOK = (1, marker)"))
+    survived = text_of(code_cell(notebook, "killed = kill_a_model_worker_once_written("))
     assert "a worker died: True; files done: 10 of 10, failed: 0;" in survived

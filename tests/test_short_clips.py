@@ -16,12 +16,18 @@ import pytest
 
 import whisperkit as wk
 from whisperkit.core.corpus.decoding import repeats_itself
-from whisperkit.core.corpus.stages import MIN_PACKED_SECONDS, Piece, pack_pieces
+from whisperkit.core.corpus.stages import MIN_PACKED_SECONDS, Packer, Piece
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.real_speech import absent_message, cut_short_clips, real_speech_folder  # noqa: E402
 
 SOURCES = 4  # real recordings cut into clips (about 40 clips of two words)
+
+
+def pack_pieces(pieces) -> list:
+    """All ``pieces`` through one :class:`Packer`, as an engine feeds it."""
+    packer = Packer(True)
+    return [window for piece in pieces for window in packer.add(piece)] + packer.flush()
 
 
 def piece(source: int, seconds: float) -> Piece:

@@ -15,10 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args, interval_argument
+from whisperkit.core.output_formats import FORMATS, output_path, render
 from whisperkit.errors import ConfigError, WhisperkitError, first_line, one_line
 from whisperkit.files import stdout_to_devnull, write_text_atomic
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
-OUTPUT_FORMATS = ("txt", "json", "srt", "vtt")
+OUTPUT_FORMATS = FORMATS  # the output format registry, core/output_formats.py
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,22 +101,30 @@ def _add_transcribe(commands) -> None:
                         help="corpus mode: one clip per window instead of packing short clips together")
     parser.add_argument("--overwrite", action="store_true",
                         help="corpus mode: redo files the output folder's manifest lists as done")
-    parser.add_argument("--workers", type=int, default=None, help="corpus mode: threads reading files")
-    parser.add_argument("--monitor", default=None, metavar="RUN_DIR",
+    parser.add_argument("--reader-threads", type=int, default=None,
+                        help="corpus mode, engine local: threads reading and voice-detecting files (default: half the cores, 1-4)")
+    parser.add_argument("--workers", dest="old_workers", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --reader-threads
+    parser.add_argument("--save-run", dest="monitor", default=None, metavar="RUN_DIR",
                         help="corpus mode: also sample CPU and GPU utilization and save the run (stages, timeline, "
                              "report.html) into RUN_DIR, as `whisperkit sweep` saves each of its runs")
-    parser.add_argument("--interval", type=interval_argument, default=0.1,
-                        help="with --monitor: seconds between utilization samples (default: 0.1)")
+    parser.add_argument("--monitor", dest="old_monitor", default=None, help=argparse.SUPPRESS)  # deprecated: --save-run
+    parser.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S,
+                        help=f"with --save-run: seconds between utilization samples (default: {DEFAULT_INTERVAL_S})")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="corpus mode: run the pipeline here (local) or on a Ray cluster (ray; pip install whisperkit[ray])")
     parser.add_argument("--ray-address", default=None,
-                        help="engine ray: the cluster to join (HOST:6379 or ray://HOST:10001); default: start a local Ray")
+                        help="engine ray: the cluster to join (HOST:6379 or ray://HOST:10001); default: start a Ray of its own here")
     parser.add_argument("--model-workers", type=int, default=None,
-                        help="engine ray: model actors (default: one per GPU, or one per CPU on a CPU-only cluster)")
+                        help="engine ray: model workers, each a Ray actor with its own model (default: one per GPU, "
+                             "or one per CPU on a CPU-only cluster, leaving room for the CPU stages)")
     parser.set_defaults(func=run_transcribe)
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
+    if args.old_monitor is not None:
+        print("whisperkit: warning: --monitor RUN_DIR is now --save-run RUN_DIR (it saves the run as an experiment); "
+              "--monitor goes in the next release", file=sys.stderr)
+        args.monitor = args.monitor or args.old_monitor
     if args.mode == "corpus":
         from whisperkit.cli.corpus import run_corpus
 
@@ -122,7 +132,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     if args.engine != "local" or args.ray_address is not None or args.model_workers is not None:
         raise ConfigError("--engine, --ray-address and --model-workers go with --mode corpus")
     if args.monitor is not None:
-        raise ConfigError("--monitor goes with --mode corpus; for one file use `whisperkit sweep FILE --batch-sizes N` "
+        raise ConfigError("--save-run goes with --mode corpus; for one file use `whisperkit sweep FILE --batch-sizes N` "
                           "or wk.run in a notebook")
     from whisperkit.core.models import check_model_language, load_model
     from whisperkit.core.transcription import transcribe_config
@@ -160,7 +170,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
 def output_paths(path: str, formats: Sequence[str], output_dir: str) -> list[str]:
     """Where ``transcribe --output-dir`` writes ``path``'s transcript: DIR/<stem>.<format>."""
     stem = os.path.splitext(os.path.basename(path))[0]
-    return [os.path.join(output_dir, f"{stem}.{name}") for name in formats]
+    return [output_path(output_dir, stem, name) for name in formats]
 
 
 def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str) -> None:
@@ -202,16 +212,15 @@ def _path_key(path: str) -> str:
 
 
 def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> None:
-    renderers = {"txt": transcript.to_txt, "json": transcript.to_json, "srt": transcript.to_srt, "vtt": transcript.to_vtt}
     if output_dir is None:
         for name in formats:
-            _write_stdout(renderers[name]())
+            _write_stdout(render(transcript, name))
             if name == "json":
                 sys.stdout.write("\n")
         sys.stdout.flush()
         return
     for name, output in zip(formats, output_paths(path, formats, output_dir)):
-        write_text_atomic(output, renderers[name]())
+        write_text_atomic(output, render(transcript, name))
 
 
 def _write_stdout(text: str) -> None:

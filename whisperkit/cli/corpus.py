@@ -3,7 +3,10 @@
 Outputs mirror the folders given (``DIR/<relative path>.<format>``), written as each file
 completes, with ``DIR/manifest.json``; a rerun skips the files done (``--overwrite`` redoes
 them). A file that fails is reported on one line and the rest go on; the exit status is then 2.
-``--monitor RUN_DIR`` also records the run (utilization timeline, stages) as an experiment.
+Both engines take the same road: the arguments make one ``Config(mode="corpus")``, and
+:func:`~whisperkit.core.corpus.transcribe.transcribe_corpus_config` runs it (a setting the engine
+cannot honour is refused in one line). ``--save-run RUN_DIR`` also records the run (utilization
+timeline, stages) as an experiment.
 
 SIGTERM (``timeout``, systemd, ``docker stop``) stops the run as Ctrl-C does: the files finished
 so far are written and in the manifest, then the command exits with 143 (128 + SIGTERM).
@@ -54,32 +57,37 @@ def run_corpus(args: argparse.Namespace) -> int:
 
 def _run_corpus(args: argparse.Namespace) -> int:
     from whisperkit.cli.args import config_from_args
-    from whisperkit.core.corpus.transcribe import transcribe_corpus, transcribe_corpus_config
+    from whisperkit.core.corpus.transcribe import transcribe_corpus_config
 
     if args.output_dir is None:
         raise ConfigError("--mode corpus writes files: give --output-dir DIR")
-    outputs = {"output_dir": args.output_dir, "output_format": args.output_format, "workers": args.workers,
-               "resume": not args.overwrite}
-    if args.engine == "ray":  # each model actor loads the model on its own node
-        if args.monitor is not None:
-            raise ConfigError("--monitor samples this machine: it goes with --engine local (engine ray: see "
-                              "wk.plots.worker_timelines in a notebook)")
-        result = transcribe_corpus(args.files, args.model, batch_size=args.batch_size, pack=args.pack,
-                                   language=args.language, beam_size=args.beam_size, progress=not args.quiet,
-                                   engine="ray", ray_address=args.ray_address, model_workers=args.model_workers,
-                                   device=args.device, compute_type=args.compute_type, cpu_threads=args.cpu_threads,
-                                   channels=args.channels, channel_names=args.channel_names, **outputs)
-        return _report(result, args)
-    if args.ray_address is not None or args.model_workers is not None:
-        raise ConfigError("--ray-address and --model-workers need --engine ray")
+    if args.engine == "ray" and args.monitor is not None:
+        raise ConfigError("--save-run samples this machine: it goes with --engine local (engine ray: see "
+                          "wk.plots.worker_timelines in a notebook)")
     config = config_from_args(args, mode="corpus", batch_size=args.batch_size, pack=args.pack)
+    options = {"output_dir": args.output_dir, "output_format": args.output_format, "resume": not args.overwrite,
+               "reader_threads": _reader_threads(args), "engine": args.engine, "ray_address": args.ray_address,
+               "model_workers": args.model_workers}
+    options = {key: value for key, value in options.items() if value is not None}
     if args.monitor is not None:
-        return _report(_monitored(args, config, outputs), args)
-    return _report(transcribe_corpus_config(args.files, config, progress=not args.quiet, **outputs), args)
+        return _report(_monitored(args, config, options), args)
+    return _report(transcribe_corpus_config(args.files, config, progress=not args.quiet, **options), args)
 
 
-def _monitored(args: argparse.Namespace, config: Config, outputs: dict) -> CorpusResult:
-    """The corpus run as a monitored experiment (``--monitor RUN_DIR``): saved with its report."""
+def _reader_threads(args: argparse.Namespace) -> int | None:
+    """``--reader-threads``, or its deprecated old name ``--workers`` (with a warning)."""
+    old = getattr(args, "old_workers", None)
+    if old is None:
+        return args.reader_threads
+    print("whisperkit: warning: --workers is now --reader-threads (the threads that read files); "
+          "--workers goes in the next release", file=sys.stderr)
+    if args.reader_threads is not None and args.reader_threads != old:
+        raise ConfigError("--reader-threads and --workers (its old name) disagree: give --reader-threads only")
+    return old
+
+
+def _monitored(args: argparse.Namespace, config: Config, options: dict) -> CorpusResult:
+    """The corpus run as a monitored experiment (``--save-run RUN_DIR``): saved with its report."""
     from pathlib import Path
 
     from whisperkit.experiments.runners import run
@@ -87,7 +95,7 @@ def _monitored(args: argparse.Namespace, config: Config, outputs: dict) -> Corpu
     from whisperkit.views.report import report
 
     with claim_folder(args.monitor, overwrite=args.overwrite) as folder:
-        measured = run(args.files, config, interval=args.interval, progress=not args.quiet, corpus_options=outputs)
+        measured = run(args.files, config, interval=args.interval, progress=not args.quiet, corpus_options=options)
         save_run(measured, folder)
         report(measured, Path(folder) / "report.html")
     if not args.quiet:

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from whisperkit.cli.args import model_settings
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--repeats", type=int, default=1, help="alternating repeats per side (default: 1)")
     compare.add_argument("--matched", action="store_true", help="the sequential side decodes the batched side's chunks with its decoding "
                          "settings; batching (and num_workers) remain")
-    compare.add_argument("--interval", type=interval_argument, default=0.1, help="seconds between utilization samples")
+    compare.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S, help="seconds between utilization samples")
     compare.add_argument("--output-dir", required=True)
     compare.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
     compare.set_defaults(func=run_compare)
@@ -41,7 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
                        help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
-    sweep.add_argument("--interval", type=interval_argument, default=0.1, help="seconds between utilization samples")
+    sweep.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S, help="seconds between utilization samples")
     sweep.add_argument("--output-dir", required=True)
     sweep.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
     sweep.set_defaults(func=run_sweep)

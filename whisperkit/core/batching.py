@@ -76,7 +76,7 @@ T = TypeVar("T")
 if TYPE_CHECKING:
     from whisperkit.core.models import Model
 
-MAX_BATCH_SIZE = 64
+MAX_RECOMMENDED_BATCH_SIZE = 64  # the largest batch size recommended (Config accepts up to config.MAX_BATCH_SIZE)
 CPU_BATCH_SIZE = 8
 HEADROOM = 0.10  # share of free memory left unused
 RUNTIME_OVERHEAD_MB = 800.0  # fitted, see the module docstring
@@ -269,7 +269,7 @@ def _recommend(model: str, compute_type: str, memory_gb, device: str, beam_size:
     fits = math.floor(usable_mb / per_item_mb(model, compute_type, beam_size, device=device))
     if fits < 1:
         return 1
-    return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
+    return min(MAX_RECOMMENDED_BATCH_SIZE, 2 ** int(math.log2(fits)))
 
 
 def _check_model_name(model: object) -> None:

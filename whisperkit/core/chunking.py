@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from whisperkit.core.audio import SAMPLING_RATE
+from whisperkit.core.whisper_internals import BATCHED_MIN_SILENCE_MS
 from whisperkit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,31 +40,30 @@ if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from faster_whisper.vad import VadOptions
 
-SAMPLE_RATE = 16000
 DEFAULT_CHUNK_LENGTH_S = 30  # faster-whisper's FeatureExtractor.chunk_length
-BATCHED_MIN_SILENCE_MS = 160  # BatchedInferencePipeline's VAD default
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """One chunk of the batched pipeline: the speech spans (sample indices, 16 kHz) it joins."""
+    """One chunk of the batched pipeline: the stretches of speech it joins, ``(start, end)``
+    sample indices at 16 kHz (the corpus pipeline's pieces are such chunks)."""
 
-    pieces: tuple[tuple[int, int], ...]
+    stretches: tuple[tuple[int, int], ...]
 
     @property
     def start(self) -> float:
         """Seconds from the start of the audio to the chunk's first speech."""
-        return self.pieces[0][0] / SAMPLE_RATE if self.pieces else 0.0
+        return self.stretches[0][0] / SAMPLING_RATE if self.stretches else 0.0
 
     @property
     def end(self) -> float:
         """Seconds from the start of the audio to the end of the chunk's last speech."""
-        return self.pieces[-1][1] / SAMPLE_RATE if self.pieces else 0.0
+        return self.stretches[-1][1] / SAMPLING_RATE if self.stretches else 0.0
 
     @property
     def speech_seconds(self) -> float:
-        """Seconds of audio the chunk holds (its spans without the silences between them)."""
-        return sum(end - start for start, end in self.pieces) / SAMPLE_RATE
+        """Seconds of audio the chunk holds (its stretches without the silences between them)."""
+        return sum(end - start for start, end in self.stretches) / SAMPLING_RATE
 
 
 def batched_chunks(
@@ -84,14 +85,14 @@ def batched_chunks(
     """
     chunk_length = chunk_length or DEFAULT_CHUNK_LENGTH_S
     if clip_timestamps:
-        return [Chunk(((round(c["start"] * SAMPLE_RATE), round(c["end"] * SAMPLE_RATE)),)) for c in clip_timestamps]
+        return [Chunk(((round(c["start"] * SAMPLING_RATE), round(c["end"] * SAMPLING_RATE)),)) for c in clip_timestamps]
     if vad_filter:
-        return _merge(_speech(samples, vad_parameters, chunk_length), chunk_length * SAMPLE_RATE)
-    if len(samples) / SAMPLE_RATE < chunk_length:
+        return _merge(_speech(samples, vad_parameters, chunk_length), chunk_length * SAMPLING_RATE)
+    if len(samples) / SAMPLING_RATE < chunk_length:
         return [Chunk(((0, len(samples)),))]
     raise ConfigError(
         f"batched mode without VAD needs clip_timestamps for audio longer than chunk_length "
-        f"({len(samples) / SAMPLE_RATE:.1f} s > {chunk_length} s); set vad_filter=True or give clip_timestamps"
+        f"({len(samples) / SAMPLING_RATE:.1f} s > {chunk_length} s); set vad_filter=True or give clip_timestamps"
     )
 
 
@@ -143,20 +144,20 @@ class JoinedChunks:
 
         At the seam of two spans a start belongs to the later one, an end to the earlier one.
         """
-        offsets, pieces = self._layout()
-        sample = seconds * SAMPLE_RATE
+        offsets, stretches = self._layout()
+        sample = seconds * SAMPLING_RATE
         index = bisect.bisect_left(offsets, sample) - 1 if is_end else bisect.bisect_right(offsets, sample) - 1
-        index = min(max(index, 0), len(pieces) - 1)
-        start, end = pieces[index]
-        return (start + min(max(sample - offsets[index], 0), end - start)) / SAMPLE_RATE
+        index = min(max(index, 0), len(stretches) - 1)
+        start, end = stretches[index]
+        return (start + min(max(sample - offsets[index], 0), end - start)) / SAMPLING_RATE
 
     def _layout(self) -> tuple[list[int], list[tuple[int, int]]]:
-        pieces = [piece for chunk in self.chunks for piece in chunk.pieces]
+        stretches = [stretch for chunk in self.chunks for stretch in chunk.stretches]
         offsets, total = [], 0
-        for start, end in pieces:
+        for start, end in stretches:
             offsets.append(total)
             total += end - start
-        return offsets, pieces
+        return offsets, stretches
 
 
 def join_chunks(samples: np.ndarray, chunks: list[Chunk]) -> JoinedChunks:
@@ -165,11 +166,11 @@ def join_chunks(samples: np.ndarray, chunks: list[Chunk]) -> JoinedChunks:
 
     parts, bounds, total = [], [], 0
     for chunk in chunks:
-        bounds.append(total / SAMPLE_RATE)
-        for start, end in chunk.pieces:
+        bounds.append(total / SAMPLING_RATE)
+        for start, end in chunk.stretches:
             parts.append(samples[start:end])
             total += end - start
-        bounds.append(total / SAMPLE_RATE)
+        bounds.append(total / SAMPLING_RATE)
     joined = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
     return JoinedChunks(samples=joined, clip_timestamps=bounds, chunks=chunks)
 

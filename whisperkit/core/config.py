@@ -207,11 +207,12 @@ def check_language(language: object) -> None:
     """None (detect) or a language code Whisper knows; a ConfigError naming the codes otherwise."""
     if language is None:
         return
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    from whisperkit.core.whisper_internals import language_codes
 
-    if not isinstance(language, str) or language not in _LANGUAGE_CODES:
+    codes = language_codes()
+    if not isinstance(language, str) or language not in codes:
         raise ConfigError(
-            f"unknown language {language!r}; leave it unset (None) to detect, or use one of: {', '.join(_LANGUAGE_CODES)}"
+            f"unknown language {language!r}; leave it unset (None) to detect, or use one of: {', '.join(codes)}"
         )
 
 

@@ -213,11 +213,11 @@ def bundled_model_path() -> str:
 
 def model_languages(model: Model) -> tuple[str, ...]:
     """The language codes ``model`` can transcribe: only ``en`` for an English-only model."""
-    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    from whisperkit.core.whisper_internals import language_codes
 
     inner = getattr(model.whisper, "model", None)  # the ctranslate2 Whisper model
     multilingual = inner is None or bool(inner.is_multilingual)
-    return tuple(_LANGUAGE_CODES) if multilingual else ("en",)
+    return language_codes() if multilingual else ("en",)
 
 
 def check_model_language(model: Model, language: str | None) -> None:
@@ -229,11 +229,6 @@ def check_model_language(model: Model, language: str | None) -> None:
         if languages == ("en",):
             raise ConfigError(f"model {model.name} is English-only: language must be en (or none), got {language!r}")
         raise ConfigError(f"model {model.name} does not know language {language!r}; one of: {', '.join(languages)}")
-
-
-def pick_device(device: str = "auto") -> str:
-    """``"cuda"`` or ``"cpu"``: auto means cuda where ctranslate2 can run on a CUDA device."""
-    return device_choice(device).device
 
 
 def device_choice(device: str = "auto", device_index: int = 0) -> DeviceChoice:

@@ -32,9 +32,10 @@ from whisperkit.core.audio import MAX_CHANNELS, Audio, audio_from_array, count_c
 from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, check_split_count, choose_for
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
-from whisperkit.core.models import wrap_whisper_model as _wrap_whisper_model  # corpus.transcribe imports it from here
+from whisperkit.core.models import wrap_whisper_model as _wrap_whisper_model
 from whisperkit.core.transcript import Segment, Transcript
 from whisperkit.errors import ConfigError, first_line
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 __all__ = ["Segment", "Transcript", "transcribe", "transcribe_config"]
 
@@ -62,7 +63,7 @@ def transcribe(
     channel_names: Sequence[str] | None = None,
     progress: bool = True,
     monitor: bool = False,
-    monitor_interval: float = 0.1,
+    monitor_interval: float = DEFAULT_INTERVAL_S,
     **options: Any,
 ) -> Transcript:
     """Transcribe one audio file (or a 16 kHz float32 array).

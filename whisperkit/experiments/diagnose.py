@@ -296,7 +296,7 @@ def _model_waited(facts: _Facts) -> Finding | None:
         "model-waited-in-corpus", f"The model waited for its next batch {corpus.model_wait_percent:.0f} % of the run",
         f"the model waited {corpus.model_wait_seconds:.2f} s of {corpus.wall_seconds:.2f} s for the CPU stages "
         f"(their busy time, share of the run: {busy}).",
-        "Give the CPU stages more threads (transcribe_corpus(workers=...), --workers), keep packing on "
+        "Give the CPU stages more threads (transcribe_corpus(reader_threads=...), --reader-threads), keep packing on "
         "(fewer windows to prepare per second of audio), and read from a local disk.",
     )
 

@@ -30,6 +30,7 @@ from whisperkit.core.transcription import transcribe_config
 from whisperkit.errors import ConfigError, OutOfMemoryError, WhisperkitError
 from whisperkit.experiments.metrics import compute_metrics
 from whisperkit.experiments.results import Comparison, Run, Sweep, SweepPoint
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,7 +48,7 @@ OnStart = Callable[["Sampler"], None]
 SEED_BEFORE = Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24")
 SEED_AFTER = Config(mode="batched", batch_size="auto", num_workers=6, label="after: batched, batch size from memory")
 
-DEFAULT_INTERVAL = 0.1  # seconds between utilization samples
+DEFAULT_INTERVAL = DEFAULT_INTERVAL_S  # seconds between utilization samples (the sampler's default)
 DEFAULT_SWEEP = (1, 2, 4, 8, 16)  # batch sizes a sweep measures unless told (the CLI and the app too)
 MAX_REPEATS = 100  # alternating repeats per side of a comparison
 

@@ -121,11 +121,6 @@ def release() -> None:
                 pass
 
 
-def active_users() -> int:
-    """How many holders NVML has now (0 means it is shut down)."""
-    return _users
-
-
 def _init_reason(error: Exception) -> str:
     name = type(error).__name__
     meaning = _INIT_REASONS.get(name)

@@ -106,6 +106,8 @@ NaN = math.nan
 #: The shortest sampling interval accepted (seconds): 100 samples a second. Shorter ones only
 #: burn a core in the sampling process and grow the timeline without bound.
 MIN_INTERVAL_S = 0.01
+#: The sampling interval a measured run uses unless told (seconds): every entry point reads this one.
+DEFAULT_INTERVAL_S = 0.1
 #: phase name of the samples taken before the first mark
 START_PHASE = "start"
 #: seconds to wait for the sampling process to start, and to finish after stop
@@ -128,7 +130,7 @@ class Sampler:
     >>> s.summary().loc[("busy", "process_cpu_percent"), "mean"]   # doctest: +SKIP
     """
 
-    def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True,
+    def __init__(self, interval: float = DEFAULT_INTERVAL_S, pid: int | None = None, gpus: bool = True,
                  cuda_index: int = 0) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
                 or not math.isfinite(interval) or interval < MIN_INTERVAL_S:

@@ -18,6 +18,7 @@ from typing import Any
 from whisperkit.core.corpus.stages import Piece, Place, Window
 from whisperkit.core.models import Model
 from whisperkit.core.transcription import Segment, Transcript
+from whisperkit.core.whisper_internals import batched_forward
 from whisperkit.errors import ConfigError
 
 MIN_WORDS_PER_SECOND = 0.5  # fewer in a packed piece: the model skipped it; decode it alone
@@ -153,9 +154,9 @@ class WindowDecoder:
             return [[] for _ in windows]
         options = self.words if any(window.packed for window in heard) else self.plain
         metadata = [{"offset": 0.0, "duration": window.seconds, "segments": []} for window in heard]
-        self.pipeline.last_speech_timestamp = 0.0  # windows come from different files
         features = np.stack([w.features for w in heard if w.features is not None])
-        by_window = dict(zip(map(id, heard), self.pipeline.forward(features, self.tokenizer, metadata, options)))
+        decoded = batched_forward(self.pipeline, features, self.tokenizer, metadata, options)
+        by_window = dict(zip(map(id, heard), decoded))
         return [by_window.get(id(window), []) for window in windows]
 
 

@@ -21,6 +21,7 @@ import os
 from whisperkit.core.corpus.manifest import MANIFEST, Manifest, fingerprint
 from whisperkit.core.corpus.sources import check_collisions, output_paths
 from whisperkit.core.corpus.stages import Source
+from whisperkit.core.output_formats import FORMATS, output_formats, render
 from whisperkit.core.transcription import Transcript
 from whisperkit.errors import ConfigError, WhisperkitError
 from whisperkit.files import NAME_MAX_BYTES, temporary_name, write_text_atomic
@@ -29,23 +30,6 @@ __all__ = ["FORMATS", "MANIFEST", "Manifest", "check_folder", "check_outputs", "
            "render", "write_file", "write_outputs"]
 SHOWN = 3  # files named in a refusal; the rest are counted
 
-FORMATS = ("txt", "json", "srt", "vtt")
-
-
-def output_formats(output_format: str) -> tuple[str, ...]:
-    """``"all"`` or one of txt, json, srt, vtt, as a tuple of formats."""
-    if output_format == "all":
-        return FORMATS
-    if output_format not in FORMATS:
-        raise ConfigError(f"unknown output format {output_format!r}; expected one of: {', '.join(FORMATS)}, all")
-    return (output_format,)
-
-
-def render(transcript: Transcript, fmt: str) -> str:
-    """``transcript`` as txt, json, srt or vtt text."""
-    renderers = {"txt": transcript.to_txt, "json": transcript.to_json, "srt": transcript.to_srt,
-                 "vtt": transcript.to_vtt}
-    return renderers[fmt]()
 
 
 def write_outputs(output_dir: str, source: Source, transcript: Transcript, formats: tuple[str, ...]) -> list[str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_missing
-from whisperkit.core.corpus.pipeline import Span, StageStats
+from whisperkit.core.corpus.engines.base import Span, StageStats, WorkerTimeline
 from whisperkit.core.transcription import Transcript
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class CorpusResult:
     per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
     how long the model waited for its next batch, the corpus
     version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
-    start (see :meth:`spans_frame`); with ``monitor=True``, ``timeline`` and ``marks`` hold the
+    start; with ``monitor=True``, ``timeline`` and ``marks`` hold the
     utilization samples, on the same clock as ``spans``.
     """
 
@@ -51,9 +52,16 @@ class CorpusResult:
     timeline: Any = None  # pandas.DataFrame when monitored
     marks: Any = None  # pandas.DataFrame when monitored
     engine: str = "local"
-    workers: list = field(default_factory=list)  # engine="ray": a WorkerTimeline per model actor
+    worker_timelines: list[WorkerTimeline] = field(default_factory=list)  # engine="ray": one per model worker
     engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
     first_batch_seconds: float = float("nan")
+
+    @property
+    def workers(self) -> list[WorkerTimeline]:
+        """Deprecated name of :attr:`worker_timelines` (one per model worker)."""
+        warnings.warn("CorpusResult.workers is now CorpusResult.worker_timelines ('workers' is deprecated and goes "
+                      "in the next release)", DeprecationWarning, stacklevel=2)
+        return self.worker_timelines
 
     @property
     def rtfx(self) -> float:
@@ -118,14 +126,8 @@ class CorpusResult:
                  "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
                  "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
                  "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
-                for w in self.workers]
+                for w in self.worker_timelines]
         return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
-
-    def spans_frame(self) -> pd.DataFrame:
-        """pandas DataFrame of the stage spans: ``stage``, ``thread``, ``start_s``, ``end_s``."""
-        import pandas as pd
-
-        return pd.DataFrame([vars(span) for span in self.spans], columns=["stage", "thread", "start_s", "end_s"])
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""
@@ -138,7 +140,7 @@ class CorpusResult:
 
     def to_dict(self) -> dict:
         """Plain values for JSON: everything but the utilization samples (``timeline``, ``marks``)
-        and engine "ray"'s per-worker timelines (``workers``)."""
+        and engine "ray"'s per-worker timelines (``worker_timelines``)."""
         values = {name: getattr(self, name) for name in _PLAIN_FIELDS}
         return {
             **values,

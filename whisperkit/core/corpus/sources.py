@@ -144,4 +144,6 @@ def _extensions() -> str:
 
 def output_paths(output_dir: str, source: Source, formats: Iterable[str]) -> dict[str, str]:
     """``{format: DIR/<name>.<format>}`` for ``source``."""
-    return {fmt: os.path.join(output_dir, f"{source.name}.{fmt}") for fmt in formats}
+    from whisperkit.core.output_formats import output_path
+
+    return {fmt: output_path(output_dir, source.name, fmt) for fmt in formats}

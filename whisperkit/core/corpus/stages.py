@@ -1,10 +1,10 @@
 """The CPU stages of the corpus pipeline, as plain functions on plain data.
 
-``read_pieces`` (decode + voice detection) -> ``Packer`` / ``pack_pieces`` (windows with a clip
+``read_pieces`` (decode + voice detection) -> ``Packer`` (windows with a clip
 map) -> ``add_features`` (log-mel, the model's input). The model stage is
 :class:`whisperkit.core.corpus.decoding.WindowDecoder`; :func:`assemble` and
-:mod:`whisperkit.core.corpus.outputs` finish each file. See :mod:`whisperkit.core.corpus.pipeline`
-for how they connect.
+:mod:`whisperkit.core.corpus.outputs` finish each file. See :mod:`whisperkit.core.corpus.engines`
+for how they connect and which engines run them.
 """
 
 from __future__ import annotations
@@ -267,31 +267,18 @@ def speech_chunks(samples: np.ndarray) -> list[tuple[np.ndarray, list[tuple[floa
     """Voice detection: ``samples`` (16 kHz float32) cut into chunks of at most 30 s of speech.
 
     Each chunk is ``(chunk_samples, spans)`` with spans ``(start_seconds, length_seconds)``
-    relative to ``samples``. Silero VAD through faster-whisper's ``get_speech_timestamps`` with
-    ``BatchedInferencePipeline``'s settings (``min_silence_duration_ms=160``); the stretches are
-    merged into chunks as its ``collect_chunks`` merges them (whose chunk metadata leaves out the
-    first stretch of every chunk after the first, so the grouping is redone here).
+    relative to ``samples``: the chunks ``BatchedInferencePipeline`` cuts, derived once in
+    :func:`whisperkit.core.chunking.batched_chunks` (Silero VAD with its settings, speech merged
+    as its ``collect_chunks`` merges it).
     """
     import numpy as np
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    options = VadOptions(max_speech_duration_s=MAX_PIECE_SECONDS, min_silence_duration_ms=160)
-    groups: list[list[dict]] = []
-    current: list[dict] = []
-    total = 0
-    for stretch in get_speech_timestamps(samples, options):
-        length = stretch["end"] - stretch["start"]
-        if current and total + length > MAX_PIECE_SECONDS * SAMPLING_RATE:
-            groups.append(current)
-            current, total = [], 0
-        current.append(stretch)
-        total += length
-    if current:
-        groups.append(current)
+    from whisperkit.core.chunking import batched_chunks
+
     return [
-        (np.concatenate([samples[s["start"]:s["end"]] for s in group]),
-         [(float(s["start"]) / SAMPLING_RATE, float(s["end"] - s["start"]) / SAMPLING_RATE) for s in group])
-        for group in groups
+        (np.concatenate([samples[start:end] for start, end in chunk.stretches]),
+         [(start / SAMPLING_RATE, (end - start) / SAMPLING_RATE) for start, end in chunk.stretches])
+        for chunk in batched_chunks(samples, chunk_length=int(MAX_PIECE_SECONDS))
     ]
 
 
@@ -382,14 +369,6 @@ class Batcher:
         rest = [batch for batch in self._forming.values() if batch]
         self._forming = {True: [], False: []}
         return rest
-
-
-def pack_pieces(pieces: Iterable[Piece], pack: bool = True, max_seconds: float = PACK_SECONDS,
-                gap_seconds: float = GAP_SECONDS, min_piece_seconds: float = MIN_PACKED_SECONDS) -> list[Window]:
-    """All ``pieces`` packed into windows (see :class:`Packer`)."""
-    packer = Packer(pack, max_seconds, gap_seconds, min_piece_seconds)
-    windows = [window for piece in pieces for window in packer.add(piece)]
-    return windows + packer.flush()
 
 
 def build_window(pieces: list[Piece], gap_seconds: float = GAP_SECONDS) -> Window:

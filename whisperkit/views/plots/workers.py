@@ -33,7 +33,7 @@ def worker_timelines(result: CorpusResult, *, height_per_worker: int = 170) -> F
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    workers = list(getattr(result, "workers", None) or [])
+    workers = list(getattr(result, "worker_timelines", None) or [])
     if not workers:
         raise ConfigError("this result has no per-worker timelines: they come from transcribe_corpus(..., engine='ray')")
     fig = make_subplots(rows=len(workers), cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / len(workers)),

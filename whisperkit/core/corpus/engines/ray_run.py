@@ -1,6 +1,6 @@
 """The driver's side of a Ray run: each file's pieces gathered once, each model actor's timeline.
 
-:class:`RayRun` takes the rows the model stage returns (see :mod:`~whisperkit.core.corpus.ray_workers`)
+:class:`RayRun` takes the rows the model stage returns (see :mod:`~whisperkit.core.corpus.engines.ray_workers`)
 in any order, any number of times: a piece reported twice (a batch retried after its actor died)
 counts once, and a file is handed to ``on_file`` once, when its pieces 0 .. last have arrived.
 """
@@ -8,54 +8,18 @@ counts once, and a file is handed to ``on_file`` once, when its pieces 0 .. last
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from whisperkit.core.corpus.decoding import PieceText, assemble, is_complete
-from whisperkit.core.corpus.pipeline import Span, StageStats
-from whisperkit.core.corpus.ray_workers import WorkerReport
+from whisperkit.core.corpus.engines.base import EngineRun, OnFile, Span, StageStats, WorkerTimeline, ordered
+from whisperkit.core.corpus.engines.ray_workers import WorkerReport
 from whisperkit.core.corpus.stages import Failure, Source
-from whisperkit.core.transcription import Transcript
-
-#: ``on_file(source, transcript or failure, piece texts)``: called once per file as it completes
-OnFile = Callable[[Source, "Transcript | Failure", list], None]
-
-
-@dataclass
-class WorkerTimeline:
-    """One model actor's life: where it ran, its utilization samples and its batches.
-
-    ``timeline`` has the :class:`~whisperkit.measure.sampler.Sampler` columns (its process and
-    its node's GPUs), ``time_s`` on the run's clock (the ``spans`` clock; nodes' clocks are
-    assumed in step). ``gpus`` are NVML indices of the GPUs Ray gave it (empty on CPU);
-    ``restarted`` is True for an actor Ray started again after it died (a new process). ``busy_seconds`` decoding,
-    ``wait_seconds`` idle between batches (after loading), ``load_seconds`` loading the model,
-    which ended at ``loaded_at_s`` (run clock).
-    """
-
-    label: str
-    actor_id: str
-    node_ip: str
-    host: str
-    pid: int
-    gpus: list[int]
-    restarted: bool
-    timeline: object  # pandas.DataFrame
-    spans: list[Span] = field(default_factory=list)
-    batches: int = 0
-    windows: int = 0
-    audio_seconds: float = 0.0
-    busy_seconds: float = 0.0
-    wait_seconds: float = 0.0
-    load_seconds: float = 0.0
-    loaded_at_s: float = 0.0
 
 
 class RayRun:
-    """The state of one Ray run, shaped like the local pipeline's (``stats``, ``spans``, ...)."""
+    """The driver's state of one Ray run; :meth:`result` is the engine's :class:`EngineRun`."""
 
-    def __init__(self, sources: list[Source], on_file: OnFile, clock_start: float) -> None:
+    def __init__(self, sources: list[Source], on_file: OnFile, clock_start: float, batch_size: int) -> None:
         self.by_index = {source.index: source for source in sources}
         self.on_file = on_file
         self.clock_start = clock_start
@@ -70,7 +34,7 @@ class RayRun:
         self.batch_retries: list[dict] = []
         self.retry_seconds = 0.0  # summed over the actors' reports
         self.unpacked_windows = 0
-        self.batch_size = 0
+        self.batch_size = batch_size
         self.workers: list[WorkerTimeline] = []
         self.task_lanes: dict[int, int] = {}  # Ray worker process of a CPU task -> its lane
 
@@ -129,20 +93,15 @@ class RayRun:
         self.spans.extend(Span(stage, thread, start - self.clock_start, end - self.clock_start)
                           for stage, start, end in item["spans"])
 
-    @property
-    def info(self) -> dict:
-        """What the engine adds to the result's ``engine_info``."""
-        return {"duplicates_dropped": self.duplicates, "actor_restarts": sum(1 for w in self.workers if w.restarted),
-                "worker_lives": len(self.workers)}
-
     def _busy(self, stage: str, thread: int, start: float, end: float, items: int = 1) -> None:
         stats = self.stats.setdefault(stage, StageStats(1))
         stats.busy_seconds += end - start
         stats.items += items
         self.spans.append(Span(stage, thread, start - self.clock_start, end - self.clock_start))
 
-    def build_workers(self) -> None:
-        """A :class:`WorkerTimeline` per actor life, and the model stage summed over them."""
+    def result(self) -> EngineRun:
+        """What the run measured: a :class:`WorkerTimeline` per model worker's life, the model
+        stage summed over them, the CPU tasks' stages and spans."""
         model = StageStats(0)
         for number, reports in enumerate(sorted(self.reports.values(), key=lambda lives: lives[0].started)):
             worker = _worker_timeline(number, reports, self.clock_start)
@@ -155,8 +114,13 @@ class RayRun:
         self.stats["model"] = model
         self.windows = model.items
         self.stats.setdefault("pack", StageStats(0)).items = model.items
-        order = ("read", "pack", "model", "write")
-        self.stats = {name: self.stats[name] for name in sorted(self.stats, key=lambda n: order.index(n) if n in order else 9)}
+        sizes = [report.batch_size for reports in self.reports.values() for report in reports]
+        info = {"duplicates_dropped": self.duplicates, "actor_restarts": sum(1 for w in self.workers if w.restarted),
+                "worker_lives": len(self.workers)}
+        return EngineRun(stats=ordered(self.stats), spans=self.spans, windows=self.windows, pieces=self.pieces_read,
+                         unpacked_windows=self.unpacked_windows, batch_size=min(sizes, default=self.batch_size),
+                         batch_retries=self.batch_retries, retry_seconds=self.retry_seconds,
+                         worker_timelines=self.workers, info=info)
 
 
 def _worker_timeline(number: int, reports: list[WorkerReport], clock_start: float) -> WorkerTimeline:

@@ -1,29 +1,9 @@
-"""The corpus pipeline: stages joined by bounded queues, the CPU stages running ahead of the model.
+"""The thread engine (``engine="local"``): the corpus pipeline's stages on threads of this process.
 
-Stage interface (plain functions on plain data, in :mod:`~whisperkit.core.corpus.stages`,
-:mod:`~whisperkit.core.corpus.decoding` and :mod:`~whisperkit.core.corpus.outputs`; this module
-only runs them on threads; ``whisperkit.engines`` may run the same functions on Ray Data)::
-
-    Source(index, path, name)                               sources.find_sources(paths)
-      -- read_pieces(source) -------------------------> Piece | Failure     (CPU, a pool of workers)
-         decode in blocks of 60 s; a file of <= 30 s is one whole piece, a longer one is cut by
-         Silero VAD into chunks of <= 30 s of speech; Piece.spans maps piece time to file time;
-         the file's last piece says last=True and carries audio_seconds and warnings
-      -- Packer(pack).add(piece) / .flush() ----------> Window(places=[Place(piece, start, end)])
-         pieces packed in arrival order into windows of <= 28 s, 0.6 s of silence between two
-         (pack=False: one piece per window); places is the clip map
-      -- add_features(window, model.feature_extractor) -> Window.features (n_mels x 3000)
-      -- WindowDecoder(model, language=...)(windows) ---> [PieceText]       (the model; one batch)
-         BatchedInferencePipeline.forward on the stacked features; a batch with a packed window
-         decodes with word timestamps and each word goes to the piece holding its midpoint (so
-         batches of packed and of single-piece windows are best formed apart, as here)
-      -- group PieceTexts by source until is_complete -> assemble(path, texts, config) -> Transcript
-      -- outputs.write_outputs(dir, source, transcript, formats); Manifest.record(...)
-
-Threads here: ``workers`` readers -> piece queue -> one packer (packing and features, forming
-batches of ``batch_size`` windows across files) -> batch queue -> the model, in the calling
-thread -> text queue (words only) -> one writer. The queues that carry audio are bounded, so a
-slow model holds the CPU stages back instead of letting decoded audio pile up.
+``reader_threads`` readers -> piece queue -> one packer (packing and features, forming batches
+of ``batch_size`` windows across files) -> batch queue -> the model, in the calling thread ->
+text queue (words only) -> one writer. The queues that carry audio are bounded, so a slow model
+holds the CPU stages back instead of letting decoded audio pile up.
 
 Memory bound (float32 audio takes 64 KB per second): each reader holds at most two blocks of
 60 s (a block and the carried-over tail of the one before, 7.7 MB) and the pieces cut from
@@ -42,67 +22,93 @@ here" table quotes a run), and the transcripts (text) of the files done, kept fo
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete
-from whisperkit.core.corpus.stages import (
-    Batcher,
-    Failure,
-    Packer,
-    Source,
-    Window,
-    add_features,
-    read_pieces,
-)
-from whisperkit.core.transcription import Transcript
+from whisperkit.checks import check_whole
+from whisperkit.core.corpus.decoding import PieceText, WindowDecoder, assemble, is_complete, packing_is_safe
+from whisperkit.core.corpus.engines.base import DecodeState, EngineRun, OnFile, Span, StageStats, decode_fitting
+from whisperkit.core.corpus.stages import Batcher, Failure, Packer, Source, Window, add_features, read_pieces
+
+if TYPE_CHECKING:
+    from whisperkit.core.config import Config
+    from whisperkit.core.models import Model
 
 QUEUED_BATCHES = 2  # batches ready and waiting for the model
 POLL_SECONDS = 0.2  # how often a blocked thread looks whether the run was stopped
 MAX_SPANS = 200_000  # stage spans kept for the timeline
+MAX_READER_THREADS = 64
 _END = object()  # marks the end of a queue
 
 
-@dataclass
-class StageStats:
-    """One stage over a run: ``busy_seconds`` working (summed over its threads), ``wait_seconds``
-    waiting for input (the model) or for room downstream (the CPU stages), ``items`` handled."""
-
-    threads: int
-    busy_seconds: float = 0.0
-    wait_seconds: float = 0.0
-    items: int = 0
+def default_reader_threads() -> int:
+    """Half the CPU cores, 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-@dataclass
-class Span:
-    """One piece of work of one stage thread, in seconds since the run started."""
+class ThreadEngine:
+    """The :class:`~whisperkit.core.corpus.engines.base.Engine` of threads in this process, with
+    one model (loaded here from ``config``, or the ``model`` given)."""
 
-    stage: str
-    thread: int
-    start_s: float
-    end_s: float
+    name = "local"
+
+    def __init__(self, config: Config, model: Model | object | None = None, *, reader_threads: int | None = None) -> None:
+        from whisperkit.core.batching import recommend_for_model
+        from whisperkit.core.models import Model as LoadedModel
+        from whisperkit.core.models import check_model_language, load_model, wrap_whisper_model
+
+        self.reader_threads = default_reader_threads() if reader_threads is None else check_whole(
+            reader_threads, "reader_threads", 1, MAX_READER_THREADS)
+        if model is None:
+            model = load_model(config.model, config.device, config.compute_type, config.num_workers,
+                               config.cpu_threads, config.device_index)
+            self.load_seconds = model.load_seconds
+        else:
+            model = model if isinstance(model, LoadedModel) else wrap_whisper_model(model)
+            self.load_seconds = 0.0
+        check_model_language(model, config.language)
+        self.model = model
+        self.pack = config.pack and packing_is_safe(model, config.language)
+        self.batch_size = (recommend_for_model(model, beam_size=config.beam_size) if config.batch_size == "auto"
+                           else int(config.batch_size))
+        self.decoder = WindowDecoder(model, language=config.language, beam_size=config.beam_size, options=config.options)
+        self.model_settings = model.describe()
+        self.info = {"reader_threads": self.reader_threads}
+
+    def run(self, sources: list[Source], on_file: OnFile, on_batch: Callable[[], None] | None = None) -> EngineRun:
+        """Run the stages over ``sources`` on threads; ``on_file`` is called on the writer thread
+        as each file completes. Raises what a stage raised (KeyboardInterrupt stops the readers
+        and lets the writer finish the files already complete)."""
+        unpacked_before = self.decoder.unpacked
+        try:
+            state = run_threads(sources, self.decoder, self.decoder.feature_extractor, batch_size=self.batch_size,
+                                pack=self.pack, reader_threads=self.reader_threads, on_file=on_file, on_batch=on_batch)
+        finally:
+            self.unpacked = self.decoder.unpacked - unpacked_before
+        return EngineRun(stats=state.stats, spans=state.spans, windows=state.windows, pieces=state.pieces_read,
+                         unpacked_windows=self.unpacked, batch_size=state.decoding.batch_size,
+                         batch_retries=state.decoding.batch_retries, retry_seconds=state.decoding.retry_seconds)
 
 
 class _Run:
-    """The shared state of one pipeline run: queues, stop flag, clocks and spans."""
+    """The shared state of one threaded run: queues, stop flag, clocks and spans."""
 
-    def __init__(self, batch_size: int, workers: int):
+    def __init__(self, batch_size: int, reader_threads: int):
         self.batch_size = batch_size
         self.pieces: queue.Queue = queue.Queue(maxsize=2 * batch_size)
         self.batches: queue.Queue = queue.Queue(maxsize=QUEUED_BATCHES)
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.started = time.monotonic()
-        self.stats = {"read": StageStats(workers), "pack": StageStats(1), "model": StageStats(1),
+        self.stats = {"read": StageStats(reader_threads), "pack": StageStats(1), "model": StageStats(1),
                       "write": StageStats(1)}
         self.spans: list[Span] = []
         self.lock = threading.Lock()
-        self.batch_retries: list[dict] = []
-        self.retry_seconds = 0.0  # spent in batches that ran out of memory
+        self.decoding = DecodeState(batch_size)
         self.windows = 0
         self.pieces_read = 0
 
@@ -148,21 +154,17 @@ class _Run:
         self.stop.set()
 
 
-def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extractor: Callable, *, batch_size: int,
-                 pack: bool, workers: int, on_file: Callable[[Source, Transcript | Failure, list[PieceText]], None],
-                 on_batch: Callable[[], None] | None = None) -> _Run:
-    """Run the stages over ``sources`` on threads; ``on_file(source, transcript_or_failure, texts)``
-    is called on the writer thread as each file completes. Returns the run's state (stats, spans).
-    Raises what a stage raised (KeyboardInterrupt stops the readers and lets the writer finish
-    the files already complete)."""
-    run = _Run(batch_size, workers)
+def run_threads(sources: list[Source], decoder: WindowDecoder, feature_extractor: Callable, *, batch_size: int,
+                pack: bool, reader_threads: int, on_file: OnFile, on_batch: Callable[[], None] | None = None) -> _Run:
+    """Run the stages over ``sources`` on threads (see the module docstring); the run's state."""
+    run = _Run(batch_size, reader_threads)
     todo: queue.Queue = queue.Queue()
     for source in sources:
         todo.put(source)
     finished: queue.Queue = queue.Queue()
     threads = [threading.Thread(target=_guard(run, _reader), args=(run, todo, number), daemon=True,
-                                name=f"whisperkit-read-{number}") for number in range(workers)]
-    threads.append(threading.Thread(target=_guard(run, _packer), args=(run, pack, workers, feature_extractor),
+                                name=f"whisperkit-read-{number}") for number in range(reader_threads)]
+    threads.append(threading.Thread(target=_guard(run, _packer), args=(run, pack, reader_threads, feature_extractor),
                                     daemon=True, name="whisperkit-pack"))
     writer = threading.Thread(target=_guard(run, _writer), args=(run, finished, sources, on_file), daemon=True,
                               name="whisperkit-write")
@@ -180,8 +182,6 @@ def run_pipeline(sources: list[Source], decoder: WindowDecoder, feature_extracto
     if run.errors:
         raise run.errors[0]
     return run
-
-
 def _guard(run: _Run, target):
     def guarded(*args):
         try:
@@ -210,13 +210,13 @@ def _reader(run: _Run, todo: queue.Queue, number: int) -> None:
     run.put(run.pieces, _END, "read")
 
 
-def _packer(run: _Run, pack: bool, workers: int, feature_extractor) -> None:
+def _packer(run: _Run, pack: bool, reader_threads: int, feature_extractor) -> None:
     """Packing and features; batches of packed windows and of single-piece windows form apart,
     so that only the packed ones pay for word timestamps."""
     packer = Packer(pack)
     batcher = Batcher(run.batch_size)
     ended = 0
-    while ended < workers:
+    while ended < reader_threads:
         item = run.get(run.pieces, "pack")
         if item is None:
             return
@@ -261,31 +261,11 @@ def _model_loop(run: _Run, decoder: WindowDecoder, finished: queue.Queue, on_bat
         if on_batch is not None and run.stats["model"].items == 0:
             on_batch()
         heard = sum(window.seconds > 0 for window in item)
-        texts = _decode(run, decoder, item)
+        texts = decode_fitting(run.decoding, decoder, item)
         del item  # the batch's features can go
         run.busy("model", 0, since, items=heard)
         for text in texts:
             finished.put(text)
-
-
-def _decode(run: _Run, decoder: WindowDecoder, windows: list[Window]) -> list[PieceText]:
-    """Decode ``windows``; on out-of-memory, in halves (here and for the batches to come), through
-    :func:`whisperkit.core.batching.halving_on_out_of_memory` as every batched path."""
-    from whisperkit.core.batching import halving_on_out_of_memory
-
-    started = [0.0]
-
-    def attempt(size: int | None) -> list[PieceText]:
-        started[0] = time.monotonic()
-        step = max(1, size or 1)
-        return [text for start in range(0, len(windows), step) for text in decoder(windows[start:start + step])]
-
-    def smaller(size: int) -> None:
-        run.retry_seconds += time.monotonic() - started[0]
-        run.batch_size = min(run.batch_size, size)
-
-    return halving_on_out_of_memory(attempt, min(run.batch_size, len(windows)), device=decoder.device,
-                                    retries=run.batch_retries, on_retry=smaller)
 
 
 def _writer(run: _Run, finished: queue.Queue, sources: list[Source], on_file) -> None:

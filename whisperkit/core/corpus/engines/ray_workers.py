@@ -13,7 +13,8 @@ stages pass between them are the same in both engines. Kinds:
 - ``report``: one per model call, the actor's :class:`WorkerReport` (model -> driver);
 - ``fatal``: a :class:`~whisperkit.errors.WhisperkitError` that ends the run (model -> driver).
 
-Nothing here imports Ray: the driver (:mod:`whisperkit.core.corpus.ray_engine`) hands these to Ray.
+These run in Ray's worker processes; the driver (:mod:`whisperkit.core.corpus.engines.ray_engine`)
+hands them to Ray Data. Ray is imported only inside the functions that run there.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from __future__ import annotations
 import os
 import pickle
 import time
-import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+from whisperkit.core.corpus.engines.base import DecodeState, decode_fitting
 from whisperkit.core.corpus.stages import Batcher, Failure, Packer, Window, add_features, read_pieces
 from whisperkit.errors import WhisperkitError
+from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 ROWS_PER_BLOCK = 8  # the CPU stage hands windows on this many at a time (a block of about 8 MB)
-SAMPLE_INTERVAL = 0.2  # seconds between a model actor's utilization samples
 
 
 def encode(kind: str, item: object) -> dict:
@@ -43,7 +44,7 @@ def decode_rows(batch: dict) -> list[tuple[str, Any]]:
     return [(str(kind), pickle.loads(item)) for kind, item in zip(batch["kind"], batch["item"])]
 
 
-def _columns(rows: list[dict]) -> dict:
+def to_columns(rows: list[dict]) -> dict:
     import numpy as np
 
     return {"kind": np.array([row["kind"] for row in rows], dtype=object),
@@ -82,12 +83,12 @@ def prepare(batch: dict, *, pack: bool, feature_kwargs: dict, batch_size: int = 
                 continue
             hold(batcher.add(clock.timed("pack", _packed, packer.add(item), extractor)))
             if len(rows) >= ROWS_PER_BLOCK:
-                yield _columns(rows)
+                yield to_columns(rows)
                 rows = []
     hold(batcher.add(clock.timed("pack", _packed, packer.flush(), extractor)))
     hold(batcher.flush())
     rows.append(encode("stage", clock.account(len(sources))))
-    yield _columns(rows)
+    yield to_columns(rows)
 
 
 def _packed(windows: list[Window], extractor: Any) -> list[Window]:
@@ -142,9 +143,8 @@ class WorkerSettings:
     beam_size: int
     batch_size: int = 8
     options: dict = field(default_factory=dict)
-    sample_interval: float = SAMPLE_INTERVAL
-    crash_after_batches: int | None = None
-    crash_marker: str | None = None
+    sample_interval: float = DEFAULT_INTERVAL_S
+    num_workers: int = 1
 
 
 @dataclass
@@ -170,6 +170,7 @@ class WorkerReport:
     unpacked: int = 0  # windows the decoder decoded again one piece each (see WindowDecoder)
     batch_retries: list[dict] = field(default_factory=list)
     retry_seconds: float = 0.0  # spent in this call's batches that ran out of memory
+    batch_size: int = 0  # the batch size that fits this actor after this call (halved on out-of-memory)
 
 
 def identity(load_seconds: float, nvml_gpus: list[int]) -> dict:
@@ -236,7 +237,8 @@ class ModelWorker:
         started = time.perf_counter()
         self.failed: WhisperkitError | None = None
         try:
-            model = load_model(settings.model, settings.device, settings.compute_type, 1, settings.cpu_threads)
+            model = load_model(settings.model, settings.device, settings.compute_type, settings.num_workers,
+                               settings.cpu_threads)
             self.decoder = WindowDecoder(model, language=settings.language, beam_size=settings.beam_size,
                                          options=settings.options)
         except WhisperkitError as error:  # sent to the driver by the first call (see __call__)
@@ -250,8 +252,7 @@ class ModelWorker:
         self.calls = 0
         self.idle_since = time.time()
         self.load_seconds = load_seconds
-        # what the local engine's out-of-memory halving reads and writes (see pipeline._decode)
-        self.state = types.SimpleNamespace(batch_size=settings.batch_size, batch_retries=[], retry_seconds=0.0)
+        self.state = DecodeState(settings.batch_size)  # out-of-memory halving, kept across this actor's calls
 
     def __call__(self, batch: dict) -> dict:
         """Decode the batch's windows; pass its other rows on; add this call's report.
@@ -261,7 +262,7 @@ class ModelWorker:
         ``fatal`` row, which raises it there (Ray's own error wrapping would lose its type).
         """
         if self.failed is not None:
-            return _columns([encode("fatal", self.failed)])
+            return to_columns([encode("fatal", self.failed)])
         started = time.time()
         rows = decode_rows(batch)
         windows = [item for kind, item in rows if kind == "window"]
@@ -270,29 +271,17 @@ class ModelWorker:
         retry_seconds_before = self.state.retry_seconds
         unpacked_before = self.decoder.unpacked
         try:
-            out.extend(encode("text", text) for text in self._decode(windows))
+            out.extend(encode("text", text) for text in decode_fitting(self.state, self.decoder, windows))
         except WhisperkitError as error:
-            return _columns([encode("fatal", error)])
+            return to_columns([encode("fatal", error)])
         self.calls += 1
-        self._crash_if_asked()
         report = self._report(started, windows)
         report.batch_retries = self.state.batch_retries[retries_before:]
         report.retry_seconds = self.state.retry_seconds - retry_seconds_before
         report.unpacked = self.decoder.unpacked - unpacked_before
+        report.batch_size = self.state.batch_size
         out.append(encode("report", report))
-        return _columns(out)
-
-    def _decode(self, windows: list[Window]) -> list:
-        """The local engine's decode with out-of-memory halving, in batches of at most the size that fits."""
-        from whisperkit.core.corpus.pipeline import _decode
-
-        texts: list = []
-        start = 0
-        while start < len(windows):
-            size = self.state.batch_size  # halved for good after an out-of-memory error
-            texts.extend(_decode(cast(Any, self.state), self.decoder, windows[start:start + size]))
-            start += size
-        return texts
+        return to_columns(out)
 
     def _report(self, started: float, windows: list[Window]) -> WorkerReport:
         samples = self.sampler.samples(self.sent)
@@ -306,14 +295,3 @@ class ModelWorker:
         )
         self.idle_since = ended
         return report
-
-    def _crash_if_asked(self) -> None:
-        """The test hook of :class:`WorkerSettings`: exit once, in the first actor to get here."""
-        settings = self.settings
-        if settings.crash_after_batches is None or settings.crash_marker is None or self.calls < settings.crash_after_batches:
-            return
-        try:
-            os.close(os.open(settings.crash_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return
-        os._exit(1)
