@@ -73,14 +73,14 @@ def test_a_name_over_the_limit_and_a_folder_in_the_way_are_refused_before_any_wo
 
 
 def test_an_output_folder_that_is_a_file_is_refused_before_the_model_loads(tmp_path, clips, monkeypatch):
-    from whisperkit.core.corpus import transcribe
+    from whisperkit.core import models
 
     (tmp_path / "out").write_text("a file")
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
 
-    monkeypatch.setattr(transcribe, "_load", no_loading)
+    monkeypatch.setattr(models, "load_model", no_loading)  # the engines import it when they start
     with pytest.raises(wk.ConfigError, match="output folder .*out is a file, not a folder"):
         wk.transcribe_corpus(clips[:1], output_dir=tmp_path / "out", progress=False)
 
