@@ -17,14 +17,54 @@ except ImportError:
     import machine
 
 
+# The fast tier (``make test-fast``, ``pytest --fast``): every test that needs no Whisper model.
+# A test that loads one, in this process or in a CLI subprocess, is skipped at the moment it would.
+# These modules run the model in a kernel, a browser or a Ray worker, where that moment cannot be
+# caught, so the fast tier leaves them out whole, as it does tests marked ``model`` (a model loaded
+# by a script of their own).
+NEEDS_MODEL_MODULES = ("test_notebooks.py", "test_browser.py", "test_ray_engine.py", "test_widgets.py")
+FAST_SKIP_REASON = "loads the Whisper model: run by make test, not by the fast tier"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true", help="the fast tier: skip every test that loads a Whisper model")
+
+
 def pytest_configure(config):
     # read the real machine once, before any test puts a fake pynvml or ctranslate2 in place
     machine.auto_device()
     machine.nvml_gpus()
+    if config.getoption("--fast"):
+        _skip_model_loads()
+
+
+FAST = {"on": False}
+# the CLI as ``python -m whisperkit`` runs it, but a model load ends it with exit status 77
+_FAST_CLI = ("import os, runpy, faster_whisper\n"
+             "faster_whisper.WhisperModel.__init__ = lambda *a, **k: os._exit(77)\n"
+             "runpy.run_module('whisperkit', run_name='__main__', alter_sys=True)")
+_FAST_CLI_MODEL_LOAD = 77
+
+
+def _skip_model_loads() -> None:
+    """Make every model load skip its test (the fast tier): in this process and in CLI runs."""
+    FAST["on"] = True
+    import faster_whisper
+
+    def skip_instead(self, *args, **kwargs):
+        pytest.skip(FAST_SKIP_REASON)
+
+    faster_whisper.WhisperModel.__init__ = skip_instead  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need a usable CUDA GPU: skipped, with the reason, where there is none."""
+    """Tests marked ``gpu`` need a usable CUDA GPU: skipped, with the reason, where there is none.
+    In the fast tier the modules of :data:`NEEDS_MODEL_MODULES` are skipped too."""
+    if config.getoption("--fast"):
+        fast_skip = pytest.mark.skip(reason=FAST_SKIP_REASON)
+        for item in items:
+            if item.path.name in NEEDS_MODEL_MODULES or item.get_closest_marker("model"):
+                item.add_marker(fast_skip)
     device, reason = machine.auto_device()
     if device == "cuda":
         return
@@ -84,14 +124,11 @@ def run_cli(*args: str, timeout: float = 300, cwd: str | None = None) -> subproc
     The Hugging Face hub is offline in it: no test downloads a model.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "whisperkit", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
+    command = [sys.executable, "-c", _FAST_CLI] if FAST["on"] else [sys.executable, "-m", "whisperkit"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    if FAST["on"] and result.returncode == _FAST_CLI_MODEL_LOAD:
+        pytest.skip(FAST_SKIP_REASON)
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -236,6 +236,7 @@ print(json.dumps({"short_mib": short_growth, "long_mib": long_growth, "transcrib
 """
 
 
+@pytest.mark.model
 def test_memory_stays_bounded_on_a_30_minute_file(long_sample, tmp_path):
     """A 30-minute file (speech, then quiet noise, five times) raises the peak RSS by less than
     300 MB above what a 160 s file (one full batch of 30 s windows) raises it, and by far less

@@ -211,3 +211,147 @@ def test_num_workers_sets_ctranslate2_workers(model):
     workers = wk.load_model(num_workers=2)  # two workers sharing one copy of the weights
     assert workers.whisper.model.num_workers == 2
     assert workers.describe()["num_workers"] == 2
+
+
+class FakeLibcuda:
+    """The four functions of ``libcuda.so.1`` that driver_status calls, answering like a driver
+    whose cuInit returns ``init_code`` (CUresult) and that supports CUDA ``version``."""
+
+    NAMES = {999: (b"CUDA_ERROR_UNKNOWN", b"unknown error"), 100: (b"CUDA_ERROR_NO_DEVICE", b"no CUDA-capable device is detected")}
+
+    def __init__(self, init_code=0, version=12040, count=1):
+        self.init_code, self.version, self.count = init_code, version, count
+
+    def cuInit(self, flags):
+        return self.init_code
+
+    def cuDriverGetVersion(self, ref):
+        ref._obj.value = self.version
+        return 0
+
+    def cuDeviceGetCount(self, ref):
+        ref._obj.value = self.count
+        return 0 if self.init_code == 0 else 3
+
+    def cuGetErrorName(self, code, ref):
+        ref._obj.value = self.NAMES[code][0]
+        return 0
+
+    def cuGetErrorString(self, code, ref):
+        ref._obj.value = self.NAMES[code][1]
+        return 0
+
+
+def no_ctranslate2_device(monkeypatch, libcuda, nvml_gpus=1):
+    monkeypatch.setattr(cuda, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(models, "cuda_device_count", lambda: 0)
+    if isinstance(libcuda, Exception):
+        def fail():
+            raise libcuda
+        monkeypatch.setattr(cuda, "_open_libcuda", fail)
+    else:
+        monkeypatch.setattr(cuda, "_open_libcuda", lambda: libcuda)
+    import whisperkit.measure.nvml as nvml
+
+    monkeypatch.setattr(nvml, "gpu_inventory", lambda: ([{"index": i} for i in range(nvml_gpus)], None))
+
+
+def test_no_cuda_device_although_nvml_lists_a_gpu_names_the_drivers_error(monkeypatch):
+    no_ctranslate2_device(monkeypatch, FakeLibcuda(init_code=999))
+    choice = models.device_choice("auto")
+    assert choice.device == "cpu"
+    assert "NVML lists 1 GPU(s)" in choice.reason and "CUDA_ERROR_UNKNOWN (999: unknown error)" in choice.reason
+    assert "reboot" in choice.reason and "no NVIDIA GPU" not in choice.reason
+    with pytest.raises(wk.DeviceError, match=r"cuInit returned CUDA_ERROR_UNKNOWN") as caught:
+        wk.load_model(device="cuda")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_driver_too_old_for_cuda_12_is_named(monkeypatch):
+    no_ctranslate2_device(monkeypatch, FakeLibcuda(version=11080))
+    reason = cuda.cuda_unusable_reason()
+    assert "supports CUDA 11.8 only" in reason and "R525" in reason
+
+
+def test_cuda_visible_devices_hiding_every_gpu_is_named(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    no_ctranslate2_device(monkeypatch, FakeLibcuda(init_code=100))
+    reason = cuda.cuda_unusable_reason()
+    assert "CUDA_ERROR_NO_DEVICE (100" in reason and "CUDA_VISIBLE_DEVICES" in reason
+
+
+def test_without_libcuda_and_without_nvml_gpus_it_is_no_gpu(monkeypatch):
+    no_ctranslate2_device(monkeypatch, OSError("libcuda.so.1: cannot open shared object file"), nvml_gpus=0)
+    assert cuda.cuda_unusable_reason() == cuda.NO_GPU_REASON
+    no_ctranslate2_device(monkeypatch, OSError("libcuda.so.1: cannot open shared object file"), nvml_gpus=2)
+    reason = cuda.cuda_unusable_reason()
+    assert reason.startswith("NVML lists 2 GPU(s), but the CUDA driver library cannot be loaded") and "--gpus all" in reason
+
+
+def test_the_real_driver_status_answers_without_raising():
+    status = cuda.driver_status()
+    assert (status.load_error is None) == (status.init_code is not None)
+    assert isinstance(cuda.no_device_reason(0), str)
+
+
+class FakeInner:
+    """The ctranslate2 Whisper model a WhisperModel holds, as far as whisperkit reads it."""
+
+    def __init__(self, device):
+        self.device, self.device_index, self.compute_type, self.num_workers = device, [0], "int8_float16", 1
+
+
+class FakeWhisperModel:
+    def __init__(self, device):
+        self.model = FakeInner(device)
+
+    def transcribe(self, *args, **kwargs):
+        raise AssertionError("not reached")
+
+
+def test_a_user_loaded_gpu_model_gets_the_library_preload_first(monkeypatch):
+    asked = []
+    found = cuda.CudaLibraries(("libcublas.so.12",), {"libcublas.so.12": "/site-packages/nvidia/cublas/lib/libcublas.so.12"})
+    monkeypatch.setattr(models, "cuda_libraries", lambda: asked.append(1) or found)
+    wrapped = models.wrap_whisper_model(FakeWhisperModel("cuda"))
+    assert asked and (wrapped.device, wrapped.compute_type, wrapped.device_index) == ("cuda", "int8_float16", 0)
+    gpu_without_cublas(monkeypatch)
+    with pytest.raises(wk.DeviceError) as caught:
+        wk.transcribe(wk.sample_path(), model=FakeWhisperModel("cuda"), progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "this WhisperModel runs on cuda" in message and "libcublas.so.12" in message
+    asked.clear()
+    assert models.wrap_whisper_model(FakeWhisperModel("cpu")).device == "cpu"  # no preload for the CPU
+
+
+def test_ctranslate2s_missing_library_error_becomes_one_line(monkeypatch, model):
+    """What ctranslate2 raises at its first matrix product when libcublas.so.12 cannot be opened."""
+    from faster_whisper import WhisperModel
+
+    def first_gemm_fails(self, *args, **kwargs):
+        raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
+
+    monkeypatch.setattr(WhisperModel, "transcribe", first_gemm_fails)
+    with pytest.raises(wk.DeviceError) as caught:
+        wk.transcribe(wk.sample_path(), model=model, mode="sequential", progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "cannot load libcublas.so.12 (CUDA 12 cuBLAS)" in message
+    assert "pip install 'whisperkit[gpu]'" in message
+    assert cuda.is_cuda_error(RuntimeError("Cannot load symbol cublasGemmEx from library libcublas.so.12"))
+    assert "lacks cublasGemmEx" in cuda.cuda_error_advice(RuntimeError("Cannot load symbol cublasGemmEx from library libcublas.so.12"))
+
+
+def test_pyproject_allows_only_ctranslate2_wheels_without_cudnn_and_installs_no_cudnn():
+    """ctranslate2 4.5 to 4.6.2 wheels load cuDNN's sub-libraries, which whisperkit does not preload."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    ctranslate2 = next(dep for dep in project["dependencies"] if dep.startswith("ctranslate2"))
+    floor = tuple(int(part) for part in re.search(r">=([\d.]+)", ctranslate2).group(1).split("."))
+    assert floor >= (4, 6, 3), ctranslate2
+    assert not any("cudnn" in dep for dep in project["optional-dependencies"]["gpu"])
+    assert any(dep.startswith("nvidia-cublas-cu12") for dep in project["optional-dependencies"]["gpu"])
+    assert not any(name.startswith("libcudnn") for name in cuda.needed_libraries())  # the installed wheel

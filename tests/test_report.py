@@ -71,15 +71,13 @@ def test_report_shows_speedup_metrics_and_differences(clip_comparison, compariso
 
 
 def test_report_rows_come_from_the_metrics_registry(clip_comparison, comparison_html):
-    import html
-
     from whisperkit.experiments.metrics import METRICS
 
     for m in METRICS:  # one row per registered metric, under its description, with its decimals
         if m.corpus_only:
-            assert f"<th>{html.escape(m.description)}</th>" not in comparison_html  # not corpus runs
+            assert f"<th>{_escaped(m.description)}</th>" not in comparison_html  # not corpus runs
             continue
-        assert f"<th>{html.escape(m.description)}</th>" in comparison_html
+        assert f"<th>{_escaped(m.description)}</th>" in comparison_html
     wall = clip_comparison.before.metrics["wall_seconds"]
     assert f"<td>{wall:,.{METRICS[2].digits}f}</td>" in comparison_html and METRICS[2].key == "wall_seconds"
 
@@ -140,7 +138,12 @@ def test_report_renders_offline_in_a_browser(comparison_html, tmp_path):
     assert re.search(r'class="annotation-text"[^>]*>(?:<tspan[^>]*>)?No GPU visible', dom)
 
 
-def _text(value) -> str:
-    import html
+def _escaped(text: str) -> str:
+    """``text`` as the report's template escapes it (Jinja2's autoescaping: ' as &#39;)."""
+    from markupsafe import escape
 
-    return html.escape("none" if value is None else str(value))
+    return str(escape(text))
+
+
+def _text(value) -> str:
+    return _escaped("none" if value is None else str(value))

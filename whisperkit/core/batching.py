@@ -1,44 +1,61 @@
 """Choosing a batch size: from a memory model on a GPU, from measured throughput on a CPU.
 
-The memory model (an estimate, documented so it can be checked and improved)::
+The memory model, each term with its source (:func:`memory_terms` lists them with their sizes)::
 
-    needed MiB = weights + runtime overhead + batch_size x per-item memory
-    weights          = parameters x bytes per weight (float32 4, float16 2, int8* about 1.1)
-    runtime overhead = 1200 MiB (CUDA context, cuBLAS/cuDNN workspaces, allocator cache)
-    per item         = activation bytes x d_model
-                       x (1500 x 8                      encoder output and one layer's working set
-                          + 2 x decoder layers x 1500   cross-attention keys and values
-                          + beam x 2 x decoder layers x 224)   self-attention cache, 224 tokens
-                       x 0.317                          calibration, see below
-                     + encoder heads x 1500 x 1500 x activation bytes   one layer's attention scores
+    needed MiB = weights + runtime overhead + batch_size x max(encoder item, decoder item)
 
-Assumptions, so the model can be checked:
+    weights          parameters x bytes per weight: float32 4, float16 2, int8* 1.05    (estimated, int8)
+    runtime overhead 800 MiB: CUDA context, cuBLAS workspace, allocator slack          (fitted)
+    encoder item     heads x 1500 x 1500 one layer's attention scores                   (exact)
+                   + 1500 x d_model         the encoder output                          (exact)
+                   + 8 x 1500 x d_model     one layer's other activations               (estimated)
+    decoder item     1500 x d_model         the encoder output, kept while decoding     (exact)
+                   + 2 x L x 1500 x d_model cross-attention keys and values, every layer (exact)
+                   + 2 x L x beam x T x d_model  self-attention cache, T tokens per beam (exact per
+                                                 token; T = 112 fitted, +224 sequential)
+    (every size x activation bytes: 2 on a GPU except float32 and int8_float32, which are 4)
 
-- CTranslate2 without flash attention (its default) materializes each encoder layer's
-  attention scores, heads x 1500 x 1500 per item, one layer at a time: about 86 MiB per item
-  for large-v3, turbo and distil-large-v3 (20 heads) in float16. This term does not shrink with
-  fewer decoder layers, so it dominates for turbo and distil models.
-- Every batch item is a full 30 s window (1500 encoder positions); the decoder's
-  self-attention cache holds 224 tokens per beam (the maximum is 448).
-- Activations are float16 on the GPU except for the float32 and int8 (float32 activation)
-  compute types; int8 weights take about 1.1 bytes per parameter (some layers stay float).
-- The calibration factor makes large-v2 in float16 with beam 5 cost 225 MiB per batch item
-  (attention scores included), which is what faster-whisper's own benchmark reports (4525 MB
-  sequential, 6090 MB at batch size 8, RTX 3070 Ti).
+Sources, so the model can be checked:
+
+- Attention scores: CTranslate2's Python wheels have no flash attention (since 4.4.0), so
+  ``dot_product_attention`` (``src/layers/attention.cc``) materializes one layer's
+  ``[batch, heads, 1500, 1500]`` scores (softmax in place), about 86 MiB per item for large-v3,
+  turbo and distil-large-v3 in float16, freed before decoding: the encoder and decoder peaks do
+  not add up, so an item costs the larger of the two.
+- Cross-attention keys and values are computed once per decoder layer and kept at batch
+  granularity, not copied per beam (``TransformerDecoder::replicate_state`` excludes the
+  ``memory*`` states); the self-attention cache grows by one token per step for every beam.
+- Activations: with a model saved in float16 (faster-whisper's are), CTranslate2 runs ``int8``
+  on a GPU as ``int8_float16`` (``resolve_compute_type`` in ``src/types.cc``), so int8 costs the
+  activations of float16 and less weight memory: never a smaller batch than ``int8_float16``.
+  On the CPU, activations are float32.
+- Architectures: OpenAI's model card (parameters, layers, widths); distil-whisper's model cards
+  (distil-large-v2/v3 and distil-medium.en: 2 decoder layers, distil-small.en: 4); turbo:
+  4 decoder layers.
+- Fitted: ``T = 112`` tokens per beam at the batch's peak (a 30 s window of speech is about 60
+  to 120 tokens) and the 800 MiB overhead are fitted to faster-whisper's README rows for
+  large-v2 with beam 5 at batch size 8 (6090 MB float16, 4500 MB int8, RTX 3070 Ti; NVML's
+  device-wide ``used``, which includes the driver's reservation, so the overhead errs on the safe
+  side where the free memory already excludes it). Sequential decoding conditions
+  on the previous text, up to 224 prompt tokens more. ``tests/test_memory_model.py`` checks the
+  model against every published row found (faster-whisper's README, old and new, and a user's
+  large-v3, turbo and distil-large-v3 rows in faster-whisper issue #1030): all within 15 %.
+- Not modelled: a sequential fallback to sampling with ``best_of`` candidates copies the encoder
+  output per candidate; windows shorter than 30 s; other processes allocating during the run.
 - The free memory is the model's own device's (a MIG instance's where there is one), read
-  once before the run; other processes that allocate meanwhile are not foreseen.
+  once before the run.
 
 A batch size is then the largest power of two whose estimate fits in the free device memory
 less 10 % headroom, between 1 and 64. It is monotone: more memory never gives a smaller batch,
 a larger model never a larger one. It is an estimate: :func:`whisperkit.autotune` measures,
 and a batch that does not fit is halved at run time (:func:`halving_on_out_of_memory`).
+``benchmarks/gpu_check.py`` compares it with the first batch size that runs on a real GPU.
 
-On a CPU memory is rarely the limit; throughput is. Measured on a 2-core machine (faster-whisper
-1.2.1, ctranslate2 4.8.5, tiny.en int8, beam 5, 258 s of speech): sequential 16.2 s, batched at
-batch size 8 7.6 s, at 16 7.3 s (4 % faster than 8). Batched mode also changes the decoding
-settings and the segmentation, so sequential against batched is not batching alone
-(``compare(matched=True)`` isolates it). Rerun on any long file with
-``whisperkit sweep FILE --device cpu --batch-sizes 8,16``. Hence the CPU recommendation, 8;
+On a CPU memory is rarely the limit; throughput is, hence the CPU recommendation, 8: on a 2-core
+machine batch size 16 was within a few percent of 8 (DESIGN.md's figures, on a file not in the
+repository). Measure it on any long file with
+``whisperkit sweep FILE --device cpu --batch-sizes 8,16 --output-dir sweep-cpu``; batched mode
+also changes the decoding settings, so ``compare(matched=True)`` isolates batching.
 :func:`autotune` measures instead of estimating.
 """
 
@@ -52,7 +69,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from whisperkit.checks import check_number, check_whole
 from whisperkit.errors import ConfigError, DeviceError, ModelError, OutOfMemoryError, first_line
-from whisperkit.measure.cuda import is_cuda_error, is_out_of_memory
+from whisperkit.measure.cuda import cuda_error_advice, is_cuda_error, is_out_of_memory
 
 T = TypeVar("T")
 
@@ -62,10 +79,12 @@ if TYPE_CHECKING:
 MAX_BATCH_SIZE = 64
 CPU_BATCH_SIZE = 8
 HEADROOM = 0.10  # share of free memory left unused
-RUNTIME_OVERHEAD_MB = 1200.0
-CALIBRATION = 0.317
-ENCODER_FRAMES = 1500  # encoder positions for a 30 s window
-TYPICAL_TOKENS = 224  # self-attention cache length assumed per beam (max 448)
+RUNTIME_OVERHEAD_MB = 800.0  # fitted, see the module docstring
+ENCODER_FRAMES = 1500  # encoder positions for a 30 s window (exact)
+ENCODER_WORKING_ROWS = 8  # estimated: one encoder layer's live activations, in rows of d_model per position
+TYPICAL_TOKENS = 112  # fitted: self-attention cache length per beam at a batch's peak (max 448)
+PROMPT_TOKENS = 224  # sequential decoding's previous-text prompt, at most (faster-whisper: max_length // 2)
+INT8_WEIGHT_BYTES = 1.05  # estimated: linear weights 1 byte and float32 row scales; embeddings, norms, convolutions float
 
 
 @dataclass(frozen=True)
@@ -78,8 +97,8 @@ class Architecture:
     encoder_heads: int
 
 
-# Published sizes of the Whisper family (OpenAI's model card, distil-whisper's); turbo and the
-# distil models keep their teacher's encoder.
+# Published sizes of the Whisper family (OpenAI's model card, distil-whisper's model cards);
+# turbo and the distil models keep their teacher's encoder.
 ARCHITECTURES = {
     "tiny": Architecture(39, 384, 4, 6),
     "base": Architecture(74, 512, 6, 8),
@@ -89,13 +108,26 @@ ARCHITECTURES = {
     "turbo": Architecture(809, 1280, 4, 20),
     "distil-large": Architecture(756, 1280, 2, 20),
     "distil-medium": Architecture(394, 1024, 2, 16),
-    "distil-small": Architecture(166, 768, 2, 12),
+    "distil-small": Architecture(166, 768, 4, 12),
 }
 
 WEIGHT_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "int16": 2.0}
 COMPUTE_TYPES = ("float32", "float16", "bfloat16", "int16", "int8", "int8_float32", "int8_float16",
                  "int8_bfloat16")
-ACTIVATION_BYTES = {"float32": 4.0, "int8": 4.0, "int8_float32": 4.0, "int16": 4.0}
+#: Compute types whose activations are float32 on a GPU (the rest: 16-bit; int8 runs as int8_float16).
+FLOAT32_ACTIVATIONS = ("float32", "int8_float32")
+
+
+@dataclass(frozen=True)
+class MemoryTerm:
+    """One term of the memory model: ``mb`` MiB, per batch item or once, exact or estimated."""
+
+    name: str
+    mb: float
+    per_item: bool
+    phase: str  # "model" (weights, overhead), "encoder" or "decoder"
+    exact: bool
+    source: str
 
 
 def architecture(model: str) -> Architecture:
@@ -121,31 +153,67 @@ def names_an_architecture(model: str) -> bool:
     return any(size in text for size in ARCHITECTURES)
 
 
-def weights_mb(model: str, compute_type: str) -> float:
-    """Estimated memory of the weights in MiB."""
-    bytes_per_weight = WEIGHT_BYTES.get(compute_type, 1.1)  # the int8 kinds keep some float layers
+def activation_bytes(compute_type: str, device: str = "cuda") -> float:
+    """Bytes per activation value: 4 on the CPU and for float32/int8_float32, else 2 (int8 on a
+    GPU runs as int8_float16 for a model saved in float16)."""
+    return 4.0 if device == "cpu" or compute_type in FLOAT32_ACTIVATIONS else 2.0
+
+
+def weights_mb(model: str, compute_type: str, device: str = "cuda") -> float:
+    """Estimated memory of the weights in MiB (float16 weights become float32 on a CPU)."""
+    bytes_per_weight = WEIGHT_BYTES.get(compute_type, INT8_WEIGHT_BYTES if compute_type.startswith("int8") else 2.0)
+    if device == "cpu" and compute_type in ("float16", "bfloat16"):
+        bytes_per_weight = 4.0
     return architecture(model).parameters_m * 1e6 * bytes_per_weight / 2**20
 
 
-def per_item_mb(model: str, compute_type: str, beam_size: int = 5) -> float:
-    """Estimated memory of one more batch item (a 30 s chunk) in MiB.
+def memory_terms(model: str, compute_type: str, beam_size: int = 5, *, device: str = "cuda",
+                 sequential: bool = False) -> list[MemoryTerm]:
+    """Every term of the memory model for ``model``, in MiB, with its source (module docstring)."""
+    arch, act = architecture(model), activation_bytes(compute_type, device)
+    row = ENCODER_FRAMES * arch.d_model * act / 2**20  # one value per encoder position and width, MiB
+    layers = arch.decoder_layers
+    tokens = TYPICAL_TOKENS + (PROMPT_TOKENS if sequential else 0)
+    return [
+        MemoryTerm("weights", weights_mb(model, compute_type, device), False, "model",
+                   not compute_type.startswith("int8"), "parameters (model card) x bytes per weight"),
+        MemoryTerm("runtime overhead", RUNTIME_OVERHEAD_MB, False, "model", False,
+                   "fitted to faster-whisper's batch-8 rows"),
+        MemoryTerm("encoder attention scores", attention_scores_mb(model, compute_type, device), True, "encoder", True,
+                   "heads x 1500 x 1500, one layer (no flash attention)"),
+        MemoryTerm("encoder output", row, True, "encoder", True, "1500 x d_model"),
+        MemoryTerm("encoder layer activations", ENCODER_WORKING_ROWS * row, True, "encoder", False,
+                   f"about {ENCODER_WORKING_ROWS} x 1500 x d_model"),
+        MemoryTerm("encoder output kept for decoding", row, True, "decoder", True, "1500 x d_model"),
+        MemoryTerm("cross-attention keys and values", 2 * layers * row, True, "decoder", True,
+                   "2 x decoder layers x 1500 x d_model, not per beam"),
+        MemoryTerm("self-attention cache", 2 * layers * beam_size * tokens * arch.d_model * act / 2**20, True, "decoder",
+                   False, f"2 x decoder layers x beam x {tokens} tokens x d_model (tokens fitted)"),
+    ]
 
-    >>> round(attention_scores_mb("large-v3", "float16"), 1)   # of the 225 MiB for large-v3
+
+def per_item_mb(model: str, compute_type: str, beam_size: int = 5, *, device: str = "cuda",
+                sequential: bool = False) -> float:
+    """Estimated memory of one more batch item (a 30 s chunk) in MiB: the larger of the encoder's
+    and the decoder's peak, which do not overlap.
+
+    >>> round(attention_scores_mb("large-v3", "float16"), 1)   # the encoder's peak for large-v3
     85.8
     """
-    arch = architecture(model)
-    activation_bytes = ACTIVATION_BYTES.get(compute_type, 2.0)
-    positions = (
-        ENCODER_FRAMES * 8
-        + 2 * arch.decoder_layers * ENCODER_FRAMES
-        + beam_size * 2 * arch.decoder_layers * TYPICAL_TOKENS
-    )
-    return activation_bytes * arch.d_model * positions * CALIBRATION / 2**20 + attention_scores_mb(model, compute_type)
+    terms = memory_terms(model, compute_type, beam_size, device=device, sequential=sequential)
+    return max(sum(t.mb for t in terms if t.phase == phase) for phase in ("encoder", "decoder"))
 
 
-def attention_scores_mb(model: str, compute_type: str) -> float:
+def estimate_mb(model: str, compute_type: str, batch_size: int, beam_size: int = 5, *, device: str = "cuda",
+                sequential: bool = False) -> float:
+    """Estimated peak device memory in MiB for ``batch_size`` items (1 for a sequential run)."""
+    fixed = sum(t.mb for t in memory_terms(model, compute_type, beam_size, device=device) if not t.per_item)
+    return fixed + batch_size * per_item_mb(model, compute_type, beam_size, device=device, sequential=sequential)
+
+
+def attention_scores_mb(model: str, compute_type: str, device: str = "cuda") -> float:
     """One encoder layer's self-attention scores for one item: heads x 1500 x 1500 values, MiB."""
-    return architecture(model).encoder_heads * ENCODER_FRAMES**2 * ACTIVATION_BYTES.get(compute_type, 2.0) / 2**20
+    return architecture(model).encoder_heads * ENCODER_FRAMES**2 * activation_bytes(compute_type, device) / 2**20
 
 
 def recommend_batch_size(
@@ -198,7 +266,7 @@ def _recommend(model: str, compute_type: str, memory_gb, device: str, beam_size:
         raise ConfigError(f"memory_gb must be above 0, got {memory_gb!r}")
     weights = 0.0 if weights_loaded else weights_mb(model, compute_type)
     usable_mb = memory_gb * 1024 * (1 - HEADROOM) - weights - RUNTIME_OVERHEAD_MB
-    fits = math.floor(usable_mb / per_item_mb(model, compute_type, beam_size))
+    fits = math.floor(usable_mb / per_item_mb(model, compute_type, beam_size, device=device))
     if fits < 1:
         return 1
     return min(MAX_BATCH_SIZE, 2 ** int(math.log2(fits)))
@@ -259,6 +327,9 @@ def halving_on_out_of_memory(
         except RuntimeError as error:
             if not is_cuda_error(error):
                 raise
+            advice = cuda_error_advice(error)
+            if advice is not None:
+                raise DeviceError(f"{device} failed while transcribing ({first_line(error)}); {advice}") from None
             if not is_out_of_memory(error):
                 raise DeviceError(f"{device} failed while transcribing ({first_line(error)}); "
                                   "check the GPU with `whisperkit env`, or use device cpu") from None

@@ -20,6 +20,7 @@ from whisperkit.core.config import MAX_NUM_WORKERS, THREADS_PER_CORE, max_cpu_th
 from whisperkit.errors import ConfigError, DeviceError, ModelError, first_line
 from whisperkit.measure.cuda import (
     cuda_device_count,
+    cuda_error_advice,
     cuda_libraries,
     cuda_unusable_reason,
     is_cuda_error,
@@ -133,6 +134,36 @@ def load_model(
         nvml_index = model_gpu(choice.device_index).nvml_index
     return Model(whisper, name, path, choice.device, compute_type, num_workers, cpu_threads, load_seconds,
                  choice.device_index, choice.reason, nvml_index)
+
+
+def wrap_whisper_model(whisper: object) -> Model:
+    """A :class:`Model` for a faster-whisper ``WhisperModel`` the user loaded themselves.
+
+    ctranslate2 opens ``libcublas.so.12`` at the first matrix product, not at load time, so a
+    model on a GPU gets the same library preload :func:`load_model` does
+    (:func:`whisperkit.measure.cuda.cuda_libraries`) before whisperkit runs it; where a library
+    cannot be found, a one-line :class:`DeviceError` now instead of a raw error mid-transcription.
+    """
+    inner = getattr(whisper, "model", None)  # the ctranslate2 Whisper model
+    if inner is None or not hasattr(whisper, "transcribe"):
+        raise ConfigError(
+            f"model must be a name, a folder, a whisperkit Model or a faster_whisper.WhisperModel, "
+            f"got {type(whisper).__name__}"
+        )
+    device = str(getattr(inner, "device", "cpu"))
+    indices = getattr(inner, "device_index", [0])
+    device_index = int(indices[0] if isinstance(indices, (list, tuple)) and indices else indices or 0)
+    nvml_index = None
+    if device == "cuda":
+        libraries = cuda_libraries()
+        if not libraries.ok:
+            raise DeviceError(f"this WhisperModel runs on cuda, but {libraries.reason}; or load it with device='cpu'")
+        from whisperkit.measure.devices import model_gpu
+
+        nvml_index = model_gpu(device_index).nvml_index
+    return Model(whisper=whisper, name="(user-loaded WhisperModel)", path="", device=device,
+                 compute_type=str(getattr(inner, "compute_type", "default")),
+                 num_workers=int(getattr(inner, "num_workers", 1)), device_index=device_index, nvml_index=nvml_index)
 
 
 def clear_model_cache() -> None:
@@ -307,6 +338,9 @@ def _load_now(path: str, device: str, compute_type: str, num_workers: int, cpu_t
         )
     except Exception as error:  # noqa: BLE001 - ctranslate2 and tokenizers raise several kinds for a bad folder
         reason = first_line(error)
+        advice = cuda_error_advice(error)
+        if advice is not None:
+            raise DeviceError(f"model {path} could not be loaded on {device} ({reason}); {advice}") from None
         if is_out_of_memory(error):
             raise DeviceError(
                 f"model {path} does not fit in {device} memory with num_workers={num_workers} ({reason}); "

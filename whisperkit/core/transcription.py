@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from whisperkit.core.audio import Audio, audio_from_array, load_audio
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
+from whisperkit.core.models import wrap_whisper_model as _wrap_whisper_model  # corpus.transcribe imports it from here
 from whisperkit.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
@@ -397,32 +398,13 @@ def _check_memory(config: Config, model: Model, batch_size: int) -> None:
 
     items = batch_size if config.mode == "batched" else 1
     candidates = max(config.beam_size, config.options.get("best_of", 1))
-    needed_mb = items * per_item_mb(model.name, model.compute_type, candidates)
+    needed_mb = items * per_item_mb(model.name, model.compute_type, candidates, device=model.device)
     free_mb = psutil.virtual_memory().available / 2**20
     if needed_mb > free_mb:
         raise ConfigError(
             f"batch size {items} with beam {candidates} needs about {needed_mb:.0f} MiB for {model.name} "
             f"(estimate), but {free_mb:.0f} MiB of memory are free; use a smaller batch or beam size"
         )
-
-
-def _wrap_whisper_model(whisper) -> Model:
-    """Describe a faster-whisper ``WhisperModel`` the user loaded themselves."""
-    inner = getattr(whisper, "model", None)
-    if inner is None or not hasattr(whisper, "transcribe"):
-        raise ConfigError(
-            f"model must be a name, a folder, a whisperkit Model or a faster_whisper.WhisperModel, "
-            f"got {type(whisper).__name__}"
-        )
-    return Model(
-        whisper=whisper,
-        name="(user-loaded WhisperModel)",
-        path="",
-        device=inner.device,
-        compute_type=inner.compute_type,
-        num_workers=inner.num_workers,
-    )
-
 
 
 def _timestamp(seconds: float, decimal_marker: str) -> str:
