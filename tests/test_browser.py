@@ -1,5 +1,8 @@
 """JupyterLab in a real browser: open the quickstart, run all cells, use the app with the mouse.
 
+The app's controls must reach the run: the batch-size slider set to 4 in the page gives the
+Compare's after side batch size 4.
+
 Starts ``jupyter lab`` on 127.0.0.1 (a free port, a random token, a temporary copy of
 ``notebooks/``, its own config, settings and kernelspec folders so nothing of the machine's
 Jupyter setup leaks in) and drives Debian's Chromium headless through Playwright's Python
@@ -169,10 +172,18 @@ def test_quickstart_app_in_jupyterlab(jupyterlab):
             app.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "jupyterlab_app.png"))
 
+            # the controls reach the run: batch size 4 typed into the slider's readout, quick mode ticked
+            set_slider(page, app.locator(".widget-hslider", has_text="Batch size"), 4)
+            app.locator(".widget-checkbox", has_text="quick: one run each").locator("input").check()
+            app.get_by_text("Compare: sequential with num_workers=24 against batched at batch size 4").first.wait_for(
+                timeout=10_000)
             app.locator("button.widget-button", has_text="Compare before/after").click()
             app.get_by_text("Speed-up").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
             app.get_by_text("Done in").first.wait_for(timeout=JOB_TIMEOUT_S * 1000)
             assert app.get_by_text("before: sequential, num_workers=24").count() >= 1
+            # the after side ran at the slider's batch size: its label and its batch-size row say 4
+            assert app.get_by_text("after: batched, batch_size=4").count() >= 1
+            assert app.get_by_text("quick mode, noise not measured").count() >= 1
             assert not app.get_by_text("Error:").count()
             page.wait_for_timeout(1500)  # let plotly finish laying out the new figures
             readme_shot(page, app)
@@ -184,6 +195,16 @@ def test_quickstart_app_in_jupyterlab(jupyterlab):
             browser.close()
     size = README_SCREENSHOT.stat().st_size
     assert 10_000 < size < MAX_README_SCREENSHOT_BYTES, f"{README_SCREENSHOT} is {size} bytes"
+
+
+def set_slider(page, slider, value: int) -> None:
+    """Type ``value`` into an ipywidgets slider's editable readout, as a user would, and check it took."""
+    readout = slider.locator(".widget-readout")  # contenteditable: Enter (or leaving it) sets the value
+    readout.click(click_count=3)  # select its text (Ctrl+A would reach JupyterLab's shortcuts)
+    page.keyboard.type(str(value))
+    page.keyboard.press("Enter")
+    page.wait_for_function("([el, v]) => el.textContent.trim() === v", arg=[readout.element_handle(), str(value)],
+                           timeout=10_000)
 
 
 def wait_for_idle_kernel(page) -> None:

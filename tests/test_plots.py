@@ -190,7 +190,7 @@ def test_sweep_plots_rtfx_on_a_log_axis_and_marks_the_best(clip_sweep):
     best = next(t for t in fig.data if t.meta["series"] == "best")
     assert list(best.x) == [clip_sweep.best]
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [1, 4]
-    assert f"best batch size {clip_sweep.best}" in fig.layout.title.text
+    assert f"Batch-size sweep<br><sup>{clip_sweep.verdict[:1].upper()}" in fig.layout.title.text
     assert note_text(fig).startswith("No GPU visible: ")
 
 

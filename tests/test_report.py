@@ -99,7 +99,8 @@ def test_report_escapes_transcripts_and_labels(clip_comparison, tmp_path):
 def test_report_of_a_sweep(clip_sweep, tmp_path):
     path = report(clip_sweep, tmp_path / "sweep" / "report.html")
     text = open(path, encoding="utf-8").read()
-    assert f"Best batch size: <b>{clip_sweep.best}</b>" in text
+    assert f'<p class="headline">{_escaped(clip_sweep.verdict[:1].upper() + clip_sweep.verdict[1:])}.</p>' in text
+    assert "Best batch size" not in text  # the verdict names a batch size only where the runs separate it
     assert f'<tr class="best"><th>{clip_sweep.best}</th>' in text
     assert text.count(f"* plotly.js v{plotly_js_version()}") == 1
     assert text.count("Plotly.newPlot(") == 2  # sweep curve and timeline

@@ -35,8 +35,10 @@ def click_and_wait(application, button):
     seen = []
     application.transcribe_button.observe(lambda change: seen.append(change["new"]), names="disabled")
     button.click()
-    assert all(b.disabled for b in (application.transcribe_button, application.compare_button,
-                                    application.sweep_button)), "buttons must be disabled while a job runs"
+    buttons = (application.transcribe_button, application.compare_button, application.sweep_button,
+               application.save_button, application.export_button, application.load_button)
+    running = application.busy  # a job that fails at once may be over already (``seen`` still shows it)
+    assert not running or all(b.disabled for b in buttons), "buttons must be disabled while a job runs"
     assert application.wait(TIMEOUT_S), "the job did not finish in time"
     assert not any(b.disabled for b in (application.transcribe_button, application.compare_button,
                                         application.sweep_button)), "buttons must be enabled after the job"
@@ -45,7 +47,9 @@ def click_and_wait(application, button):
 
 
 def visible_text(html_value: str) -> str:
-    return re.sub(r"<[^>]+>", "", html_value)
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", html_value))
 
 
 def test_app_is_a_widget_that_nests_in_a_layout_of_ones_own():
@@ -59,7 +63,13 @@ def test_app_is_a_widget_that_nests_in_a_layout_of_ones_own():
     assert tab.children[0] is a
     assert a.controls.transcribe_button is a.transcribe_button and a.live.figure is a.live_figure
     assert a.model.value == "tiny.en (bundled)"
-    assert {"tiny", "small", "large-v3"} <= set(a.model.options)
+    menu = dict((value, text) for text, value in a.model.options)
+    assert {"tiny", "small", "large-v3"} <= set(menu)
+    assert menu["tiny.en (bundled)"] == "tiny.en (bundled): works offline"
+    # every other model says whether it works offline (in faster-whisper's cache) or needs a download
+    assert all(text in (f"{value}: works offline", f"{value}: needs a download") for value, text in menu.items()
+               if value != "tiny.en (bundled)")
+    assert (a.repeats.value, a.quick.value) == (3, False) and a.controls.repeat_count() == 3
     assert a.device.options == ("auto", "cpu", "cuda")
     assert a.compute_type.options == ("auto", "int8", "int8_float16", "float16", "float32")
     assert (a.batch_size.min, a.batch_size.max) == (1, 64)
@@ -104,7 +114,9 @@ def test_transcribe_shows_text_table_live_chart_and_figures(a):
 
 def test_sequential_mode_disables_batch_size_and_runs_sequentially(a):
     a.mode.value = "sequential"
-    assert a.batch_size.disabled and a.batch_auto.disabled
+    # the slider stays: Compare's batched side uses it; the plan says Transcribe does not
+    assert not a.batch_size.disabled
+    assert "Transcribe: sequential (the batch size is not used)" in visible_text(a.plan.value)
     a.audio.value = "aesop_09"
     click_and_wait(a, a.transcribe_button)
     assert a.last_result.config.mode == "sequential"
@@ -170,13 +182,21 @@ def test_uploaded_file_is_saved_and_transcribed(a):
 
 
 def test_compare_shows_both_sides_and_what_differs(a):
+    a.batch_size.value = 4
+    assert "batched at batch size 4" in visible_text(a.plan.value) and "3 alternating runs each" in visible_text(a.plan.value)
     click_and_wait(a, a.compare_button)
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
     assert isinstance(result, results.Comparison)
-    # the app's model/device/compute type on both sides, the seed's settings otherwise
+    # the app's model/device/compute type on both sides, the seed's settings otherwise; the slider's batch size after
     assert result.before.config.num_workers == 24 and result.before.config.mode == "sequential"
-    assert result.after.config.mode == "batched" and result.after.config.batch_size == "auto"
+    assert result.after.config.mode == "batched" and result.after.config.batch_size == 4
+    assert result.after.transcript.config["batch_size"] == 4 and result.after.label == "after: batched, batch_size=4"
+    assert len(result.before_runs) == len(result.after_runs) == 3  # three alternating repeats by default
+    assert visible_text(a.table.value).startswith(result.verdict[:1].upper() + result.verdict[1:])
+    # the last run's "before" lines stay on the live chart, faded, beside the "after" run's
+    held = [trace for trace in a.live_figure.data if trace.name.startswith("before: ")]
+    assert held and all(len(trace.x) >= 2 for trace in held)
     table = visible_text(a.table.value)
     for expected in ("before", "after", "RTFx", "Speed-up", "vad_filter", "condition_on_previous_text"):
         assert expected in table
@@ -184,20 +204,30 @@ def test_compare_shows_both_sides_and_what_differs(a):
     words = visible_text(a.transcript.value).lower()
     assert words.count("slow and steady wins the race") == 2
     assert len(a.live_figure.data[0].x) >= 2
-    # the live chart was fed by the last run's own sampler: it ends where that run's timeline ends
-    assert a.live_figure.data[0].x[-1] == pytest.approx(result.after.timeline["time_s"].iloc[-1])
-    assert (a.progress.value, a.progress.max) == (2, 2)
+    # the live chart was fed by the last run's own sampler: it ends at that run's last CPU reading (NaN left out)
+    measured = result.after_runs[-1].timeline.dropna(subset=["cpu_percent"])
+    assert a.live_figure.data[0].x[-1] == pytest.approx(measured["time_s"].iloc[-1])
+    assert (a.progress.value, a.progress.max) == (6, 6)
     assert len(a.figures.children) == 2
 
 
-def test_sweep_measures_each_batch_size(a):
+def test_sweep_measures_the_batch_sizes_typed(a):
+    assert a.sweep_sizes.value == ", ".join(str(size) for size in runners.DEFAULT_SWEEP)  # the one default list
+    a.sweep_sizes.value = "1, 4"
+    a.quick.value = True
+    assert a.repeats.disabled and "one run each (quick mode: noise not measured)" in visible_text(a.plan.value)
+    assert "the batch-size slider is not used" in visible_text(a.plan.value)
     click_and_wait(a, a.sweep_button)
     assert a.message.value == "", visible_text(a.message.value)
     result = a.last_result
     assert isinstance(result, results.Sweep)
-    assert [p.batch_size for p in result.points] == list(runners.DEFAULT_SWEEP)  # the one default list
-    assert a.progress.value == a.progress.max == len(runners.DEFAULT_SWEEP)
-    assert f"Fastest batch size: {result.best}" in visible_text(a.table.value)
+    assert [p.batch_size for p in result.points] == [1, 4]
+    assert a.progress.value == a.progress.max == 2
+    table = visible_text(a.table.value)
+    # aesop_02 is one chunk: batch sizes 1 and 4 do the same work, and the app says so rather than crowning one
+    assert result.verdict[:1].upper() + result.verdict[1:] in table and "Fastest batch size" not in table
+    assert "do the same work" in table and result.best == 1
+    assert "memory model" in table  # the memory model's recommendation, reconciled in one sentence
     assert reference_text(sample_path("aesop_02")).lower().rstrip(".") in visible_text(a.transcript.value).lower()
 
 
@@ -218,7 +248,7 @@ def test_live_chart_draws_one_line_per_gpu(a, monkeypatch):
         assert name in live, sorted(live)
         readings = [y for y in live[name].y if y == y]
         assert readings and set(readings) == {util}
-        assert len(live[name].x) == len(live["CPU % (system)"].x)
+        assert set(live["CPU % (system)"].x) <= set(live[name].x)  # same samples (the CPU's first one is NaN: left out)
     assert a.last_result.metrics["mean_gpu_util_percent"] == 99
     table = visible_text(a.table.value)
     assert re.search(r"GPU util %\s*99", table)
@@ -256,3 +286,75 @@ def test_corpus_mode_runs_a_folder_and_shows_each_file_and_the_stages(a, tmp_pat
     assert not a.transcribe_button.disabled and not a.sweep_button.disabled and a.compare_button.disabled
     a.mode.value = "batched"
     assert not a.compare_button.disabled and a.controls._corpus_inputs.layout.display == "none"
+
+
+def test_bad_sweep_sizes_are_one_red_line(a):
+    a.sweep_sizes.value = "1, two, 4"
+    click_and_wait(a, a.sweep_button)
+    assert isinstance(a.last_error, wk.ConfigError) and "sweep sizes '1, two, 4'" in visible_text(a.message.value)
+
+
+def test_a_failed_job_leaves_an_empty_chart_with_a_time_axis(a, tmp_path):
+    click_and_wait(a, a.transcribe_button)
+    a.audio_path.value = str(tmp_path / "missing.flac")
+    click_and_wait(a, a.transcribe_button)
+    assert isinstance(a.last_error, wk.WhisperkitError)
+    traces = a.live_figure.data
+    # what the failed run sampled before it failed, without NaN (an axis of NaN alone reads "nan")
+    assert all(x == x for trace in traces for x in trace.x) and all(y == y for trace in traces for y in trace.y)
+    if all(len(trace.x) == 0 for trace in traces):  # nothing measured: a plain time axis, not plotly's autorange
+        assert tuple(a.live_figure.layout.xaxis.range) == (0, 10) and a.live_figure.layout.xaxis.autorange is False
+    else:
+        assert a.live_figure.layout.xaxis.autorange is True
+
+
+def test_diagnosis_is_worded_for_the_machine(a):
+    from whisperkit.measure.columns import gpu_indices
+
+    click_and_wait(a, a.transcribe_button)
+    table = visible_text(a.table.value)
+    if gpu_indices(a.last_result.timeline):
+        assert "No GPU was visible" not in table
+    else:  # a run without a GPU says nothing about an idle GPU
+        assert "nothing points to an idle GPU" not in table.lower()
+        assert "No GPU was visible to these runs" in table or "<li>" in a.table.value
+
+
+def test_a_run_saved_from_the_app_loads_in_a_notebook_and_back_in_the_app(a, tmp_path):
+    assert a.save_button.disabled and a.export_button.disabled and not a.load_button.disabled
+    a.batch_size.value = 2
+    click_and_wait(a, a.transcribe_button)
+    run = a.last_result
+    folder = tmp_path / "my run"
+    a.run_folder.value = str(folder)
+    a.save_button.click()
+    assert "wk.load_run(" in visible_text(a.message.value), visible_text(a.message.value)
+    loaded = wk.load_run(folder)  # as a notebook loads it
+    assert loaded.transcript.text == run.transcript.text and loaded.transcript.config["batch_size"] == 2
+    a.save_button.click()  # a second save into the same folder is refused: nothing is overwritten
+    assert isinstance(a.last_error, wk.WhisperkitError) and "Error" in visible_text(a.message.value)
+    a.export_button.click()
+    report = folder / "report.html"
+    assert report.is_file() and "slow and steady wins the race" in report.read_text(encoding="utf-8").lower()
+    other = app()  # a classmate's app opens the folder
+    other.run_folder.value = str(folder)
+    other.load_button.click()
+    assert isinstance(other.last_result, results.Run) and other.last_error is None
+    assert other.last_result.transcript.text == run.transcript.text
+    assert "slow and steady wins the race" in visible_text(other.transcript.value).lower()
+    assert "batched, batch 2" in visible_text(other.table.value) and len(other.figures.children) == 2
+    assert not other.save_button.disabled
+
+
+def test_a_saved_comparison_loads_back_as_its_runs(a, tmp_path):
+    a.quick.value = True
+    click_and_wait(a, a.compare_button)
+    a.run_folder.value = str(tmp_path / "cmp")
+    a.save_button.click()
+    assert "wk.load_runs(" in visible_text(a.message.value)
+    other = app()
+    other.run_folder.value = str(tmp_path / "cmp")
+    other.load_button.click()
+    assert other.last_error is None and [r.label for r in other.last_result] == [a.last_result.before.label,
+                                                                                 a.last_result.after.label]
+    assert "before: sequential, num_workers=24" in visible_text(other.table.value)

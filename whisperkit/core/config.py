@@ -106,8 +106,29 @@ class Config:
         check_options(self.options)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some settings changed."""
+        """A copy with some settings changed; a label, unless given, follows the settings that changed.
+
+        >>> Config(mode="sequential", num_workers=24, label="before: sequential, num_workers=24").replace(num_workers=6).label
+        'before: sequential, num_workers=6'
+        """
+        if "label" not in changes and self.label:
+            changes = {**changes, "label": relabel(self, changes)}
         return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        """The settings that differ from the defaults, readable: ``sequential, num_workers=24``."""
+        defaults = Config()
+        shown = [f"{name}={_label_value(getattr(self, name))}" for name in _labelled_fields()
+                 if getattr(self, name) != getattr(defaults, name)]
+        return f"{self.label} ({', '.join(shown) or 'defaults'})" if self.label else ", ".join(shown) or "default settings"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """How a notebook shows a Config: only the settings that differ from the defaults,
+        ``Config(mode='sequential', num_workers=24)``, instead of every field."""
+        defaults = Config()
+        shown = [f"{name}={getattr(self, name)!r}" for name in [f.name for f in dataclasses.fields(self)]
+                 if getattr(self, name) != getattr(defaults, name)]
+        printer.text(f"Config({', '.join(shown)})")
 
     def to_dict(self) -> dict:
         """Plain values, for JSON."""
@@ -121,6 +142,51 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+# words a label may use for a setting's value instead of "name=value" (they follow the setting too)
+LABEL_WORDS = {("batch_size", "auto"): "batch size from memory"}
+# where and which model runs: rewritten where a label names them, never added (a comparison runs
+# both sides there; the settings table shows them)
+PLACEMENT = ("model", "device", "device_index", "compute_type")
+
+
+def relabel(config: Config, changes: dict[str, Any]) -> str:
+    """``config.label`` rewritten for ``changes``: each changed setting's ``name=old`` (or the word
+    the label uses for it, such as the mode's name) becomes its new value, else ``name=new`` is
+    added (not for the :data:`PLACEMENT` settings)."""
+    import re
+
+    label = config.label
+    for name, new in changes.items():
+        old = getattr(config, name)
+        if name == "label" or new == old:
+            continue
+        if name == "options":
+            changed = {k: v for k, v in new.items() if old.get(k, object()) != v}
+            label += "".join(f", {k}={_label_value(v)}" for k, v in changed.items())
+            continue
+        text = f"{name}={_label_value(new)}"
+        bare = str(old) if isinstance(old, str) and len(old) > 2 else None  # a value named alone: "sequential"
+        words = [(f"{name}={_label_value(old)}", text), (LABEL_WORDS.get((name, old)), text),
+                 (bare, _label_value(new))]
+        for word, replacement in [(word, replacement) for word, replacement in words if word]:
+            pattern = rf"(?<![\w=.-]){re.escape(word)}(?![\w.-])"
+            if re.search(pattern, label):
+                label = re.sub(pattern, replacement.replace("\\", "\\\\"), label, count=1)
+                break
+        else:
+            if name not in PLACEMENT:
+                label += f", {text}"
+    return label
+
+
+def _labelled_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config) if f.name != "label"]
+
+
+def _label_value(value: object) -> str:
+    return "none" if value is None else str(value)
 
 
 def check_language(language: object) -> None:

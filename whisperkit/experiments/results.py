@@ -6,16 +6,21 @@ saving and loading from :mod:`whisperkit.experiments.store`, figures and reports
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_missing
 from whisperkit.core.config import Config
 from whisperkit.core.transcription import Transcript
-from whisperkit.experiments.metrics import display_metrics, side_summary
+from whisperkit.experiments.metrics import Metric, metric, rounded, shown_metrics, side_summary
+from whisperkit.experiments.verdicts import comparison_verdict, sweep_tied, sweep_verdict
 
 if TYPE_CHECKING:
     import pandas as pd
+
+NO_GPU = "n/a (no GPU)"  # a GPU metric of a run that had no GPU, in every table
+NOT_MEASURED = "n/a"
 
 
 @dataclass
@@ -49,13 +54,16 @@ class Run:
         batch = self.transcript.config.get("batch_size")
         if self.config.mode == "corpus":
             return f"corpus, {'packed' if self.config.pack else 'not packed'}, batch {batch}"
+        if self.config.mode == "sequential":  # no batch: its workers tell sequential runs apart
+            workers = self.config.num_workers
+            return "sequential" + (f", num_workers={workers}" if workers != 1 else "")
         return f"{self.config.mode}, batch {batch}"
 
     def table(self) -> pd.DataFrame:
         """The metrics under readable names, one column (pandas DataFrame)."""
         import pandas as pd
 
-        return pd.DataFrame({"value": display_metrics(self)})
+        return pd.DataFrame({"value": table_values(self)})
 
 
 @dataclass
@@ -82,12 +90,11 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """The speedup in words: ``"after is 1.88x faster"`` (or slower, or unknown)."""
-        if is_missing(self.speedup):
-            return "speedup unknown"
-        if self.speedup >= 1:
-            return f"after is {self.speedup:.2f}x faster"
-        return f"after is {1 / self.speedup:.2f}x slower"
+        """The speedup in words, never crowning a side its repeats do not separate:
+        ``"after is 1.88x faster (wall ...)"``, ``"no difference within noise (...)"``, or with one
+        run per side ``"after is 1.12x faster (a single run each: quick mode, noise not measured)"``
+        (see :mod:`whisperkit.experiments.verdicts`)."""
+        return comparison_verdict(self)
 
     def to_dict(self) -> dict:
         """The content of ``comparison.json``."""
@@ -98,6 +105,7 @@ class Comparison:
             "before": side_summary(self.before, [r.transcript.wall_seconds for r in self.before_runs]),
             "after": side_summary(self.after, [r.transcript.wall_seconds for r in self.after_runs]),
             "speedup": self.speedup,
+            "verdict": self.verdict,
             "wer_between": self.wer_between,
             "wer_vs_reference": self.wer_vs_reference,
             "differences": self.differences,
@@ -109,8 +117,10 @@ class Comparison:
         import pandas as pd
 
         return pd.DataFrame({
-            name: {**display_metrics(run_), "text": run_.transcript.text[:60] + "..."}
-            for name, run_ in (("before", self.before), ("after", self.after))
+            name: {**table_values(run_), "wall s of each repeat": ", ".join(
+                       f"{r.transcript.wall_seconds:.{metric('wall_seconds').digits}f}" for r in runs),
+                   "text": run_.transcript.text[:60] + "..."}
+            for name, run_, runs in (("before", self.before, self.before_runs), ("after", self.after, self.after_runs))
         })
 
 
@@ -130,20 +140,41 @@ class SweepPoint:
 
 @dataclass
 class Sweep:
-    """Throughput and memory against batch size; ``best`` is the fastest batch size that fit.
+    """Throughput and memory against batch size.
 
-    ``runs`` holds the runs that completed: a batch size that ran out of memory even after
-    halving down to 1 has a point (``oom=True``) but no run.
+    ``points`` hold each batch size's median run; ``repeat_rtfx`` the RTFx of every repeat per
+    batch size (one value each in a single-run sweep and in :func:`whisperkit.autotune`).
+    ``runs`` holds the median run of each batch size that completed: a batch size that ran out of
+    memory even after halving down to 1 has a point (``oom=True``) but no run.
+    ``fastest`` is the batch size with the highest median RTFx; ``best`` the smallest batch size
+    the sweep cannot tell from it (repeats overlapping, or every chunk already in one batch), which
+    is ``fastest`` where it stands out; ``verdict`` says which, in words.
     """
 
     points: list[SweepPoint]
     runs: list[Run] = field(default_factory=list)
     stopped_because: str = ""
+    repeat_rtfx: dict[int, list[float]] = field(default_factory=dict)
+
+    @property
+    def fastest(self) -> int | None:
+        fitting = [p for p in self.points if not p.oom and not is_missing(p.rtfx)]
+        return max(fitting, key=lambda p: p.rtfx).batch_size if fitting else None
 
     @property
     def best(self) -> int | None:
-        fitting = [p for p in self.points if not p.oom and not is_missing(p.rtfx)]
-        return max(fitting, key=lambda p: p.rtfx).batch_size if fitting else None
+        tied = sweep_tied(self)
+        return tied[0] if tied else None
+
+    @property
+    def tied(self) -> list[int]:
+        """The batch sizes the sweep cannot tell from the fastest, smallest first."""
+        return sweep_tied(self)
+
+    @property
+    def verdict(self) -> str:
+        """What the sweep found, in one sentence that crowns no batch size its repeats do not separate."""
+        return sweep_verdict(self)
 
     def to_dict(self) -> dict:
         """The content of ``sweep.json``."""
@@ -156,14 +187,68 @@ class Sweep:
             "config": first.config.to_dict() if first else None,
             "points": [asdict(point) for point in self.points],
             "best": self.best,
+            "fastest": self.fastest,
+            "verdict": self.verdict,
+            "repeat_rtfx": {str(size): values for size, values in self.repeat_rtfx.items()},
             "stopped_because": self.stopped_because,
             "environment": first.environment if first else None,
         }
 
     def table(self) -> pd.DataFrame:
-        """One row per batch size (pandas DataFrame)."""
-        from dataclasses import asdict
-
+        """One row per batch size (pandas DataFrame) under the registry's labels, values rounded to its
+        digits; with repeats, the lowest and highest RTFx beside the median; a GPU reading of a run
+        without a GPU reads ``n/a (no GPU)``."""
         import pandas as pd
 
-        return pd.DataFrame([asdict(point) for point in self.points]).set_index("batch_size")
+        has_gpu = any(p.peak_gpu_mem_mb is not None for p in self.points)
+        repeated = any(len(values) > 1 for values in self.repeat_rtfx.values())
+        rows = {}
+        for point in sorted(self.points, key=lambda p: p.batch_size):
+            row: dict[str, object] = {}
+            for key in SWEEP_METRICS:
+                value = getattr(point, key)
+                missing = NO_GPU if metric(key).gpu_only and not has_gpu else NOT_MEASURED
+                row[metric(key).label] = missing if is_missing(value) else shown_value(key, value)
+                if key == "rtfx" and repeated:
+                    spread = [v for v in self.repeat_rtfx.get(point.batch_size, []) if not is_missing(v)]
+                    row["RTFx min"] = shown_value(key, min(spread)) if spread else NOT_MEASURED
+                    row["RTFx max"] = shown_value(key, max(spread)) if spread else NOT_MEASURED
+            row["out of memory"] = "yes" if point.oom else "no"
+            rows[point.batch_size] = row
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.index.name = "batch size"
+        return frame
+
+
+# the columns of a sweep's tables after the batch size (SweepPoint fields named as metrics)
+SWEEP_METRICS = ("rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean_cpu_percent", "mean_gpu_util_percent")
+
+
+def missing_text(run_: Run, m: Metric) -> str:
+    """Why ``run_`` has no value of ``m``, in a few words (``n/a (no GPU)``, ``n/a (no reference)``, ...)."""
+    if m.gpu_only:
+        return NO_GPU
+    if m.key == "wer_vs_reference":
+        return "n/a (no reference)"
+    if m.corpus_only:
+        return "n/a (not corpus mode)"
+    if m.key == "batch_size" and run_.config.mode == "sequential":
+        return "none (sequential)"
+    return NOT_MEASURED
+
+
+def shown_value(key: str, value: object) -> object:
+    """``value`` rounded to the metric ``key``'s digits; a whole number where it has none (``812``, not ``812.0``)."""
+    shown = rounded(key, value)
+    return int(shown) if metric(key).digits == 0 and isinstance(shown, float) and math.isfinite(shown) else shown
+
+
+def table_values(run_: Run) -> dict[str, object]:
+    """A run's configuration and metrics under the registry's labels, rounded to its digits; a
+    missing value as :func:`missing_text` (never a bare None)."""
+    values: dict[str, object] = {"configuration": run_.label}
+    for m in shown_metrics([run_]):
+        value = run_.metrics.get(m.key)
+        values[m.label] = missing_text(run_, m) if is_missing(value) else shown_value(m.key, value)
+    return values
+

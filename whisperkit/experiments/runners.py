@@ -215,6 +215,7 @@ def sweep(
     config: Config | None = None,
     *,
     model: str | None = None,
+    repeats: int = 1,
     interval: float = DEFAULT_INTERVAL,
     progress: bool = True,
     on_start: OnStart | None = None,
@@ -224,20 +225,37 @@ def sweep(
 
     ``config`` is the base configuration (batched mode is forced, unless it is corpus mode:
     then ``audio`` is the corpus's files or folders and a batch holds windows across files);
-    ``model`` overrides its model.
+    ``model`` overrides its model. ``repeats`` rounds run every batch size once each, alternating
+    (1, 2, 4, ..., 1, 2, 4, ...), so a drift of the machine touches every size alike; each point is
+    the median run of its size, and ``Sweep.verdict`` says which sizes the repeats separate.
     ``on_start(sampler)`` is passed to every :func:`run`; ``on_run(batch_size, run)``, when
-    given, is called after each measured batch size.
+    given, is called after each measured run.
     """
     base = _batched_base(config, model)
-    sizes = list(batch_sizes)
+    sizes = list(dict.fromkeys(batch_sizes))
     if not sizes:
         raise ConfigError("batch sizes: give at least one")
     for size in sizes:
         check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
+    check_whole(repeats, "repeats", 1, MAX_REPEATS)
+    measured: dict[int, list[Run]] = {size: [] for size in sizes}
+    out_of_memory: set[int] = set()
+    for _ in range(repeats):
+        for size in sizes:
+            if size in out_of_memory:
+                continue
+            try:
+                measured[size].append(run(audio, base.replace(batch_size=size), interval=interval, progress=progress,
+                                          on_start=on_start))
+            except OutOfMemoryError:  # out of memory even at batch size 1
+                out_of_memory.add(size)
+                continue
+            if on_run is not None:
+                on_run(size, measured[size][-1])
     result = Sweep(points=[])
     for size in sizes:
-        _sweep_step(result, audio, base.replace(batch_size=size), interval, progress, on_start, on_run)
-    result.stopped_because = "all batch sizes measured"
+        _add_point(result, size, measured[size])
+    result.stopped_because = "all batch sizes measured" + (f", {repeats} repeats each" if repeats > 1 else "")
     return result
 
 
@@ -327,12 +345,23 @@ def _same_chunks(before: Run, after: Run, tolerance_s: float = 0.02) -> bool:
 def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_start, on_run) -> SweepPoint:
     size = int(config.batch_size)  # a sweep's configs name their batch size, never "auto"
     try:
-        measured = run(audio, config, interval=interval, progress=progress, on_start=on_start)
+        measured = [run(audio, config, interval=interval, progress=progress, on_start=on_start)]
     except OutOfMemoryError:  # out of memory even at batch size 1
+        measured = []
+    point = _add_point(result, size, measured)
+    if measured and on_run is not None:
+        on_run(size, measured[0])
+    return point
+
+
+def _add_point(result: Sweep, size: int, runs: list[Run]) -> SweepPoint:
+    """The point of batch size ``size`` from its runs (its median run; none: out of memory)."""
+    if not runs:
         point = SweepPoint(size, math.nan, math.nan, math.nan, None, math.nan, None, oom=True)
         result.points.append(point)
         return point
-    metrics = measured.metrics
+    median = _median_run(runs)
+    metrics = median.metrics
     point = SweepPoint(
         batch_size=size,
         rtfx=metrics["rtfx"],
@@ -341,12 +370,11 @@ def _sweep_step(result: Sweep, audio, config: Config, interval, progress, on_sta
         peak_gpu_mem_mb=metrics["peak_gpu_mem_mb"],
         mean_cpu_percent=metrics["mean_cpu_percent"],
         mean_gpu_util_percent=metrics["mean_gpu_util_percent"],
-        oom=metrics["oom_retries"] > 0,
+        oom=any(r.metrics["oom_retries"] > 0 for r in runs),
     )
     result.points.append(point)
-    result.runs.append(measured)
-    if on_run is not None:
-        on_run(size, measured)
+    result.runs.append(median)
+    result.repeat_rtfx[size] = [r.metrics["rtfx"] for r in runs]
     return point
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}  # no logo: it links to plotly.com
 NOTHING_FOUND = "No findings: nothing points to an idle GPU, a wasted setting or a misread meter."
+NOTHING_FOUND_WITHOUT_GPU = ("No findings: nothing points to a wasted setting or a misread meter. No GPU was visible to "
+                             "these runs, so they cannot show whether a GPU would sit idle; run them on a GPU machine for that.")
 STAGES_CAPTION = ("One bar per piece of work of each stage thread; gaps in the model row are the model waiting "
                   "for the CPU stages (reading, voice detection, features).")
 SUMMARY_CAPTION = "Means over the transcription (prepare and decode), model load excluded."
@@ -91,7 +93,17 @@ def diagnosis_html(result: Run | Comparison | Sweep | list[Run]) -> str:
     Comparison, Sweep or list of runs) as an HTML list, most important first."""
     from whisperkit.experiments.diagnose import diagnose
 
-    return str(_templates().get_template("parts.html.j2").module.diagnosis(diagnose(result), NOTHING_FOUND))  # type: ignore[attr-defined]
+    return str(_templates().get_template("parts.html.j2").module.diagnosis(  # type: ignore[attr-defined]
+        diagnose(result), nothing_found(result)))
+
+
+def nothing_found(result: Runs) -> str:
+    """What an empty diagnosis says: worded for runs that had no GPU where none of them had one."""
+    from whisperkit.measure.columns import gpu_indices
+    from whisperkit.views.plots import runs_of
+
+    runs = runs_of(result)
+    return NOTHING_FOUND if any(gpu_indices(run.timeline) for run in runs) else NOTHING_FOUND_WITHOUT_GPU
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,11 +121,10 @@ def _comparison_values(comparison: Comparison, runs: list[Run]) -> dict[str, Any
     from whisperkit.experiments.diagnose import diagnose
     from whisperkit.views import plots
 
-    verdict = comparison.verdict
     differences = [[d["setting"], fmt.setting(d["before"]), fmt.setting(d["after"])] for d in comparison.differences]
     return {
         "kind": "comparison",
-        "headline": verdict[:1].upper() + verdict[1:],
+        "headline": _sentence(comparison.verdict),
         "before_wall": fmt.metric_text("wall_seconds", comparison.before.metrics.get("wall_seconds")),
         "after_wall": fmt.metric_text("wall_seconds", comparison.after.metrics.get("wall_seconds")),
         "repeats": len(comparison.before_runs),
@@ -121,7 +132,7 @@ def _comparison_values(comparison: Comparison, runs: list[Run]) -> dict[str, Any
         "metrics": _metrics_table(runs),
         "matched": comparison.matched,
         "differences": Table(["setting", "before", "after"], differences, css_class="differences"),
-        "findings": diagnose(comparison), "nothing_found": NOTHING_FOUND,
+        "findings": diagnose(comparison), "nothing_found": nothing_found(comparison),
         "figure_list": _figures([
             ("Utilization over time", "Before above after, on the same time axis.", plots.timeline(comparison)),
             ("Summary", SUMMARY_CAPTION, plots.summary(comparison)),
@@ -139,8 +150,8 @@ def _sweep_values(sw: Sweep, runs: list[Run]) -> dict[str, Any]:
     rows = sweep_rows(sw)
     best = {number for number, row in enumerate(rows) if row[0] == str(sw.best) and row[-1] == "no"}
     return {
-        "kind": "sweep", "best": sw.best, "stopped_because": sw.stopped_because,
-        "sweep_table": Table(sweep_header(), rows, marked=best, mark_class="best"),
+        "kind": "sweep", "best": sw.best, "verdict": _sentence(sw.verdict), "stopped_because": sw.stopped_because,
+        "sweep_table": Table(sweep_header(sw), rows, marked=best, mark_class="best"),
         "figure_list": _figures(figures),
         **_run_details(runs, open_count=0),
     }
@@ -155,7 +166,7 @@ def _runs_values(runs: list[Run]) -> dict[str, Any]:
         "kind": "runs",
         "metrics": _metrics_table(runs),
         "stages": [_stages(run) for run in corpus_runs],
-        "findings": diagnose(runs), "nothing_found": NOTHING_FOUND,
+        "findings": diagnose(runs), "nothing_found": nothing_found(runs),
         "figure_list": _figures([
             ("Utilization over time", "", plots.timeline(runs)),
             *((f"Corpus pipeline: {run.label}", STAGES_CAPTION, plots.stage_timeline(run)) for run in corpus_runs),
@@ -166,6 +177,10 @@ def _runs_values(runs: list[Run]) -> dict[str, Any]:
 
 
 # ---- parts -------------------------------------------------------------------------------
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _header_values(runs: list[Run]) -> dict[str, Any]:

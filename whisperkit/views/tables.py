@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from whisperkit.checks import is_missing
 from whisperkit.experiments.metrics import Metric, metric, shown_metrics
+from whisperkit.experiments.results import NO_GPU, SWEEP_METRICS, missing_text
+from whisperkit.experiments.verdicts import Spread
 from whisperkit.views import format as fmt
 from whisperkit.views.format import MISSING, metric_text
 
@@ -20,9 +22,7 @@ if TYPE_CHECKING:
     from whisperkit.core.corpus.result import CorpusResult
     from whisperkit.experiments.results import Run, Sweep
 
-NO_GPU = "n/a (no GPU)"
-# the columns of a sweep table, after the batch size (SweepPoint fields named as metrics)
-SWEEP_METRICS = ("rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean_cpu_percent", "mean_gpu_util_percent")
+__all__ = ["NO_GPU", "SWEEP_METRICS", "metric_rows", "metric_cell", "sweep_header", "sweep_rows", "frame", "stage_rows"]
 
 
 def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
@@ -34,33 +34,34 @@ def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
 def metric_cell(run: Run, m: Metric) -> str:
     """A run's value of ``m`` as text; where it was not measured, the reason in a few words."""
     value = run.metrics.get(m.key)
-    if not is_missing(value):
-        return metric_text(m.key, value)
-    if m.gpu_only:
-        return NO_GPU
-    if m.key == "wer_vs_reference":
-        return "n/a (no reference)"
-    if m.corpus_only:
-        return "n/a (not corpus mode)"
-    if m.key == "batch_size" and run.config.mode == "sequential":
-        return "none (sequential)"
-    return MISSING
+    return missing_text(run, m) if is_missing(value) else metric_text(m.key, value)
 
 
-def sweep_header() -> list[str]:
-    """The header of :func:`sweep_rows`."""
-    return ["batch size", *(metric(key).label for key in SWEEP_METRICS), "out of memory"]
+def sweep_header(sw: Sweep | None = None) -> list[str]:
+    """The header of :func:`sweep_rows` (of ``sw``: with its RTFx range where it has repeats)."""
+    rtfx = [metric("rtfx").label, *(["RTFx min-max"] if sw is not None and _repeated(sw) else [])]
+    return ["batch size", *rtfx, *(metric(key).label for key in SWEEP_METRICS[1:]), "out of memory"]
 
 
 def sweep_rows(sw: Sweep) -> list[list[str]]:
-    """One row per batch size, smallest first: the batch size, each metric, ``yes``/``no`` out of memory."""
+    """One row per batch size, smallest first: the batch size, each metric (the median run's; with
+    repeats, the RTFx range after the median), ``yes``/``no`` out of memory."""
     has_gpu = any(p.peak_gpu_mem_mb is not None for p in sw.points)
+    repeated = _repeated(sw)
     rows = []
     for point in sorted(sw.points, key=lambda p: p.batch_size):
         cells = [metric_text(key, getattr(point, key), missing=MISSING if has_gpu or not metric(key).gpu_only else NO_GPU)
                  for key in SWEEP_METRICS]
+        if repeated:
+            spread = Spread.of(sw.repeat_rtfx.get(point.batch_size, []))
+            cells.insert(1, MISSING if spread.count == 0 else
+                         f"{metric_text('rtfx', spread.low)}-{metric_text('rtfx', spread.high)} ({spread.count} runs)")
         rows.append([str(point.batch_size), *cells, "yes" if point.oom else "no"])
     return rows
+
+
+def _repeated(sw: Sweep) -> bool:
+    return any(len(values) > 1 for values in sw.repeat_rtfx.values())
 
 
 def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:

@@ -18,9 +18,15 @@ most twice a second. A :class:`whisperkit.WhisperkitError` (a missing file, CUDA
 there is none, an unknown model) shows as one red line in the app; so does any other exception,
 as its type and first line. The exception itself is kept in ``last_error``.
 
+Compare and Sweep run 3 alternating repeats unless ``quick`` is ticked (one run each, labelled as
+such); Compare's after side uses the batch-size slider, Sweep the sizes typed in ``sweep_sizes``;
+``plan`` says under the buttons what each one runs and which controls it does not use. The run
+folder row saves the last result (``wk.load_run`` / ``wk.load_runs`` read it in a notebook),
+exports its HTML report, and loads a saved folder back into the app.
+
 The parts, one module each: ``controls`` (the inputs and the Config they describe), ``jobs``
-(transcribe, compare, sweep), ``live`` (the live chart), ``results`` (transcript, table, figures)
-and ``window`` (:class:`~whisperkit.views.app.window.App`, which holds them and runs the jobs on a
+(transcribe, compare, sweep), ``live`` (the live chart), ``results`` (transcript, table, figures),
+``storage`` (save, export, load) and ``window`` (:class:`~whisperkit.views.app.window.App`, which holds them and runs the jobs on a
 background thread). ipywidgets and plotly are imported only when an app is made.
 """
 

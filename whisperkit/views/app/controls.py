@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from whisperkit.core.config import Config
 
 BUNDLED_CHOICE = "tiny.en (bundled)"
+OFFLINE = "works offline"
+NEEDS_DOWNLOAD = "needs a download"
+DEFAULT_REPEATS = 3  # alternating repeats per side (Compare) and per batch size (Sweep) unless quick
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPE_CHOICES = ("auto", "int8", "int8_float16", "float16", "float32")
 MODE_CHOICES = ("batched", "sequential", "corpus")
@@ -31,20 +34,23 @@ class Controls:
     uploaded file is saved to a temporary folder, removed with the app, and its path put in
     ``audio_path``); in corpus mode ``folder`` (Text: a folder of recordings, or ``@list.txt``;
     empty: the ten bundled clips) and ``pack`` (Checkbox: several short clips per window) take
-    the place of the audio controls; and the ``transcribe_button``, ``compare_button`` (not in
-    corpus mode: its two sides are single-file modes) and ``sweep_button``.
+    the place of the audio controls; ``repeats`` (BoundedIntText, default 3) and ``quick``
+    (Checkbox: one run each, noise not measured) for Compare and Sweep; ``sweep_sizes`` (Text: the
+    batch sizes Sweep measures); the ``transcribe_button``, ``compare_button`` (not in corpus
+    mode: its two sides are single-file modes) and ``sweep_button``; and ``plan`` (HTML: what each
+    button will run with the controls as they are, and which controls it does not use).
     """
 
     def __init__(self) -> None:
         import ipywidgets as w
-        from faster_whisper.utils import available_models
 
         from whisperkit.core.samples import list_samples
+        from whisperkit.experiments.runners import DEFAULT_SWEEP
 
         wide = {"description_width": "110px"}
         box = w.Layout(width="330px")
-        models = [BUNDLED_CHOICE, *(name for name in available_models() if name != "tiny.en")]
-        self.model = w.Dropdown(options=models, value=BUNDLED_CHOICE, description="Model", style=wide, layout=box)
+        self.model = w.Dropdown(options=model_choices(), value=BUNDLED_CHOICE, description="Model", style=wide,
+                                layout=box, tooltip="models marked 'needs a download' work only online, once")
         self.model_path = w.Text(placeholder="or a local CTranslate2 folder", description="Model folder",
                                  style=wide, layout=box)
         self.device = w.Dropdown(options=DEVICE_CHOICES, value="auto", description="Device", style=wide, layout=box)
@@ -68,6 +74,14 @@ class Controls:
                                                  "or @list.txt")
         self.pack = w.Checkbox(value=True, description="pack short clips into shared 30 s windows", indent=False,
                                layout=w.Layout(margin="2px 0 0 114px"))
+        self.repeats = w.BoundedIntText(value=DEFAULT_REPEATS, min=2, max=20, description="Repeats", style=wide,
+                                        layout=w.Layout(width="180px"),
+                                        tooltip="Compare and Sweep: alternating runs of each side or batch size")
+        self.quick = w.Checkbox(value=False, description="quick: one run each (noise not measured)", indent=False,
+                                layout=w.Layout(margin="2px 0 0 8px"))
+        self.sweep_sizes = w.Text(value=", ".join(str(size) for size in DEFAULT_SWEEP), description="Sweep sizes",
+                                  style=wide, layout=box, tooltip="the batch sizes Sweep measures, comma-separated")
+        self.plan = w.HTML(value="")
         self.transcribe_button = w.Button(description="Transcribe", button_style="primary", icon="play")
         self.compare_button = w.Button(description="Compare before/after", icon="balance-scale",
                                        layout=w.Layout(width="190px"))
@@ -80,6 +94,10 @@ class Controls:
         self.mode.observe(self._on_batch_controls, names="value")
         self.mode.observe(self._on_mode, names="value")
         self.batch_auto.observe(self._on_batch_controls, names="value")
+        self.quick.observe(self._on_quick, names="value")
+        for control in (self.model, self.model_path, self.mode, self.batch_size, self.batch_auto, self.repeats,
+                        self.quick, self.sweep_sizes, self.pack):
+            control.observe(self._on_plan, names="value")
 
         left = w.VBox([self.model, self.model_path, self.device, self.compute_type],
                       layout=w.Layout(margin="0 24px 0 0"))
@@ -87,7 +105,9 @@ class Controls:
         self._corpus_inputs = w.VBox([self.folder, self.pack], layout=w.Layout(display="none"))
         right = w.VBox([self.mode, w.HBox([self.batch_size, self.batch_auto]), self._file_inputs,
                         self._corpus_inputs])
-        self.box: ipywidgets.Box = w.VBox([w.HBox([left, right]), w.HBox(list(self.buttons))])
+        experiments = w.VBox([w.HBox([self.repeats, self.quick]), self.sweep_sizes])
+        self.box: ipywidgets.Box = w.VBox([w.HBox([left, right]), experiments, w.HBox(list(self.buttons)), self.plan])
+        self._on_plan()
 
     def config(self) -> Config:
         """The :class:`whisperkit.Config` the controls describe (raises ConfigError if invalid)."""
@@ -101,6 +121,42 @@ class Controls:
             batch_size="auto" if self.batch_auto.value else int(self.batch_size.value),
             pack=bool(self.pack.value),
         )
+
+    def repeat_count(self) -> int:
+        """Runs of each side (Compare) or batch size (Sweep): 1 in quick mode, else ``repeats``."""
+        return 1 if self.quick.value else int(self.repeats.value)
+
+    def sweep_batch_sizes(self) -> list[int]:
+        """The batch sizes typed in ``sweep_sizes`` (a ConfigError naming the text if it is not a list of them)."""
+        from whisperkit.core.config import MAX_BATCH_SIZE
+        from whisperkit.errors import ConfigError
+
+        text = self.sweep_sizes.value
+        parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+        if not parts or not all(part.isdigit() and 1 <= int(part) <= MAX_BATCH_SIZE for part in parts):
+            raise ConfigError(f"sweep sizes {text!r}: give batch sizes from 1 to {MAX_BATCH_SIZE}, comma-separated (1, 2, 4, 8)")
+        return list(dict.fromkeys(int(part) for part in parts))
+
+    def plan_lines(self) -> list[str]:
+        """What each button will run with the controls as they are (shown under the buttons)."""
+        from whisperkit.errors import WhisperkitError
+
+        mode = self.mode.value
+        batch = "batch size from memory" if self.batch_auto.value else f"batch size {self.batch_size.value}"
+        repeats = self.repeat_count()
+        times = "one run each (quick mode: noise not measured)" if repeats == 1 else f"{repeats} alternating runs each"
+        try:
+            sizes = ", ".join(str(size) for size in self.sweep_batch_sizes())
+        except WhisperkitError:
+            sizes = "(not a list of batch sizes)"
+        transcribe = {"sequential": "sequential (the batch size is not used)", "batched": f"batched at {batch}",
+                      "corpus": f"the corpus at {batch}, {'packed' if self.pack.value else 'not packed'}"}[mode]
+        compare = ("not in corpus mode (its two sides are single-file modes)" if mode == "corpus" else
+                   f"sequential with num_workers=24 against batched at {batch} with num_workers=6, {times} "
+                   "(the mode menu is not used)")
+        sweep = (f"{'the corpus' if mode == 'corpus' else 'batched'} at batch sizes {sizes}, {times} "
+                 f"(the batch-size slider is not used{'; sequential mode sweeps batched' if mode == 'sequential' else ''})")
+        return [f"Transcribe: {transcribe}.", f"Compare: {compare}.", f"Sweep: {sweep}."]
 
     def model_name(self) -> str | None:
         """The model folder if one is typed, else the dropdown's name (None: the bundled tiny.en)."""
@@ -144,8 +200,40 @@ class Controls:
         self.audio_path.value = path
 
     def _on_batch_controls(self, change: dict[str, Any] | None = None) -> None:
-        self.batch_size.disabled = self.mode.value == "sequential" or self.batch_auto.value
-        self.batch_auto.disabled = self.mode.value == "sequential"
+        # sequential mode keeps the slider: Compare's batched side uses it (the plan says Transcribe does not)
+        self.batch_size.disabled = bool(self.batch_auto.value)
+
+    def _on_quick(self, change: dict[str, Any] | None = None) -> None:
+        self.repeats.disabled = bool(self.quick.value)
+
+    def _on_plan(self, change: dict[str, Any] | None = None) -> None:
+        import html
+
+        self.plan.value = ('<div style="font-size:12px;color:#444;line-height:1.4">'
+                           + "<br>".join(html.escape(line) for line in self.plan_lines()) + "</div>")
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """The model menu as (shown text, value) pairs: the bundled tiny.en first, then faster-whisper's
+    named models, each marked as working offline (in the local cache) or needing a download."""
+    from faster_whisper.utils import available_models
+
+    choices = [(f"{BUNDLED_CHOICE}: {OFFLINE}", BUNDLED_CHOICE)]
+    for name in available_models():
+        if name != "tiny.en":
+            choices.append((f"{name}: {OFFLINE if _cached(name) else NEEDS_DOWNLOAD}", name))
+    return choices
+
+
+def _cached(name: str) -> bool:
+    """Whether faster-whisper finds the named model in the local cache without a network."""
+    from faster_whisper.utils import download_model
+
+    try:
+        download_model(name, local_files_only=True)
+    except Exception:  # huggingface_hub raises several kinds; all mean "not here"
+        return False
+    return True
 
 
 def _safe_file_name(name: str) -> str:

@@ -1,12 +1,15 @@
 """The app's live chart: CPU (system and this process) and each GPU's utilization while a job runs.
 
 Each run's own sampler feeds it: the runners call ``on_start(sampler)`` (:meth:`LiveChart.watch`)
-as a run begins, so the chart starts afresh with every run. A ticker thread calls
-:meth:`LiveChart.refresh` at most every :data:`REFRESH_S` seconds.
+as a run begins, so the chart starts afresh with every run. :meth:`LiveChart.hold` keeps the lines
+of a run that ended (Compare's "before") as faded dashed lines beside the next run's, until
+:meth:`LiveChart.reset` at the next job. A ticker thread calls :meth:`LiveChart.refresh` at most
+every :data:`REFRESH_S` seconds. Readings not taken (NaN) are left out, so an axis never reads "nan".
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
 
 REFRESH_S = 0.5  # the live chart is redrawn at most this often
 CPU_SERIES = (("cpu_percent", "CPU % (system)"), ("process_cpu_percent", "CPU % (this process)"))
+EMPTY_RANGE_S = (0, 10)  # the time axis while the chart has no reading (plotly's autorange would say nan)
+HELD = "held"  # meta key of a held (earlier run's) line
 
 
 class LiveChart:
@@ -42,7 +47,30 @@ class LiveChart:
             self._data = {}
         with self.figure.batch_update():
             for trace in self.figure.data:
+                if not (trace.meta or {}).get(HELD):
+                    trace.x, trace.y = (), ()
+
+    def hold(self, label: str) -> None:
+        """Keep the current lines as faded dashed ``"{label}: ..."`` lines (earlier held lines go)."""
+        self.refresh()
+        with self._lock:
+            series = {name: (tuple(xs), tuple(ys)) for name, (xs, ys) in self._data.items() if xs}
+        with self.figure.batch_update():
+            self.figure.data = tuple(t for t in self.figure.data if not (t.meta or {}).get(HELD))
+            for name, (x, y) in series.items():
+                self.figure.add_scatter(x=x, y=y, mode="lines", name=f"{label}: {name}", opacity=0.45,
+                                        line=dict(dash="dot"), meta={HELD: True})
+
+    def reset(self) -> None:
+        """Forget the sampler, the held lines and every reading (a new job starts)."""
+        with self._lock:
+            self._sampler, self._index, self._data = None, 0, {}
+        with self.figure.batch_update():
+            self.figure.data = tuple(t for t in self.figure.data if not (t.meta or {}).get(HELD))
+            for trace in self.figure.data:
                 trace.x, trace.y = (), ()
+            self.figure.layout.xaxis.range = EMPTY_RANGE_S
+            self.figure.layout.xaxis.autorange = False
 
     def refresh(self) -> str:
         """Append the samples taken since the last refresh; returns the run's current phase ("" if none)."""
@@ -55,13 +83,16 @@ class LiveChart:
             for record in new:
                 for column, name in _series(record):
                     xs, ys = self._data.setdefault(name, ([], []))
-                    xs.append(record["time_s"])
-                    ys.append(record[column])
+                    if _reading(record.get("time_s")) and _reading(record.get(column)):
+                        xs.append(record["time_s"])
+                        ys.append(record[column])
             series = {name: (tuple(times), tuple(values)) for name, (times, values) in self._data.items()}
             marks = sampler.marks
             phase = str(marks["label"].iloc[-1]) if len(marks) else ""
         traces = {trace.name: trace for trace in self.figure.data}
         with self.figure.batch_update():
+            if any(x for x, _ in series.values()):
+                self.figure.layout.xaxis.autorange = True
             for name, (x, y) in series.items():
                 if name not in traces:
                     self.figure.add_scatter(x=x, y=y, mode="lines", name=name)
@@ -77,12 +108,17 @@ def _series(record: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield gpu_column(index, "util_percent"), f"GPU {index} util %"
 
 
+def _reading(value: object) -> bool:
+    """A number that was measured (not None or NaN)."""
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
 def _layout() -> dict[str, Any]:
     return {
         "title": {"text": "Live utilization", "font": {"size": 14}},
         "height": 260,
         "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
-        "xaxis": {"title": {"text": "seconds"}},
+        "xaxis": {"title": {"text": "seconds"}, "range": list(EMPTY_RANGE_S), "autorange": False},
         "yaxis": {"title": {"text": "%"}, "range": [0, 105]},
         "legend": {"orientation": "h", "y": -0.25},
     }

@@ -33,8 +33,9 @@ class ResultView:
         self.table = w.HTML(value="")
         self.figures = w.VBox([])
 
-    def show(self, result: Run | Comparison | Sweep) -> None:
-        """Show a Run, a Comparison or a Sweep: its text(s), its table and notes, its figures."""
+    def show(self, result: Run | Comparison | Sweep | list[Run]) -> None:
+        """Show a Run, a Comparison, a Sweep or a list of runs (loaded from disk): its text(s), its
+        table and notes, its figures."""
         import plotly.graph_objects as go
 
         from whisperkit.experiments.results import Comparison, Sweep
@@ -43,6 +44,8 @@ class ResultView:
             texts, table, figures, notes = _comparison(result)
         elif isinstance(result, Sweep):
             texts, table, figures, notes = _sweep(result)
+        elif isinstance(result, list):
+            texts, table, figures, notes = _runs(result)
         else:
             texts, table, figures, notes = _run(result)
         self.transcript.value = "".join(
@@ -82,7 +85,9 @@ def _comparison(result: Comparison) -> tuple[list[tuple[str, str]], str, list, l
     from whisperkit.views import plots
 
     texts = [("before", result.before.transcript.text), ("after", result.after.transcript.text)]
-    table = (f"<p>Speed-up (before wall / after wall): <b>{fmt.times(result.speedup)}</b>; "
+    verdict = result.verdict
+    table = (f"<p><b>{html.escape(verdict[:1].upper() + verdict[1:])}</b></p>"
+             f"<p>Speed-up (median before wall / median after wall): <b>{fmt.times(result.speedup)}</b>; "
              f"word error rate between the two texts: {fmt.percent(result.wer_between)}</p>")
     side_by_side = [_html_table(_metrics_frame([result.before, result.after], ["before", "after"]))]
     if result.differences:
@@ -101,10 +106,45 @@ def _sweep(result: Sweep) -> tuple[list[tuple[str, str]], str, list, list[str]]:
     best_run = next((r for r in result.runs if r.transcript.config.get("batch_size") == best), None)
     shown = best_run or (result.runs[-1] if result.runs else None)
     texts = [(f"batch size {best}", shown.transcript.text)] if shown is not None else []
-    table = _html_table(tables.frame(tables.sweep_header(), tables.sweep_rows(result)))
-    table += f"<p>Fastest batch size: <b>{best}</b> ({html.escape(result.stopped_because)})</p>"
+    table = _html_table(tables.frame(tables.sweep_header(result), tables.sweep_rows(result)))
+    table += (f"<p><b>{html.escape(_sentence(result.verdict))}.</b> "
+              f"<i>({html.escape(result.stopped_because)})</i></p>")
+    advice = _reconciled(result)
+    if advice:
+        table += f"<p>{html.escape(advice)}.</p>"
     figures = [plots.sweep(result), plots.timeline(result.runs)] if result.runs else [plots.sweep(result)]
     return texts, table, figures, _notes(shown) if shown is not None else []
+
+
+def _runs(runs: list[Run]) -> tuple[list[tuple[str, str]], str, list, list[str]]:
+    """Runs loaded from a folder: each one's text, their metrics side by side, their timelines."""
+    from whisperkit.views import plots
+
+    texts = [(run.label, run.transcript.text) for run in runs[:SHOWN_FILES]]
+    table = _html_table(_metrics_frame(runs, [f"run {number}" for number in range(1, len(runs) + 1)]))
+    return texts, table, [plots.timeline(runs), plots.summary(runs)], _notes(runs[-1])
+
+
+def _reconciled(result: Sweep) -> str:
+    """The sweep's finding and the memory model's recommendation for its model and device, in one
+    sentence ("" where the model cannot be told)."""
+    from whisperkit.core.batching import recommend_batch_size
+    from whisperkit.errors import WhisperkitError
+    from whisperkit.experiments.verdicts import reconcile_batch_sizes
+
+    if not result.runs:
+        return ""
+    used = result.runs[0].transcript.config
+    try:
+        recommended = recommend_batch_size(str(used.get("model")), str(used.get("compute_type")),
+                                           device="cuda" if used.get("device") == "cuda" else "cpu")
+    except WhisperkitError:
+        return ""
+    return reconcile_batch_sizes(result, recommended=recommended)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _html_table(frame: pd.DataFrame, header: bool = True) -> str:

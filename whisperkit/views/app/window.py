@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -16,12 +17,14 @@ from whisperkit.views.app import jobs
 from whisperkit.views.app.controls import Controls
 from whisperkit.views.app.live import REFRESH_S, LiveChart
 from whisperkit.views.app.results import ResultView
+from whisperkit.views.app.storage import RunFolder
 
 if TYPE_CHECKING:
     from whisperkit.core.config import Config
-    from whisperkit.views.app.jobs import Result
+    from whisperkit.views.app.storage import Shown
 
 ERROR_COLOR = "#b00020"
+DONE_COLOR = "#1b5e20"
 TITLE = "<b>whisperkit</b>: transcribe, and watch how the CPU and GPU are used"
 
 _log = logging.getLogger(__name__)
@@ -34,13 +37,15 @@ class App(ipywidgets.VBox):
     (:class:`~whisperkit.views.app.live.LiveChart`) and ``results``
     (:class:`~whisperkit.views.app.results.ResultView`); their widgets are also attributes of the
     app: ``model``, ``model_path``, ``device``, ``compute_type``, ``mode``, ``batch_size``,
-    ``batch_auto``, ``audio``, ``audio_path``, ``upload``, ``folder``, ``pack`` (corpus mode), the
-    three buttons; ``live_figure``;
+    ``batch_auto``, ``audio``, ``audio_path``, ``upload``, ``folder``, ``pack`` (corpus mode),
+    ``repeats``, ``quick``, ``sweep_sizes``, the three buttons, ``plan``; ``live_figure``;
+    ``run_folder`` and the ``save_button``, ``export_button`` and ``load_button`` of
+    :class:`~whisperkit.views.app.storage.RunFolder` (``files``);
     ``transcript``, ``table``, ``figures``. Its own: ``progress`` (IntProgress over the job's
     steps), ``status`` (HTML: what runs and for how long), ``message`` (HTML: a one-line error, red).
 
     State: ``busy``, ``last_result`` (the Run, Comparison or Sweep of the last job that
-    succeeded), ``last_error`` (the exception of the last job that failed, else None);
+    succeeded, or the run or runs loaded), ``last_error`` (the exception of the last job that failed, else None);
     ``wait(timeout)`` blocks until the current job is over.
     """
 
@@ -53,16 +58,20 @@ class App(ipywidgets.VBox):
         self.controls = Controls()
         self.live = LiveChart()
         self.results = ResultView()
+        self.files = RunFolder()
         for name in ("model", "model_path", "device", "compute_type", "mode", "batch_size", "batch_auto", "audio",
-                     "audio_path", "upload", "folder", "pack", "transcribe_button", "compare_button", "sweep_button"):
+                     "audio_path", "upload", "folder", "pack", "repeats", "quick", "sweep_sizes", "plan",
+                     "transcribe_button", "compare_button", "sweep_button"):
             setattr(self, name, getattr(self.controls, name))
+        self.run_folder = self.files.folder
+        self.save_button, self.export_button, self.load_button = self.files.buttons
         self.live_figure = self.live.figure
         self.transcript, self.table, self.figures = self.results.transcript, self.results.table, self.results.figures
         self.progress = ipywidgets.IntProgress(value=0, min=0, max=1, description="",
                                                layout=ipywidgets.Layout(width="200px"))
         self.status = ipywidgets.HTML(value="Ready.")
         self.message = ipywidgets.HTML(value="")
-        self.last_result: Result | None = None
+        self.last_result: Shown | None = None
         self.last_error: BaseException | None = None
         self._done = threading.Event()
         self._done.set()
@@ -71,9 +80,11 @@ class App(ipywidgets.VBox):
         self._job_started = 0.0
         for action, button in zip(("transcribe", "compare", "sweep"), self.controls.buttons):
             button.on_click(lambda _, action=action: self._start(action))
-        self.children = [ipywidgets.HTML(TITLE), self.controls.box, ipywidgets.HBox([self.progress, self.status]),
-                         self.message, self.live.figure, self.results.transcript, self.results.table,
-                         self.results.figures]
+        for action, button in zip(("save", "export", "load"), self.files.buttons):
+            button.on_click(lambda _, action=action: self._file_action(action))
+        self.children = [ipywidgets.HTML(TITLE), self.controls.box, self.files.box,
+                         ipywidgets.HBox([self.progress, self.status]), self.message, self.live.figure,
+                         self.results.transcript, self.results.table, self.results.figures]
 
     @property
     def busy(self) -> bool:
@@ -93,7 +104,7 @@ class App(ipywidgets.VBox):
             if self.busy:
                 return
             self._done.clear()
-        self.controls.enable(False)
+        self._enable(False)
         self.message.value = ""
         self.last_error = None
         self._job_label = jobs.LABELS[action]
@@ -107,8 +118,12 @@ class App(ipywidgets.VBox):
         ticker = threading.Thread(target=self._tick, args=(stop,), name="whisperkit-app-live", daemon=True)
         try:
             audio, config = self.controls.audio_source(), self.controls.config()
+            job = jobs.Job(watch=self.live.watch, step=self._step, hold=self.live.hold,
+                           repeats=self.controls.repeat_count(),
+                           sweep_sizes=self.controls.sweep_batch_sizes() if action == "sweep" else ())
+            self.live.reset()
             ticker.start()
-            result = jobs.JOBS[action](audio, config, self.live.watch, self._step)
+            result = jobs.JOBS[action](audio, config, job)
             self._stop_ticker(stop, ticker)
             self.results.show(result)
             self.last_result = result
@@ -123,8 +138,39 @@ class App(ipywidgets.VBox):
                 self._stop_ticker(stop, ticker)
             except Exception:  # the chart is secondary: the buttons must come back whatever happens
                 _log.warning("whisperkit app: could not update the live chart", exc_info=True)
-            self.controls.enable(True)
+            self._enable(True)
             self._done.set()
+
+    def _enable(self, enabled: bool) -> None:
+        self.controls.enable(enabled)
+        self.files.enable(enabled, self.last_result is not None)
+
+    def _file_action(self, action: str) -> None:
+        """Save, export or load (quick, on the notebook's thread); a failure is one red line."""
+        from whisperkit.views.app import storage
+
+        if self.busy:
+            return
+        self.message.value = ""
+        try:
+            if action == "load":
+                loaded = storage.load(os.path.expanduser(self.run_folder.value.strip()) or ".")
+                self.results.show(loaded)
+                self.last_result = loaded
+                said = f"Loaded {self.run_folder.value.strip()}."
+            else:
+                if self.last_result is None:
+                    return
+                folder = self.files.target(self.last_result)
+                said = (storage.save if action == "save" else storage.export)(self.last_result, folder)
+                self.run_folder.value = folder
+        except WhisperkitError as error:
+            self._fail(error, first_line(error), job=False)
+        except Exception as error:  # never a traceback in the app
+            self._fail(error, f"{type(error).__name__}: {first_line(error)}", job=False)
+        else:
+            self.message.value = f'<span style="color:{DONE_COLOR}">{html.escape(said)}</span>'
+        self._enable(True)
 
     def _step(self, done: int, total: int, label: str) -> None:
         self.progress.max, self.progress.value = total, done
@@ -146,8 +192,9 @@ class App(ipywidgets.VBox):
             ticker.join()
         self.live.refresh()
 
-    def _fail(self, error: BaseException, text: str) -> None:
+    def _fail(self, error: BaseException, text: str, *, job: bool = True) -> None:
         self.last_error = error
         self.message.value = f'<span style="color:{ERROR_COLOR}"><b>Error:</b> {html.escape(text)}</span>'
-        self.progress.bar_style = "danger"
-        self.status.value = f"Failed after {time.monotonic() - self._job_started:.1f} s."
+        if job:
+            self.progress.bar_style = "danger"
+            self.status.value = f"Failed after {time.monotonic() - self._job_started:.1f} s."

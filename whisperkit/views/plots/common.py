@@ -29,7 +29,9 @@ OOM_COLOR = "#c0392b"
 HOST_COLOR = "#4d4d4d"  # sweep: CPU and process memory
 GPU_COLOR = "#e69f00"  # sweep: GPU utilization and memory
 NO_GPU_NOTE = "No GPU visible{where}: {reason}. {on_gpu}"
-NOTE_WIDTH_CHARS = 120  # plotly does not wrap annotation text; we wrap it ourselves
+# plotly does not wrap annotation text; we wrap it ourselves, narrow enough (about 600 px at 12 px)
+# to fit a notebook's output area beside the plot's left margin
+NOTE_WIDTH_CHARS = 90
 
 
 def runs_of(obj: object) -> list[Run]:

@@ -57,9 +57,7 @@ def stage_timeline(result: CorpusResult | Run, *, title: str | None = None) -> F
     fig.update_yaxes(categoryorder="array", categoryarray=lanes[::-1], row=rows, col=1)
     if monitored:
         _utilization(fig, timeline)
-        for _, mark in marks.iterrows():
-            fig.add_vline(x=mark["time_s"], line=dict(color=PHASE_COLORS.get("decode", "#888"), dash="dot"),
-                          annotation_text=mark["label"], annotation_position="top left")
+        _marks(fig, marks)
     fig.update_xaxes(title_text="time since the run started (s)", row=rows, col=1)
     wait = result.model_wait_percent
     fig.update_layout(
@@ -68,6 +66,19 @@ def stage_timeline(result: CorpusResult | Run, *, title: str | None = None) -> F
                         f"the model waited {wait:.0f} % of the run"),
     )
     return fig
+
+
+MARK_LEVELS = 3  # labels of nearby marks go on this many heights in turn, so they never overlap
+
+
+def _marks(fig: Figure, marks: Any) -> None:
+    """A dotted line per mark with its label above the plot; labels of successive marks step down
+    one of :data:`MARK_LEVELS` heights, so close marks ("prepare", "first batch") stay readable."""
+    for number, (_, mark) in enumerate(marks.sort_values("time_s").iterrows()):
+        fig.add_vline(x=mark["time_s"], line=dict(color=PHASE_COLORS.get("decode", "#888"), dash="dot"))
+        fig.add_annotation(x=mark["time_s"], xref="x", yref="paper", y=1.0, yshift=-14 * (number % MARK_LEVELS),
+                           yanchor="bottom", xanchor="left", text=str(mark["label"]), showarrow=False,
+                           font=dict(size=11, color="#555"), bgcolor="rgba(255,255,255,0.8)", name="mark")
 
 
 def _corpus_of(obj: object) -> tuple[CorpusResult, Any, Any]:

@@ -42,9 +42,10 @@ def sweep(sw: Sweep) -> Figure:
         if has_gpu or not metric(key).gpu_only:
             _sweep_line(fig, sizes, [as_number(getattr(p, key)) for p in points], metric(key), row, color)
     _mark_oom(fig, [p for p in points if p.oom])
+    _rtfx_range(fig, sw, sizes)
     best = sw.best
     if best is not None:
-        _mark_best(fig, best, rtfx[sizes.index(best)])
+        _mark_best(fig, best, rtfx[sizes.index(best)], alone=sw.tied == [best])
     fig.update_xaxes(type="log", tickmode="array", tickvals=sizes, ticktext=[str(s) for s in sizes])
     fig.update_xaxes(title_text="batch size (log scale)", row=3, col=1)
     fig.update_yaxes(title_text="RTFx (audio s per wall s)", rangemode="tozero", row=1, col=1)
@@ -62,7 +63,7 @@ def sweep(sw: Sweep) -> Figure:
         title=_sweep_title(sw),
         height=820,
         hovermode="x unified",
-        margin=dict(t=100, b=130 if notes else 70),
+        margin=dict(t=120, b=130 if notes else 70),
     )
     return fig
 
@@ -76,16 +77,32 @@ def _sweep_line(fig: Figure, sizes: list[int], values: list[float], m: Metric, r
     )
 
 
-def _mark_best(fig: Figure, best: int, rtfx: float) -> None:
+def _mark_best(fig: Figure, best: int, rtfx: float, *, alone: bool) -> None:
+    """A star at the sweep's best batch size: the fastest where the runs separate it, else the
+    smallest batch size they cannot tell from the fastest (said so)."""
+    name = "best batch size" if alone else "smallest batch size as fast within noise"
     fig.add_scatter(
-        x=[best], y=[rtfx], mode="markers", name="best batch size",
+        x=[best], y=[rtfx], mode="markers", name=name,
         marker=dict(symbol="star", size=18, color="#f1c40f", line=dict(color="#333", width=1)),
-        hovertemplate=f"best batch size {best}: RTFx %{{y:{fmt.axis_format(metric('rtfx').digits)}}}<extra></extra>", meta={"series": "best"},
+        hovertemplate=f"{name} {best}: RTFx %{{y:{fmt.axis_format(metric('rtfx').digits)}}}<extra></extra>", meta={"series": "best"},
         row=1, col=1,
     )
     fig.add_vline(x=best, line=dict(color="#b7950b", dash="dot", width=1), name="best", row="all", col=1)
-    fig.add_annotation(x=math.log10(best), y=rtfx, xref="x", yref="y", text=f"best: batch size {best}",
+    text = f"best: batch size {best}" if alone else f"batch size {best}: no slower within noise"
+    fig.add_annotation(x=math.log10(best), y=rtfx, xref="x", yref="y", text=text,
                        showarrow=True, arrowhead=2, ax=0, ay=-36, name="best")
+
+
+def _rtfx_range(fig: Figure, sw: Sweep, sizes: list[int]) -> None:
+    """Error bars from the lowest to the highest RTFx of each batch size's repeats (where repeated)."""
+    if not any(len(values) > 1 for values in sw.repeat_rtfx.values()):
+        return
+    trace = next(t for t in fig.data if (t.meta or {}).get("series") == "rtfx")
+    ys = list(trace.y)
+    spreads = [sw.repeat_rtfx.get(size) or [y] for size, y in zip(sizes, ys)]
+    trace.error_y = dict(type="data", symmetric=False, array=[max(v) - y for v, y in zip(spreads, ys)],
+                         arrayminus=[y - min(v) for v, y in zip(spreads, ys)], thickness=1.2, width=5)
+    trace.name = f"{trace.name} (median; bars: lowest to highest of the repeats)"
 
 
 def _mark_oom(fig: Figure, points: list[SweepPoint]) -> None:
@@ -102,11 +119,9 @@ def _mark_oom(fig: Figure, points: list[SweepPoint]) -> None:
 
 
 def _sweep_title(sw: Sweep) -> str:
-    best = sw.best
-    if best is None:
-        headline = "no batch size fitted" if sw.points else "nothing measured"
-    else:
-        point = next(p for p in sw.points if p.batch_size == best)
-        headline = f"best batch size {best} (RTFx {fmt.metric_text('rtfx', point.rtfx)})"
-    why = f"<br><sup>stopped: {sw.stopped_because}</sup>" if sw.stopped_because else ""
-    return f"Batch-size sweep: {headline}{why}"
+    import textwrap
+
+    headline = sw.verdict if sw.points else "nothing measured"
+    lines = "<br>".join(textwrap.wrap(headline[:1].upper() + headline[1:], 110))
+    why = f"<br>stopped: {sw.stopped_because}" if sw.stopped_because else ""
+    return f"Batch-size sweep<br><sup>{lines}{why}</sup>"
