@@ -59,7 +59,9 @@ EXERCISE = "**Predict, then measure.**"
 SUMMARY = "## What you learned"
 GLOSSARY_LINK = "../docs/glossary.md"
 GLOSSARY_TERMS = ["RTFx", "NVML utilization", "VAD", "Chunk", "Window", "Inter-op", "Intra-op", "RSS", "WER"]
-VERDICTS = ("no difference within noise", "in every repeat", "QUICK mode")
+# what a verdict may say (whisperkit.experiments.verdicts and the notebooks' own): never a bare larger number
+VERDICTS = ("no difference within noise", "in every repeat", "QUICK mode", "quick mode", "x faster (wall", "x slower (wall",
+            "beyond the noise", "do not differ within noise", "do the same work")
 
 
 @pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: p.name)
@@ -218,12 +220,13 @@ def test_02_before_after_runs(kernel_manager_factory):
 def test_03_sweep_runs(kernel_manager_factory):
     notebook = execute(NOTEBOOKS / "03_batch_size_sweep.ipynb", kernel_manager_factory)
     swept = text_of(code_cell(notebook, "wk.sweep("))
-    assert re.search(r"fastest median: batch size \d+; within noise of it \(runs overlap\): \[", swept)
-    assert "RTFx median" in swept and "RTFx max" in swept
+    assert re.search(r"fastest median: batch size \d+; within noise of it, or doing the same work: \[", swept)
+    assert "RTFx min" in swept and "RTFx max" in swept  # the spread of the 3 repeats
     figure = code_cell(notebook, "wk.plots.sweep(sw)")
     assert PLOTLY_MIME in mimetypes(figure)
-    traces = figure.outputs[-1].data[PLOTLY_MIME]["data"]
-    assert not [t for t in traces if (t.get("meta") or {}).get("series") == "best"], "no crowned batch size"
+    stars = [t for t in figure.outputs[-1].data[PLOTLY_MIME]["data"] if (t.get("meta") or {}).get("series") == "best"]
+    alone = "beyond the noise of every other size" in verdict_of(swept)
+    assert all(t["name"] == ("best batch size" if alone else "smallest batch size as fast within noise") for t in stars)
     assert re.search(r"autotune picked: \d+", text_of(code_cell(notebook, "runners.autotune(")))
     estimates = text_of(code_cell(notebook, "recommend_batch_size(m,"))
     assert "large-v3" in estimates and "80 GiB" in estimates
