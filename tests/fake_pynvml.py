@@ -4,6 +4,14 @@ It reuses nvidia-ml-py's real error classes, constants and ctypes result structu
 values in NVML's units (bytes, milliwatts, MHz, °C, microsecond timestamps) and raises errors
 the way the real module does (``NVMLError(code)`` becomes the matching subclass).
 
+The driver behind it is one of :data:`DRIVERS` (``make_fake(driver=...)``): which symbols
+``_nvmlGetFunctionPointer`` finds, and the struct its ``nvmlDeviceGetComputeRunningProcesses_v3``
+writes. ``nvmlDeviceGetComputeRunningProcesses`` behaves as nvidia-ml-py 13's: it calls ``_v3``
+with a 4-field struct (so on ``"r535"``, whose ``_v3`` writes 5 fields, PIDs after the first are
+garbage) and raises ``NVMLLibraryMismatchError`` on a driver without ``_v3`` (``"old"``).
+Memory answers v1 (``used`` = allocations + the driver's reservation) and v2 (``reserved``
+apart); GPM answers with nvidia-ml-py's own structs on a GPU given ``gpm`` readings.
+
 >>> fake = make_fake([a100(), rtx3090(power_supported=False)])      # doctest: +SKIP
 >>> monkeypatch.setitem(sys.modules, "pynvml", fake)      # doctest: +SKIP
 >>> fake.state.calls[("nvmlDeviceGetPowerUsage", 1)]      # doctest: +SKIP   how often it was asked
@@ -25,16 +33,26 @@ from dataclasses import asdict, dataclass, field
 
 import pynvml as real
 
+try:
+    from tests import fake_nvml_driver
+    from tests.fake_nvml_driver import DRIVERS
+except ImportError:  # run from inside tests/
+    import fake_nvml_driver  # type: ignore[no-redef]
+    from fake_nvml_driver import DRIVERS  # type: ignore[no-redef]
+
 GIB = 2**30
 
 
 @dataclass
 class FakeMig:
-    """One MIG instance: its UUID and its own memory (NVML answers only these for a MIG handle)."""
+    """One MIG instance: its UUID, its own memory and GPU instance id (NVML answers only these for a MIG handle)."""
 
     uuid: str
     memory_total_bytes: int
     memory_used_bytes: int
+    gpu_instance_id: int = 1
+    #: GPM readings of this instance (see FakeGpu.gpm), read with nvmlGpmMigSampleGet
+    gpm: dict[int, float] | None = None
 
 
 @dataclass
@@ -70,14 +88,27 @@ class FakeGpu:
     #: utilization call when set, so a test can change the readings of a fake that runs in the
     #: sampler's own process (see :func:`set_readings`)
     readings_file: str | None = None
+    #: bytes the driver reserves for itself: v1's ``used`` includes them, v2 reports them as ``reserved``
+    memory_reserved_bytes: int = 0
+    #: on a GPU in MIG mode, whether the parent's memory may be read (else NVMLError_NoPermission)
+    mig_parent_memory_permitted: bool = False
+    #: GPM readings, NVML_GPM_METRIC_* id -> value between two samples (None: not a GPM GPU, before Hopper)
+    gpm: dict[int, float] | None = None
+    #: pid -> seconds by which that process's per-process samples lag the driver's period boundaries
+    process_sample_offset_s: dict[int, float] = field(default_factory=dict)
 
 
-def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int]) -> None:
-    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``."""
+def set_readings(gpu: FakeGpu, util_gpu_percent: int, process_sm_util: dict[int, int],
+                 gpm: dict[int, float] | None = None) -> None:
+    """Change what ``gpu`` reads from now on, in every process: needs ``gpu.readings_file``.
+    ``gpm`` (a GPM GPU's readings) is kept as it was when not given."""
     gpu.util_gpu_percent, gpu.process_sm_util = util_gpu_percent, dict(process_sm_util)
+    if gpm is not None:
+        gpu.gpm = dict(gpm)
     with open(f"{gpu.readings_file}.tmp", "w", encoding="utf-8") as handle:
         json.dump({"util_gpu_percent": util_gpu_percent,
-                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()}}, handle)
+                   "process_sm_util": {str(pid): sm for pid, sm in process_sm_util.items()},
+                   "gpm": None if gpu.gpm is None else {str(k): v for k, v in gpu.gpm.items()}}, handle)
     os.replace(f"{gpu.readings_file}.tmp", gpu.readings_file)
 
 
@@ -89,6 +120,8 @@ def _read_readings(gpu: FakeGpu) -> None:
         values = json.load(handle)
     gpu.util_gpu_percent = values["util_gpu_percent"]
     gpu.process_sm_util = {int(pid): sm for pid, sm in values["process_sm_util"].items()}
+    if values.get("gpm") is not None:
+        gpu.gpm = {int(k): v for k, v in values["gpm"].items()}
 
 
 def a100(**changes) -> FakeGpu:
@@ -120,10 +153,32 @@ def h100_mig(**changes) -> FakeGpu:
         memory_total_bytes=80 * GIB, memory_used_bytes=12 * GIB,
         util_gpu_percent=0, util_memory_percent=0, power_mw=180_000, sm_clock_mhz=1980,
         temperature_c=40, pci_bus_id="00000000:1A:00.0",
-        mig=[FakeMig("MIG-4a2b6c8d-1e3f-5a7b-9c0d-2e4f6a8b0c1d", 10 * GIB, 1 * GIB),
-             FakeMig("MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f", 40 * GIB, 2 * GIB)],
+        mig=[FakeMig("MIG-4a2b6c8d-1e3f-5a7b-9c0d-2e4f6a8b0c1d", 10 * GIB, 1 * GIB, gpu_instance_id=9,
+                     gpm=_gpm_readings(sm_active=20.0, occupancy=12.0, tensor=5.0, dram=15.0)),
+             FakeMig("MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f", 40 * GIB, 2 * GIB, gpu_instance_id=2,
+                     gpm=_gpm_readings(sm_active=61.0, occupancy=33.0, tensor=27.0, dram=44.0))],
+        gpm={},  # a GPM GPU; in MIG mode it is sampled per instance
     )
     return FakeGpu(**{**values, **changes})
+
+
+def h100(**changes) -> FakeGpu:
+    """An NVIDIA H100 80GB HBM3 reading 100 % utilization while GPM shows 35 % of its SMs active;
+    the driver reserves 531 MiB (v1's ``used`` counts it, v2's does not)."""
+    values = dict(
+        name="NVIDIA H100 80GB HBM3", uuid="GPU-3c5e7a9b-1d2f-4a6c-8e0b-2d4f6a8c0e13",
+        memory_total_bytes=80 * GIB, memory_used_bytes=6 * GIB, memory_reserved_bytes=531 * 2**20,
+        util_gpu_percent=100, util_memory_percent=38, power_mw=402_000, sm_clock_mhz=1980,
+        temperature_c=58, pci_bus_id="00000000:19:00.0",
+        gpm=_gpm_readings(sm_active=35.0, occupancy=18.0, tensor=9.0, dram=27.0),
+    )
+    return FakeGpu(**{**values, **changes})
+
+
+def _gpm_readings(*, sm_active: float, occupancy: float, tensor: float, dram: float) -> dict[int, float]:
+    """GPM readings by NVML metric id: SM activity, SM occupancy, any-tensor activity, DRAM bandwidth (percent)."""
+    return {real.NVML_GPM_METRIC_SM_UTIL: sm_active, real.NVML_GPM_METRIC_SM_OCCUPANCY: occupancy,
+            real.NVML_GPM_METRIC_ANY_TENSOR_UTIL: tensor, real.NVML_GPM_METRIC_DRAM_BW_UTIL: dram}
 
 
 @dataclass
@@ -136,10 +191,17 @@ class FakeState:
     cuda_version: int
     #: driver sample period for per-process utilization, seconds
     sample_period_s: float
+    #: the driver generation, one of DRIVERS
+    driver: str = "current"
     initialized: int = 0
     init_calls: int = 0
     shutdown_calls: int = 0
     calls: Counter = field(default_factory=Counter)
+    #: GPM samples allocated and not freed: address -> (device index, GPU instance id or None, time taken or None)
+    gpm_samples: dict = field(default_factory=dict)
+    #: the driver's per-process sample buffer per device: [(pid, timeStamp µs, smUtil)], and each running pid's newest stamp
+    process_samples: dict = field(default_factory=dict)
+    process_newest_stamp: dict = field(default_factory=dict)
 
 
 class _Handle:
@@ -154,21 +216,25 @@ class _Handle:
 
 
 #: what NVML answers for a MIG device handle; everything else is NotSupported there
-MIG_HANDLE_FUNCTIONS = {"nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo"}
+MIG_HANDLE_FUNCTIONS = {"nvmlDeviceGetUUID", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetGpuInstanceId"}
 #: NotSupported on the parent of a GPU in MIG mode
-MIG_PARENT_UNSUPPORTED = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization"}
+MIG_PARENT_UNSUPPORTED = {"nvmlDeviceGetUtilizationRates", "nvmlDeviceGetProcessUtilization", "nvmlGpmSampleGet"}
 
 
 def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = None,
               driver_version: str = "550.54.15", cuda_version: int = 12040,
-              sample_period_s: float = 1 / 6) -> types.ModuleType:
-    """A fresh fake module; ``init_error`` is an ``NVML_ERROR_*`` code nvmlInit raises."""
-    state = FakeState(list(gpus or []), init_error, driver_version, cuda_version, sample_period_s)
+              sample_period_s: float = 1 / 6, driver: str = "current") -> types.ModuleType:
+    """A fresh fake module; ``init_error`` is an ``NVML_ERROR_*`` code nvmlInit raises; ``driver``
+    one of :data:`DRIVERS`."""
+    if driver not in DRIVERS:
+        raise ValueError(f"unknown fake driver {driver!r}; expected one of: {', '.join(DRIVERS)}")
+    state = FakeState(list(gpus or []), init_error, driver_version, cuda_version, sample_period_s, driver)
     fake = types.ModuleType("pynvml", "fake pynvml for whisperkit tests")
-    for name in dir(real):  # the real error classes and constants
-        if name.startswith(("NVMLError", "NVML_")):
+    for name in dir(real):  # the real error classes, constants and the structs callers build
+        if name.startswith(("NVMLError", "NVML_", "nvmlMemory_v", "c_nvmlGpm")) or name == "NVMLLibraryMismatchError":
             setattr(fake, name, getattr(real, name))
     fake.state = state
+    symbols, process_structs = DRIVERS[driver]
 
     def system(name):
         def wrap(func):
@@ -182,7 +248,7 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
             return call
         return wrap
 
-    def device(name):
+    def device(name, export=True):
         def wrap(func):
             def call(handle, *args):
                 if not state.initialized:
@@ -195,14 +261,13 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
                 if handle.mig is not None:
                     if name not in MIG_HANDLE_FUNCTIONS:
                         raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
-                    mig = gpu.mig[handle.mig]
-                    return func(FakeGpu(gpu.name, mig.uuid, mig.memory_total_bytes, mig.memory_used_bytes,
-                                        0, 0, 0, 0, 0), *args)
+                    return func(_mig_view(gpu, gpu.mig[handle.mig]), *args)
                 if gpu.mig and name in MIG_PARENT_UNSUPPORTED:
                     raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
                 return func(gpu, *args)
             call.__name__ = name
-            setattr(fake, name, call)
+            if export:
+                setattr(fake, name, call)
             return call
         return wrap
 
@@ -246,8 +311,24 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
 
     @device("nvmlDeviceGetMemoryInfo")
     def _memory(gpu, version=None):
-        free = gpu.memory_total_bytes - gpu.memory_used_bytes
-        return real.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=gpu.memory_used_bytes)
+        if gpu.mig and not gpu.mig_parent_memory_permitted:
+            raise real.NVMLError(real.NVML_ERROR_NO_PERMISSION)
+        reserved, used = gpu.memory_reserved_bytes, gpu.memory_used_bytes
+        free = gpu.memory_total_bytes - used - reserved
+        if not version:  # v1: the reservation counts as used
+            return real.c_nvmlMemory_t(total=gpu.memory_total_bytes, free=free, used=used + reserved)
+        if "nvmlDeviceGetMemoryInfo_v2" not in symbols:
+            raise real.NVMLError(real.NVML_ERROR_FUNCTION_NOT_FOUND)
+        if version != real.nvmlMemory_v2:
+            raise real.NVMLError(real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        return real.c_nvmlMemory_v2_t(version=version, total=gpu.memory_total_bytes, reserved=reserved,
+                                      free=free, used=used)
+
+    @device("nvmlDeviceGetGpuInstanceId")
+    def _gpu_instance_id(gpu):
+        if not hasattr(gpu, "gpu_instance_id"):  # a whole GPU, not a MIG instance
+            raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        return gpu.gpu_instance_id
 
     @device("nvmlDeviceGetUtilizationRates")
     def _util(gpu):
@@ -271,30 +352,6 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         if sensor != real.NVML_TEMPERATURE_GPU:
             raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.temperature_c
-
-    @device("nvmlDeviceGetProcessUtilization")
-    def _process_util(gpu, last_seen_us):
-        _read_readings(gpu)
-        # the driver closes a sample period every sample_period_s; only newer samples are returned
-        period_us = int(state.sample_period_s * 1e6)
-        stamp = time.time_ns() // 1000 // period_us * period_us
-        if not gpu.process_sm_util or stamp <= last_seen_us:
-            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
-        samples = []
-        for pid, values in gpu.process_sm_util.items():
-            history = values if isinstance(values, list) else [values]
-            for age, sm in enumerate(reversed(history)):  # newest first, each one period older
-                if stamp - age * period_us > last_seen_us:
-                    samples.append(real.c_nvmlProcessUtilizationSample_t(
-                        pid=pid, timeStamp=stamp - age * period_us, smUtil=sm, memUtil=sm // 2, encUtil=0, decUtil=0))
-        return samples[::-1]  # NVML gives no order; oldest first here, so the newest must be chosen
-
-    @device("nvmlDeviceGetComputeRunningProcesses")
-    def _compute_processes(gpu):
-        _read_readings(gpu)
-        pids = gpu.compute_pids if gpu.compute_pids is not None else list(gpu.process_sm_util)
-        return [real.c_nvmlProcessInfo_t(pid=pid, usedGpuMemory=512 * 2**20, gpuInstanceId=0xFFFFFFFF,
-                                            computeInstanceId=0xFFFFFFFF) for pid in pids]
 
     @device("nvmlDeviceGetTotalEnergyConsumption")
     def _energy(gpu):
@@ -332,7 +389,23 @@ def make_fake(gpus: list[FakeGpu] | None = None, *, init_error: int | None = Non
         return _Handle(handle.index, mig=index)
 
     fake.nvmlDeviceGetMigDeviceHandleByIndex = _mig_handle
+    fake_nvml_driver.add_process_utilization(state, device, _read_readings, _index_of)
+    fake_nvml_driver.add_process_lists(fake, state, symbols, process_structs, device, _read_readings)
+    fake_nvml_driver.add_gpm(fake, state, symbols, system, device, _read_readings, _index_of)
     return fake
+
+
+def _index_of(state: FakeState, gpu: FakeGpu) -> int:
+    """NVML's index of ``gpu`` (by identity: two GPUs may read alike)."""
+    return next(i for i, candidate in enumerate(state.gpus) if candidate is gpu)
+
+
+def _mig_view(gpu: FakeGpu, mig: FakeMig) -> FakeGpu:
+    """What NVML answers for a MIG instance's handle: its own memory, UUID and GPU instance id."""
+    view = FakeGpu(gpu.name, mig.uuid, mig.memory_total_bytes, mig.memory_used_bytes, 0, 0, 0, 0, 0,
+                   gpm=mig.gpm)
+    view.gpu_instance_id = mig.gpu_instance_id  # type: ignore[attr-defined]
+    return view
 
 
 #: the environment variables :func:`install` sets (see whisperkit.measure.nvml)
@@ -374,12 +447,16 @@ def from_environment() -> types.ModuleType:
 
 
 def _gpu_to_json(gpu: FakeGpu) -> dict:
-    values = asdict(gpu)
-    values["process_sm_util"] = {str(pid): sm for pid, sm in gpu.process_sm_util.items()}
-    return values
+    return asdict(gpu)  # json turns the int keys into strings: _gpu_from_json turns them back
+
+
+def _int_keys(mapping: dict | None) -> dict | None:
+    return None if mapping is None else {int(key): value for key, value in mapping.items()}
 
 
 def _gpu_from_json(values: dict) -> FakeGpu:
-    values = {**values, "mig": [FakeMig(**mig) for mig in values["mig"]], "calls_made": 0,
-              "process_sm_util": {int(pid): sm for pid, sm in values["process_sm_util"].items()}}
+    migs = [FakeMig(**{**mig, "gpm": _int_keys(mig.get("gpm"))}) for mig in values["mig"]]
+    values = {**values, "mig": migs, "calls_made": 0, "gpm": _int_keys(values.get("gpm")),
+              "process_sm_util": _int_keys(values["process_sm_util"]),
+              "process_sample_offset_s": _int_keys(values.get("process_sample_offset_s", {}))}
     return FakeGpu(**values)

@@ -26,7 +26,9 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_SUFFIXES = ["util_percent", "mem_util_percent", "mem_used_mb", "mem_total_mb", "power_w",
-                "sm_clock_mhz", "temperature_c", "process_util_percent", "energy_j"]
+                "sm_clock_mhz", "temperature_c", "process_util_percent", "energy_j", "mem_reserved_mb",
+                "sm_active_percent", "sm_occupancy_percent", "tensor_active_percent", "dram_bw_percent"]
+GPM_SUFFIXES = GPU_SUFFIXES[-4:]
 CPU_COLUMNS = ["time_s", "cpu_percent", *(f"cpu{i}_percent" for i in range(os.cpu_count())),
                "process_cpu_percent", "process_rss_mb", "mem_used_percent"]
 HAS_REAL_NVML = ctypes.util.find_library("nvidia-ml") is not None
@@ -297,6 +299,10 @@ def test_two_gpus_fill_every_column_in_the_right_units(two_gpus):
     assert timeline["gpu1_power_w"].isna().all()
     assert len(timeline) >= 6
     assert sampler.summary()["errors"].sum() == 0
+    # neither GPU has GPM (before Hopper): NaN, said once per column, not an error
+    assert timeline[[f"gpu{i}_{s}" for i in (0, 1) for s in GPM_SUFFIXES]].isna().all().all()
+    assert "Hopper" in sampler.column_reasons["gpu0_sm_active_percent"]
+    assert "gpu1_power_w" in sampler.column_reasons and "NotSupported" in sampler.column_reasons["gpu1_power_w"]
     # the total energy counter, millijoules to joules: rising with the fake's power
     energy = timeline["gpu0_energy_j"]
     assert energy.iloc[0] >= 5000 and energy.is_monotonic_increasing
@@ -321,26 +327,28 @@ def test_energy_is_nan_where_the_gpu_has_no_counter(monkeypatch):
 
 
 def test_gpu_lost_mid_run_leaves_nan_and_the_rest_goes_on(monkeypatch):
-    # per sample: utilization, memory, power, clock, temperature, energy, process utilization;
-    # the first sample also lists the compute processes (the PID check)
+    # at open: MIG mode; per sample: utilization, memory (v2), power, clock, temperature, energy,
+    # process utilization; the first sample also lists the compute processes (the PID check) and
+    # asks whether GPM is supported
     calls_per_sample = 7
-    lost = fake_pynvml.rtx3090(lost_after_calls=3 * calls_per_sample + 2)  # dies in sample 4, at memory
+    lost = fake_pynvml.rtx3090(lost_after_calls=1 + 3 * calls_per_sample + 2 + 1)  # dies in sample 4, at memory
     fake_pynvml.install(monkeypatch, [fake_pynvml.a100(), lost])
     with Sampler(interval=0.05) as sampler:
         time.sleep(0.5)
     timeline = sampler.timeline
     assert len(timeline) >= 8
-    gpu1 = timeline[[f"gpu1_{s}" for s in GPU_SUFFIXES if s != "process_util_percent"]]
+    measured = [s for s in GPU_SUFFIXES if s != "process_util_percent" and s not in GPM_SUFFIXES]
+    gpu1 = timeline[[f"gpu1_{s}" for s in measured]]
     assert gpu1.iloc[:3].notna().all().all()
     assert gpu1.iloc[4:].isna().all().all()
     assert timeline["gpu1_mem_used_mb"].iloc[3] != timeline["gpu1_mem_used_mb"].iloc[3]  # the failing call
     # the lost GPU is not asked again; the other GPU and the CPU go on
-    assert timeline[[f"gpu0_{s}" for s in GPU_SUFFIXES if s != "process_util_percent"]].notna().all().all()
+    assert timeline[[f"gpu0_{s}" for s in measured]].notna().all().all()
     assert timeline["process_rss_mb"].notna().all()
     summary = sampler.summary()
     assert summary.loc[("all", "gpu1_mem_used_mb"), "errors"] == 1
     assert summary.loc[("all", "gpu0_util_percent"), "errors"] == 0
-    assert sampler.errors == {"gpu1_mem_used_mb": 1, "gpu1_mem_total_mb": 1}
+    assert sampler.errors == {"gpu1_mem_used_mb": 1, "gpu1_mem_total_mb": 1, "gpu1_mem_reserved_mb": 1}
 
 
 @pytest.mark.parametrize("code, words", [
@@ -385,25 +393,6 @@ def test_process_util_sums_sm_util_of_the_watched_tree_only(monkeypatch):
     assert tree.timeline["gpu1_process_util_percent"].isna().all()
 
 
-def test_process_util_holds_for_a_driver_period_then_reads_zero(monkeypatch):
-    gpu = fake_pynvml.a100(process_sm_util={os.getpid(): 64})
-    fake = fake_pynvml.make_fake([gpu], sample_period_s=0.01)
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setattr(nvml, "DRIVER_PERIOD_MAX_S", 0.2)
-    pids = {os.getpid()}
-    with nvml.NvmlSession() as session:
-        assert session.read(pids)["gpu0_process_util_percent"] == 64
-        gpu.process_sm_util.clear()  # the process stops launching kernels: NotFound from now on
-        time.sleep(0.02)
-        assert session.read(pids)["gpu0_process_util_percent"] == 64  # within a driver period
-        time.sleep(0.25)
-        assert session.read(pids)["gpu0_process_util_percent"] == 0
-        gpu.process_sm_util[12345] = 90  # someone else's process: ours still 0
-        time.sleep(0.02)
-        assert session.read(pids)["gpu0_process_util_percent"] == 0
-        assert session.drain_errors() == []
-
-
 def test_sessions_share_one_nvml_init(two_gpus):
     with nvml.NvmlSession() as first:
         with nvml.NvmlSession() as second:
@@ -426,11 +415,11 @@ def test_gpu_inventory_from_the_fake(two_gpus):
     assert reason is None
     assert gpus == [
         {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "uuid": "GPU-5f2d7c1e-8a4b-4b1e-9c55-0d6a2e7f3a10",
-         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "driver_version": "550.54.15",
-         "cuda_driver_version": "12.4"},
+         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "memory_reserved_mb": 0.0,
+         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
         {"index": 1, "name": "NVIDIA GeForce RTX 3090", "uuid": "GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
-         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "driver_version": "550.54.15",
-         "cuda_driver_version": "12.4"},
+         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "memory_reserved_mb": 0.0,
+         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
     ]
     assert two_gpus.state.initialized == 0
 
@@ -512,83 +501,3 @@ def test_monitor_unknown_output_suffix_fails_before_starting(tmp_path):
     out = run_monitor("-o", "run.txt", "--", sys.executable, "-c", "open('started', 'w')", cwd=tmp_path)
     assert out.returncode == 2 and ".csv or .parquet" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "started").exists()
-
-
-# -- per-process GPU utilization: never a false 0 ----------------------------------------------
-
-HOST_PID = 3_999_917  # a PID as the host numbers it: no such process in this namespace
-
-
-@pytest.fixture
-def in_a_container(monkeypatch, tmp_path):
-    """/proc/self/status as inside Docker: NSpid lists the host's PID and the container's."""
-    status = tmp_path / "status"
-    status.write_text(f"Name:\tpython\nNSpid:\t{HOST_PID}\t{os.getpid()}\n")
-    monkeypatch.setattr(nvml, "PROC_STATUS", str(status))
-
-
-def test_pid_namespace_depth_reads_nspid(tmp_path):
-    status = tmp_path / "status"
-    status.write_text("Name:\tpython\nNSpid:\t812\t7\t1\n")
-    assert nvml.pid_namespace_depth(str(status)) == 3
-    assert nvml.pid_namespace_depth(str(tmp_path / "missing")) == 1  # not Linux: assume none
-
-
-def test_in_a_pid_namespace_process_util_is_nan_with_the_reason(monkeypatch, in_a_container):
-    # the driver reports this process under its host PID, which psutil never shows
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={HOST_PID: 40})])
-    with nvml.NvmlSession() as session:
-        values = [session.read({os.getpid()}) for _ in range(3)]
-        assert all(math.isnan(v["gpu0_process_util_percent"]) for v in values)
-        assert "PID namespace" in session.process_util_reason and "host process ids" in session.process_util_reason
-        assert values[-1]["gpu0_util_percent"] == 87  # the device-wide readings go on
-        assert session.drain_errors() == []
-
-
-def test_in_a_pid_namespace_that_nvml_matches_process_util_is_read(monkeypatch, in_a_container):
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={os.getpid(): 40})])
-    with nvml.NvmlSession() as session:
-        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 40
-        assert session.process_util_reason is None
-
-
-def test_nvml_pids_that_do_not_exist_here_mean_nan_not_zero(monkeypatch):
-    """No nested namespace visible, but the busy GPU's compute processes are not this machine's PIDs."""
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={HOST_PID: 55})])
-    with Sampler(interval=0.05) as sampler:
-        time.sleep(0.3)
-    assert sampler.timeline["gpu0_process_util_percent"].isna().all()
-    assert str(HOST_PID) in sampler.process_gpu_unavailable_reason
-    assert "cannot be matched" in sampler.process_gpu_unavailable_reason
-
-
-def test_another_tenants_process_is_a_true_zero_for_ours(monkeypatch):
-    """NVML lists a process that exists here (PID 1), not ours: ours really used 0 %."""
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={1: 70})])
-    with nvml.NvmlSession() as session:
-        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 0
-        assert session.process_util_reason is None
-
-
-def test_the_newest_sample_of_each_process_counts(monkeypatch):
-    """NVML returns several samples per process, each with its own timestamp, in no set order."""
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(process_sm_util={os.getpid(): [10, 20, 35]})])
-    with nvml.NvmlSession() as session:
-        assert session.read({os.getpid()})["gpu0_process_util_percent"] == 35
-
-
-def test_empty_process_lists_are_unknown_not_zero(monkeypatch):
-    fake_pynvml.install(monkeypatch, [fake_pynvml.a100(compute_pids=[])])
-    with nvml.NvmlSession() as session:
-        values = session.read({os.getpid()})
-        assert math.isnan(values["gpu0_process_util_percent"]) and session.process_util_reason is None
-        assert session.drain_errors() == []
-
-
-def test_a_gpu_in_mig_mode_answers_not_supported_for_utilization(monkeypatch):
-    fake_pynvml.install(monkeypatch, [fake_pynvml.h100_mig()])
-    with nvml.NvmlSession() as session:
-        values = session.read({os.getpid()})
-        assert math.isnan(values["gpu0_util_percent"]) and math.isnan(values["gpu0_process_util_percent"])
-        assert values["gpu0_mem_total_mb"] == 80 * 1024 and values["gpu0_power_w"] == 180
-        assert session.drain_errors() == []  # NotSupported is an answer, not an error

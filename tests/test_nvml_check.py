@@ -107,7 +107,7 @@ def test_every_step_runs_against_the_fake_nvml_and_records_its_raw_answers(quick
     device = steps["nvml_devices"]["result"][0]
     assert device["pci_bus_id"] == "00000000:07:00.0" and device["mig_mode"] == [0, 0]
     assert device["memory"]["v1"]["total"] == 40 * 1024
-    assert isinstance(device["memory"]["v2"], str)  # the fake's v1 struct has no reserved field: said, not crashed
+    assert device["memory"]["v2"]["used"] == 4608 and device["memory"]["v2"]["reserved"] == 0  # the fake answers v2
     assert steps["torch_devices"]["result"][0]["nvml_index"] == 0  # matched by PCI bus id
     assert "''" in steps["visible_devices"]["result"]  # CUDA_VISIBLE_DEVICES="" was tried in a child
     load = steps["known_load"]["result"]
@@ -118,7 +118,7 @@ def test_every_step_runs_against_the_fake_nvml_and_records_its_raw_answers(quick
     assert {s["pid"] for r in raw["process_util"] for s in r.get("samples", [])} == {os.getpid()}
     assert raw["slow"][0]["nvmlDeviceGetComputeRunningProcesses"][0]["pid"] == os.getpid()
     assert raw["slow"][0]["nvmlDeviceGetComputeRunningProcesses_v2"] == "nvmlDeviceGetComputeRunningProcesses_v2 absent"
-    assert raw["gpm"] == []  # the fake has no GPM: nothing asked
+    assert [g.get("error") for g in raw["gpm"]] == ["NVMLError_NotSupported: Not Supported"]  # no GPM on an A100: once
     findings = {f["what"]: f for f in steps["findings"]["result"]}
     api = findings["per-process utilization API"]
     assert api["own_pid_seen"] and api["calls"] > 10

@@ -33,6 +33,7 @@ ORDER = (
     "model-on-cpu",
     "other-process-on-gpu",
     "gpu-idle-decode",
+    "sms-mostly-idle",
     "model-waited-in-corpus",
     "long-cpu-prepare",
     "language-detection-in-prepare",
@@ -48,6 +49,8 @@ MODEL_WAIT_PERCENT = 20.0  # a corpus run's model "waited" above this percent of
 OTHER_PROCESS_POINTS = 10.0  # device minus this process's utilization, percentage points
 NVML_SHORTEST_PERIOD_S = 1 / 6  # NVML's utilization period is 1/6 s to 1 s, by product
 DEFAULT_CPU_THREADS = 4  # cpu_threads=0: CTranslate2's default intra_threads per worker (docs/parallel.md)
+BUSY_UTIL_PERCENT = 80.0  # NVML utilization at or above this reads "busy" (some kernel ran most of the time)
+IDLE_SMS_PERCENT = 50.0  # ... while GPM shows at most this percent of SMs active: not really busy
 
 
 @dataclass
@@ -84,8 +87,8 @@ def diagnose(result: Run | Comparison | Sweep | list[Run]) -> list[Finding]:
 def diagnose_run(run: Run) -> list[Finding]:
     """The findings of one run, most important first."""
     facts = _Facts(run)
-    checks = (_model_on_cpu, _other_process, _gpu_idle_decode, _model_waited, _long_prepare, _language_detection,
-              _batch_over_chunks, _workers_over_callers, _threads_over_cores, _fast_sampling)
+    checks = (_model_on_cpu, _other_process, _gpu_idle_decode, _sms_mostly_idle, _model_waited, _long_prepare,
+              _language_detection, _batch_over_chunks, _workers_over_callers, _threads_over_cores, _fast_sampling)
     findings = [finding for check in checks if (finding := check(facts)) is not None]
     for finding in findings:
         finding.run = facts.label
@@ -108,6 +111,7 @@ class _Facts:
     """What the checks read from a run, computed once."""
 
     def __init__(self, run) -> None:
+        from whisperkit.experiments.metrics import model_gpu_index
         from whisperkit.measure.columns import gpu_column, gpu_indices
 
         self.run = run
@@ -116,7 +120,9 @@ class _Facts:
         self.device = self.used.get("device")
         self.timeline = run.timeline
         columns = [] if run.timeline is None else list(run.timeline.columns)
-        self.gpus = gpu_indices(columns)
+        # the model's GPU where the run knows it (another job's GPU says nothing about this run), else all
+        model_gpu = model_gpu_index(run)
+        self.gpus = [model_gpu] if model_gpu in gpu_indices(columns) else gpu_indices(columns)
         self.util = [gpu_column(i, "util_percent") for i in self.gpus]
         self.process_util = [gpu_column(i, "process_util_percent") for i in self.gpus]
         self.mem_used = [gpu_column(i, "mem_used_mb") for i in self.gpus]
@@ -242,6 +248,40 @@ def _gpu_idle_decode(facts: _Facts) -> Finding | None:
         "Decode in batches (mode='batched', a batch size up to the number of chunks), overlap the "
         "CPU stages of many files with decoding, and compare with `nvidia-smi dmon` on the same run.",
     )
+
+
+def _sms_mostly_idle(facts: _Facts) -> Finding | None:
+    """NVML's utilization high while GPM (Hopper and newer) shows most SMs idle."""
+    from whisperkit.measure.columns import gpu_column
+
+    if facts.device != "cuda":
+        return None
+    rows = facts.phase("decode") if getattr(facts.run, "corpus", None) is None else facts.phase("first batch")
+    for index in facts.gpus:
+        util, active = gpu_column(index, "util_percent"), gpu_column(index, "sm_active_percent")
+        if rows is None or active not in rows:
+            continue
+        both = rows[[util, active]].dropna()
+        if not len(both) or both[util].mean() < BUSY_UTIL_PERCENT or both[active].mean() > IDLE_SMS_PERCENT:
+            continue
+        util_mean, active_mean = float(both[util].mean()), float(both[active].mean())
+        others = [(name, rows[gpu_column(index, suffix)].dropna())
+                  for name, suffix in (("SM occupancy", "sm_occupancy_percent"),
+                                       ("tensor-core activity", "tensor_active_percent"),
+                                       ("DRAM bandwidth", "dram_bw_percent"))
+                  if gpu_column(index, suffix) in rows]
+        more = "".join(f", {name} {values.mean():.0f} %" for name, values in others if len(values))
+        return Finding(
+            "sms-mostly-idle", f"GPU {index} read {util_mean:.0f} % busy, but only {active_mean:.0f} % of its SMs "
+            "were active: not really busy",
+            f"over the decode phase's {len(both)} samples NVML's utilization (the share of time some kernel ran) "
+            f"averaged {util_mean:.0f} % while GPM's SM activity averaged {active_mean:.0f} %{more}: kernels ran "
+            "most of the time, on a minority of the SMs.",
+            "Give each kernel more work: a larger batch (mode='batched', a batch size up to the number of chunks), "
+            "batching across files (whisperkit.transcribe_clips); a small model may not fill a large GPU at any "
+            "batch size, whose SMs can then be shared (MIG, or several jobs).",
+        )
+    return None
 
 
 def _model_waited(facts: _Facts) -> Finding | None:

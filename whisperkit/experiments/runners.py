@@ -84,7 +84,7 @@ def run(
     reference_text = _reference_for(audio, reference) if not corpus or reference is not None else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     corpus_result = None
-    with Sampler(interval=interval) as sampler:
+    with Sampler(interval=interval, cuda_index=config.device_index) as sampler:
         if on_start is not None:
             on_start(sampler)
         if corpus:
@@ -97,6 +97,7 @@ def run(
     environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
     # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
     environment["process_gpu_unavailable_reason"] = sampler.process_gpu_unavailable_reason
+    environment["gpu_column_reasons"] = sampler.column_reasons  # why a GPU column is NaN for good (e.g. no GPM)
     result = Run(
         config=config,
         transcript=transcript,

@@ -13,17 +13,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+#: The GPM columns' suffixes (Hopper and newer; NaN elsewhere; see whisperkit.measure.gpm), each
+#: over the time since the previous sample, 0-100: percent of SMs busy, active warps against the
+#: theoretical maximum, time the SMs ran tensor-core work, DRAM bandwidth used against the maximum.
+GPM_METRICS = ("sm_active_percent", "sm_occupancy_percent", "tensor_active_percent", "dram_bw_percent")
+
 #: Per-device metric suffixes, in column order (``gpu{i}_<suffix>``); units in the names.
 GPU_METRICS = (
     "util_percent",  # percent of the last driver period with a kernel running (see sampler.py)
     "mem_util_percent",  # percent of that period with device memory being read or written
-    "mem_used_mb",  # MiB
+    "mem_used_mb",  # MiB allocated by processes (NVML memory v2; where only v1 answers, the reservation too)
     "mem_total_mb",  # MiB
     "power_w",  # watts (NVML reports milliwatts)
     "sm_clock_mhz",  # MHz
     "temperature_c",  # degrees Celsius, GPU die sensor
     "process_util_percent",  # sum of smUtil of the watched processes; NaN where their PIDs cannot be matched
     "energy_j",  # joules since the driver loaded (NVML total energy counter, Volta and newer; NaN elsewhere)
+    "mem_reserved_mb",  # MiB the driver reserves for itself (NVML memory v2; NaN where only v1 answers)
+    *GPM_METRICS,
 )
 
 _GPU_COLUMN = re.compile(r"gpu(\d+)_([a-z_]+)")

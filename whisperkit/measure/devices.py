@@ -27,7 +27,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from whisperkit.measure.nvml import MIB, NvmlSession, _text
+from whisperkit.measure.gpu_memory import MIB
+from whisperkit.measure.nvml import NvmlSession, _text
 
 NaN = math.nan
 
@@ -76,21 +77,9 @@ def model_gpu(cuda_index: int = 0, environ: Mapping[str, str] | None = None) -> 
     with NvmlSession() as nv:
         if not nv.available:
             return ModelGpu(cuda_index, None, f"no NVML device ({nv.reason})")
-        targets = _targets(nv)
-        entries = visible_entries(environ.get("CUDA_VISIBLE_DEVICES"))
-        visible, how = _visible(targets, entries)
-        if cuda_index >= len(visible):
-            return ModelGpu(cuda_index, None, f"CUDA device {cuda_index} is not among the {len(visible)} visible ({how})")
-        target = visible[cuda_index]
-        bus_id = _cuda_pci_bus_id(cuda_index)
-        if bus_id is not None and target.mig_uuid is None:
-            by_bus = [t for t in targets if t.bus_id == bus_id and t.mig_uuid is None]
-            if by_bus:
-                target, how = by_bus[0], f"{how}; PCI bus id {bus_id}"
-        elif target.mig_uuid is None and (entries is None or all(entry.isdigit() for entry in entries)):
-            names = {t.name for t in targets}
-            if len(names) > 1 and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-                how += "; assumes PCI order (set CUDA_DEVICE_ORDER=PCI_BUS_ID to be sure)"
+        target, how = model_target(nv, cuda_index, environ)
+        if target is None:
+            return ModelGpu(cuda_index, None, how)
         memory = nv.query("nvmlDeviceGetMemoryInfo", target.mig_handle or target.handle, device=target.nvml_index,
                           default=None)
         return ModelGpu(
@@ -98,6 +87,29 @@ def model_gpu(cuda_index: int = 0, environ: Mapping[str, str] | None = None) -> 
             memory.total / MIB if memory is not None else NaN,
             memory.free / MIB if memory is not None else NaN,
         )
+
+
+def model_target(nv: NvmlSession, cuda_index: int, environ: Mapping[str, str]) -> tuple[_Target | None, str]:
+    """The GPU or MIG instance of ``nv`` that CUDA device ``cuda_index`` is (None where there is
+    none), and how it was found. The sampler uses it to read the model's MIG instance."""
+    targets = _targets(nv)
+    entries = visible_entries(environ.get("CUDA_VISIBLE_DEVICES"))
+    visible, how = _visible(targets, entries)
+    if cuda_index >= len(visible):
+        return None, f"CUDA device {cuda_index} is not among the {len(visible)} visible ({how})"
+    target = visible[cuda_index]
+    if target.mig_uuid is not None:  # a MIG instance is named by its UUID: no bus id to check
+        return target, how
+    bus_id = _cuda_pci_bus_id(cuda_index)
+    if bus_id is not None:
+        by_bus = [t for t in targets if t.bus_id == bus_id and t.mig_uuid is None]
+        if by_bus:
+            target, how = by_bus[0], f"{how}; PCI bus id {bus_id}"
+    elif entries is None or all(entry.isdigit() for entry in entries):
+        names = {t.name for t in targets}
+        if len(names) > 1 and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+            how += "; assumes PCI order (set CUDA_DEVICE_ORDER=PCI_BUS_ID to be sure)"
+    return target, how
 
 
 def _targets(nv: NvmlSession) -> list[_Target]:

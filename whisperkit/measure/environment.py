@@ -13,7 +13,8 @@ def collect_environment(cuda_index: int | None = None) -> dict:
 
     Keys: ``python``, ``platform``, ``cpu_model``, ``cpu_logical_cores``, ``cpu_physical_cores``,
     ``memory_total_mb`` (MiB), ``gpus`` (per NVIDIA GPU: index, name, uuid, memory_total_mb,
-    memory_free_mb, driver_version, cuda_driver_version), ``gpu_unavailable_reason`` (why
+    memory_free_mb, memory_reserved_mb, driver_version, cuda_driver_version, mig_mode, gpm; see
+    :func:`whisperkit.measure.nvml.gpu_inventory`), ``gpu_unavailable_reason`` (why
     ``gpus`` is empty, else None), ``ctranslate2_cuda_devices``, ``cuda_libraries`` (the CUDA
     libraries ctranslate2 needs: ``needed``, ``found`` (library -> file), ``missing``; None
     where ctranslate2 sees no CUDA device, so nothing was loaded), ``cuda_unusable_reason`` (why
@@ -89,10 +90,12 @@ def format_environment(env: dict) -> str:
         model_gpu = env.get("model_gpu") or {}
         for gpu in env["gpus"]:
             cuda = f" (CUDA device {model_gpu['cuda_index']})" if gpu["index"] == model_gpu.get("nvml_index") else ""
+            mig = ", MIG mode" if gpu.get("mig_mode") else ""
+            gpm = {True: ", GPM counters", False: ", no GPM counters"}.get(gpu.get("gpm"), "")
             lines.append(
                 f"GPU {gpu['index']}{cuda}: {gpu['name']}, {gpu['memory_total_mb']:.0f} MiB "
                 f"({gpu['memory_free_mb']:.0f} MiB free), driver {gpu['driver_version']}, "
-                f"CUDA {gpu['cuda_driver_version']}"
+                f"CUDA {gpu['cuda_driver_version']}{mig}{gpm}"
             )
     else:
         lines.append(f"GPU: none visible ({env['gpu_unavailable_reason']})")

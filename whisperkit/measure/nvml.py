@@ -13,21 +13,23 @@ the same process that use NVML are not disturbed.
 No GPU is an answer, not an exception: when ``pynvml`` is missing or ``nvmlInit`` fails, a session
 has no devices and a human-readable ``reason``.
 
-Errors from single queries never propagate (see :meth:`NvmlSession.query`):
+Errors from single queries never propagate (see :meth:`NvmlSession.query`): every exception
+pynvml raises is caught there, including ``NVMLLibraryMismatchError`` (a plain ``Exception``).
 
-- ``NVMLError_NotSupported`` / ``NVMLError_FunctionNotFound``: the value is NaN and the
-  (device, function) pair is remembered and never asked again.
+- ``NVMLError_NotSupported``, ``NVMLError_FunctionNotFound``, ``NVMLError_NoPermission``,
+  ``NVMLLibraryMismatchError``: the value is NaN, the (device, function) pair is never asked
+  again, and its columns are marked once with the reason in :attr:`NvmlSession.column_reasons`
+  (not counted as errors: on a GPU in MIG mode utilization is NotSupported every time).
 - ``NVMLError_GpuIsLost``: that device's values are NaN from then on and it is not queried again;
   other devices carry on.
-- any other ``NVMLError``: NaN for that sample, and one error is logged against each affected
-  column in :attr:`NvmlSession.errors`.
+- any other error: NaN for that sample, and one error is counted against each affected column
+  (:meth:`NvmlSession.drain_errors`).
 
 Device indices are NVML's, which ignore ``CUDA_VISIBLE_DEVICES`` (see :mod:`whisperkit.measure.devices`).
-
-Per-process utilization needs this process's PIDs to be NVML's. The driver has no PID-namespace
-support: inside a container NVML reports host PIDs. :attr:`NvmlSession.process_util_reason` says
-why the ``gpu{i}_process_util_percent`` columns are NaN when they cannot be matched (see
-:meth:`NvmlSession._pids_unmatchable`); they are never a false 0.
+Memory is read as :mod:`whisperkit.measure.gpu_memory` says (v2, ``reserved`` apart), per-process
+utilization as :mod:`whisperkit.measure.gpu_processes` says (never a false 0), GPM as
+:mod:`whisperkit.measure.gpm` says. On a GPU in MIG mode the memory (and GPM) columns are those of
+the MIG instance given to :meth:`NvmlSession.sample_mig_instance` (the model's).
 """
 
 from __future__ import annotations
@@ -35,21 +37,18 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from whisperkit.measure.columns import gpu_column, gpu_columns
+from whisperkit.measure.gpm import GpmReader
+from whisperkit.measure.gpu_memory import MemoryReading, read_memory
+from whisperkit.measure.gpu_processes import ProcessWatch, compute_pids, process_list_api
+from whisperkit.measure.gpu_processes import pid_namespace_depth as pid_namespace_depth  # where it was before
 
 NaN = math.nan
-MIB = 2**20
-#: Longest period over which the driver averages utilization (1/6 s to 1 s by product), seconds.
-DRIVER_PERIOD_MAX_S = 1.0
-#: How often NVML's list of compute processes is read while PIDs are not yet known to match, seconds.
-PID_CHECK_S = 1.0
-PROC_STATUS = "/proc/self/status"
 #: environment variable naming a replacement for pynvml ("module:function"), for tests and simulators
 PYNVML_ENV = "WHISPERKIT_PYNVML"
 
@@ -138,27 +137,28 @@ def _init_reason(error: Exception) -> str:
     return f"NVML unavailable: {meaning} ({name})"
 
 
-@dataclass
-class _ProcessUtil:
-    """Per-device state for ``nvmlDeviceGetProcessUtilization`` (timestamps in microseconds)."""
-
-    last_seen_us: int
-    value: float = NaN
-    last_success_s: float | None = None  # time.monotonic() of the last call that returned samples
+#: what a permanent "no" from NVML means, by error class name (the column is marked with it once)
+_UNAVAILABLE_MEANINGS = {
+    "NVMLError_NotSupported": "not supported on this GPU",
+    "NVMLError_FunctionNotFound": "not in this NVIDIA driver (too old for this call)",
+    "NVMLError_NoPermission": "no permission (NVML needs more privileges for this value)",
+    "NVMLLibraryMismatchError": "nvidia-ml-py and the NVIDIA driver disagree on this function's version",
+    "AttributeError": "not in this nvidia-ml-py",
+}
 
 
 @dataclass
 class Device:
-    """One NVIDIA GPU as NVML numbers it; ``handle`` is None when it could not be opened."""
+    """One NVIDIA GPU as NVML numbers it; ``handle`` is None when it could not be opened.
+    ``mig_handle`` and ``mig_uuid`` are the MIG instance sampled on a GPU in MIG mode."""
 
     index: int
     handle: object
     lost: bool = False
-    process_util: _ProcessUtil = field(default_factory=lambda: _ProcessUtil(_now_us() - 1_000_000))
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
+    mig_mode: bool = False
+    mig_handle: object = None
+    mig_uuid: str | None = None
+    gpm: GpmReader | None = None
 
 
 class _NotFound:
@@ -181,11 +181,10 @@ class NvmlSession:
         self._unsupported: set[tuple[int | None, str]] = set()
         self._errors: list[str] = []
         self.devices: list[Device] = []
-        #: why per-process GPU utilization is NaN (PIDs that cannot be matched to NVML's), else None
-        self.process_util_reason: str | None = None
-        self._pids_matched = False  # a watched PID was seen among NVML's processes
-        self._nested_pid_namespace = pid_namespace_depth() > 1
-        self._pid_checked_at: dict[int, float] = {}  # device index -> time.monotonic() of the last check
+        #: column -> why it is NaN for good (NotSupported, NoPermission, no GPM, ...), marked once
+        self.column_reasons: dict[str, str] = {}
+        self._process_list = process_list_api(self._nv) if self._nv is not None else None
+        self.processes = ProcessWatch(self.query, self._compute_pids)
         if self._nv is not None:
             self.devices = self._open_devices()
             if not self.devices and self.reason is None:
@@ -196,6 +195,11 @@ class NvmlSession:
         """True when NVML runs and shows at least one GPU."""
         return bool(self.devices)
 
+    @property
+    def process_util_reason(self) -> str | None:
+        """Why per-process GPU utilization is NaN (PIDs that cannot be matched to NVML's), else None."""
+        return self.processes.reason
+
     def __enter__(self) -> NvmlSession:
         return self
 
@@ -203,8 +207,11 @@ class NvmlSession:
         self.close()
 
     def close(self) -> None:
-        """Release NVML (idempotent)."""
+        """Free the GPM samples and release NVML (idempotent)."""
         if not self._closed:
+            for device in self.devices:
+                if device.gpm is not None:
+                    device.gpm.close()
             self._closed = True
             release()
 
@@ -217,42 +224,80 @@ class NvmlSession:
         for index in range(int(count)):
             handle = self.query("nvmlDeviceGetHandleByIndex", index, default=None,
                                 columns=gpu_columns(index))
-            devices.append(Device(index, handle, lost=handle is None))
+            device = Device(index, handle, lost=handle is None)
+            devices.append(device)
+            if handle is not None:
+                mode = self.query("nvmlDeviceGetMigMode", handle, device=index, default=None)
+                device.mig_mode = bool(mode and mode[0])
         return devices
 
-    def query(self, func_name: str, *args: object, device: int | None = None, default: Any = NaN,
-              columns: Collection[str] = (), not_found: Any = None) -> Any:
-        """Call ``pynvml.<func_name>(*args)``; on failure return ``default``, never raise.
+    def sample_mig_instance(self, index: int, mig_handle: object, mig_uuid: str | None) -> None:
+        """Read GPU ``index``'s memory and GPM from this MIG instance (the model's) from now on."""
+        if 0 <= index < len(self.devices):
+            self.devices[index].mig_handle, self.devices[index].mig_uuid = mig_handle, mig_uuid
 
-        ``device`` keys the NotSupported memory and the GpuIsLost state (None: a system call).
-        ``columns`` are the timeline columns an error is counted against. ``not_found``, when
-        given, is returned for ``NVMLError_NotFound`` without counting an error.
+    def query(self, func_name: str, *args: object, device: int | None = None, default: Any = NaN,
+              columns: Collection[str] = (), not_found: Any = None, call: Callable[..., Any] | None = None,
+              marks: Collection[str] | None = None, unavailable: Any = None) -> Any:
+        """Call ``pynvml.<func_name>(*args)`` (or ``call(*args)``, named ``func_name``); on failure
+        return ``default``, never raise.
+
+        ``device`` keys the memory of permanent answers and the GpuIsLost state (None: a system
+        call). ``columns`` are the timeline columns an error is counted against, ``marks`` (default:
+        ``columns``) those marked with the reason of a permanent answer. ``not_found``, when given,
+        is returned for ``NVMLError_NotFound`` without counting an error; ``unavailable``, when
+        given, for a permanent answer (now or before) instead of ``default``.
         """
         nv = self._nv
         key = (device, func_name)
-        if nv is None or key in self._unsupported or (device is not None and self._is_lost(device)):
+        if nv is None or (device is not None and self._is_lost(device)):
             return default
+        if key in self._unsupported:
+            return default if unavailable is None else unavailable
         try:
-            return getattr(nv, func_name)(*args)
-        except (nv.NVMLError_NotSupported, nv.NVMLError_FunctionNotFound, AttributeError):
-            self._unsupported.add(key)
-            return default
-        except nv.NVMLError_NotFound:
-            if not_found is not None:
-                return not_found
+            function = call if call is not None else getattr(nv, func_name)
+            return function(*args)
+        except Exception as error:  # every NVMLError, NVMLLibraryMismatchError, a missing function, ctypes
+            failure = error
+        name = type(failure).__name__
+        if name in _UNAVAILABLE_MEANINGS:
+            self._unavailable(key, columns if marks is None else marks, name)
+            return default if unavailable is None else unavailable
+        if not isinstance(failure, nv.NVMLError):
             self._errors.extend(columns)
             return default
-        except nv.NVMLError_GpuIsLost:
-            if device is not None and device < len(self.devices):
-                self.devices[device].lost = True
-            self._errors.extend(columns)
-            return default
-        except nv.NVMLError:
-            self._errors.extend(columns)
-            return default
+        return self._nvml_error(failure, key, columns, default, not_found)
+
+    def _nvml_error(self, error: Exception, key: tuple[int | None, str], columns: Collection[str], default: Any,
+                    not_found: Any) -> Any:
+        nv = self._nv
+        assert nv is not None
+        device = key[0]
+        if isinstance(error, nv.NVMLError_NotFound) and not_found is not None:
+            return not_found
+        if isinstance(error, nv.NVMLError_GpuIsLost) and device is not None and device < len(self.devices):
+            self.devices[device].lost = True
+        self._errors.extend(columns)
+        return default
+
+    def _unavailable(self, key: tuple[int | None, str], columns: Collection[str], error_name: str) -> None:
+        self._unsupported.add(key)
+        device, func_name = key
+        mig = " in MIG mode" if device is not None and device < len(self.devices) and self.devices[device].mig_mode \
+            and error_name == "NVMLError_NotSupported" else ""
+        self.mark_unavailable(columns, f"{func_name}: {_UNAVAILABLE_MEANINGS[error_name]}{mig} ({error_name})")
+
+    def mark_unavailable(self, columns: Collection[str], reason: str) -> None:
+        """Say once why ``columns`` are NaN for good (a later reason for the same column is dropped)."""
+        for column in columns:
+            self.column_reasons.setdefault(column, reason)
 
     def _is_lost(self, device: int) -> bool:
         return device < len(self.devices) and self.devices[device].lost
+
+    def _compute_pids(self, handle: object) -> list[int]:
+        assert self._nv is not None
+        return compute_pids(self._nv, self._process_list, handle)
 
     def drain_errors(self) -> list[str]:
         """Columns that had a failed query since the last call (one entry per failure)."""
@@ -274,131 +319,66 @@ class NvmlSession:
         return values
 
     def _read_device(self, device: Device, pids: Collection[int]) -> dict[str, float]:
+        nv = self._nv
+        if nv is None:  # a device exists only while NVML is open
+            return {}
         i, h = device.index, device.handle
         prefix = gpu_column(i, "")
         util = self.query("nvmlDeviceGetUtilizationRates", h, device=i, default=None,
                           columns=(prefix + "util_percent", prefix + "mem_util_percent"))
-        memory = self.query("nvmlDeviceGetMemoryInfo", h, device=i, default=None,
-                            columns=(prefix + "mem_used_mb", prefix + "mem_total_mb"))
+        memory = self.memory(device)
         power_mw = self.query("nvmlDeviceGetPowerUsage", h, device=i, columns=(prefix + "power_w",))
-        nv = self._nv
-        if nv is None:  # a device exists only while NVML is open
-            return {}
         clock = self.query("nvmlDeviceGetClockInfo", h, nv.NVML_CLOCK_SM, device=i,
                            columns=(prefix + "sm_clock_mhz",))
         temperature = self.query("nvmlDeviceGetTemperature", h, nv.NVML_TEMPERATURE_GPU, device=i,
                                  columns=(prefix + "temperature_c",))
         energy_mj = self.query("nvmlDeviceGetTotalEnergyConsumption", h, device=i, columns=(prefix + "energy_j",))
+        busy = float(util.gpu) if util is not None else NaN
+        process_util = self.processes.read(i, h, pids, busy, prefix + "process_util_percent")
         return {
-            prefix + "util_percent": float(util.gpu) if util is not None else NaN,
+            prefix + "util_percent": busy,
             prefix + "mem_util_percent": float(util.memory) if util is not None else NaN,
-            prefix + "mem_used_mb": memory.used / MIB if memory is not None else NaN,
-            prefix + "mem_total_mb": memory.total / MIB if memory is not None else NaN,
+            prefix + "mem_used_mb": memory.used_mb,
+            prefix + "mem_total_mb": memory.total_mb,
             prefix + "power_w": power_mw / 1000.0,
             prefix + "sm_clock_mhz": float(clock),
             prefix + "temperature_c": float(temperature),
-            prefix + "process_util_percent": self._process_util(device, pids, util.gpu if util is not None else NaN),
+            prefix + "process_util_percent": process_util,
             prefix + "energy_j": energy_mj / 1000.0,
+            prefix + "mem_reserved_mb": memory.reserved_mb,
+            **self._gpm(device, prefix).read(),
         }
 
-    def _process_util(self, device: Device, pids: Collection[int], busy_percent: float = NaN) -> float:
-        """Sum of the latest ``smUtil`` of ``pids`` on ``device``, percent (NaN where unknown).
+    def memory(self, device: Device) -> MemoryReading:
+        """The device's memory (its MIG instance's where one is sampled), MiB; see :mod:`whisperkit.measure.gpu_memory`."""
+        if self._nv is None:
+            return MemoryReading()
+        return read_memory(self.query, self._nv, device.mig_handle or device.handle, device.index,
+                           gpu_column(device.index, ""))
 
-        ``nvmlDeviceGetProcessUtilization(handle, t)`` returns the samples newer than ``t`` (µs)
-        for processes that ran kernels; ``NVMLError_NotFound`` means there is none. Our choice:
-
-        - new samples: the sum over ``pids`` of each one's newest ``smUtil`` (0 if none of them ran);
-        - NotFound within :data:`DRIVER_PERIOD_MAX_S` of the last samples: the previous value again
-          (the driver has not finished its next period, as with utilization rates);
-        - NotFound for longer: 0 if the device has returned samples before (nothing ran), else NaN
-          (we cannot tell "idle" from "this device does not report per-process samples");
-        - NaN always once :meth:`_pids_unmatchable` has a reason (kept in :attr:`process_util_reason`).
-        """
-        if self._pids_unmatchable(device, pids, busy_percent):
-            return NaN
-        state = device.process_util
-        samples = self.query("nvmlDeviceGetProcessUtilization", device.handle, state.last_seen_us,
-                             device=device.index, default=None, not_found=NOT_FOUND,
-                             columns=(gpu_column(device.index, "process_util_percent"),))
-        now = time.monotonic()
-        if samples is None:
-            return NaN
-        if samples is NOT_FOUND:
-            if state.last_success_s is None:
-                return NaN
-            if now - state.last_success_s <= DRIVER_PERIOD_MAX_S:
-                return state.value
-            return 0.0
-        newest: dict[int, tuple[int, int]] = {}  # pid -> (timeStamp, smUtil)
-        for sample in samples:
-            state.last_seen_us = max(state.last_seen_us, int(sample.timeStamp))
-            if sample.pid in pids and sample.timeStamp >= newest.get(sample.pid, (-1, 0))[0]:
-                newest[sample.pid] = (int(sample.timeStamp), int(sample.smUtil))
-        if newest:
-            self._pids_matched = True
-        state.value = float(sum(sm for _, sm in newest.values()))
-        state.last_success_s = now
-        return state.value
-
-
-    def _pids_unmatchable(self, device: Device, pids: Collection[int], busy_percent: float) -> bool:
-        """True when the watched PIDs cannot be matched to NVML's; the reason goes to
-        :attr:`process_util_reason`. Once a watched PID has been seen among NVML's processes they
-        match. Until then, at most every :data:`PID_CHECK_S`, NVML's compute processes are read:
-
-        - this process is in a nested PID namespace (``NSpid`` in ``/proc/self/status`` has more
-          than one entry, as in Docker or Kubernetes) and none of NVML's PIDs is a watched one;
-        - the GPU is busy and NVML lists compute processes, none of which exists here: NVML's PIDs
-          are another namespace's.
-        """
-        if self.process_util_reason is not None:
-            return True
-        if self._pids_matched:
-            return False
-        now = time.monotonic()
-        if now - self._pid_checked_at.get(device.index, -math.inf) < PID_CHECK_S:
-            return False
-        self._pid_checked_at[device.index] = now
-        listed = self.query("nvmlDeviceGetComputeRunningProcesses", device.handle, device=device.index,
-                            default=None, not_found=[])
-        nvml_pids = {int(p.pid) for p in listed or ()}
-        if nvml_pids & set(pids):
-            self._pids_matched = True
-            return False
-        if self._nested_pid_namespace:
-            self.process_util_reason = _NAMESPACE_REASON
-            return True
-        if nvml_pids and busy_percent > 0 and not any(os.path.exists(f"/proc/{pid}") for pid in nvml_pids):
-            self.process_util_reason = (f"NVML's compute processes on GPU {device.index} ({', '.join(map(str, sorted(nvml_pids)[:4]))}) "
-                                        "do not exist in this PID namespace: NVML reports another namespace's "
-                                        "process ids, which cannot be matched to this process's")
-            return True
-        return False
-
-
-_NAMESPACE_REASON = ("this process runs in its own PID namespace (a container): NVML reports host process ids, "
-                     "which cannot be matched to this process's, so per-process GPU utilization is unknown")
-
-
-def pid_namespace_depth(path: str | None = None) -> int:
-    """How many PID namespaces this process is in (the ``NSpid`` entries of ``/proc/self/status``; 1 outside containers)."""
-    try:
-        with open(path or PROC_STATUS, encoding="ascii") as status:
-            for line in status:
-                if line.startswith("NSpid:"):
-                    return max(1, len(line.split()) - 1)
-    except OSError:
-        pass
-    return 1
+    def _gpm(self, device: Device, prefix: str) -> GpmReader:
+        """The device's GPM reader, started on its first read (after the MIG instance is known)."""
+        if device.gpm is None:
+            assert self._nv is not None
+            instance, skip = None, None
+            if device.mig_handle is not None:
+                instance = self.query("nvmlDeviceGetGpuInstanceId", device.mig_handle, device=device.index,
+                                      default=None)
+            if device.mig_mode and instance is None:
+                skip = "GPU in MIG mode: GPM is read per MIG instance, and none of this GPU's is the model's"
+            device.gpm = GpmReader(self._nv, self.query, self.mark_unavailable, device.index, device.handle,
+                                   prefix, instance, skip_reason=skip)
+        return device.gpm
 
 
 def gpu_inventory() -> tuple[list[dict], str | None]:
     """The NVIDIA GPUs NVML sees, and why the list is empty (None when it is not).
 
     Each GPU is a dict with ``index``, ``name``, ``uuid``, ``memory_total_mb``,
-    ``memory_free_mb`` (MiB, floats), ``driver_version`` (e.g. "550.54.15") and
-    ``cuda_driver_version`` (the newest CUDA the driver supports, e.g. "12.4").
-    A value NVML cannot give is None (NaN for the memory sizes).
+    ``memory_free_mb``, ``memory_reserved_mb`` (MiB, floats; reserved by the driver, NVML memory
+    v2), ``driver_version`` (e.g. "550.54.15"), ``cuda_driver_version`` (the newest CUDA the
+    driver supports, e.g. "12.4"), ``mig_mode`` (True on a GPU in MIG mode) and ``gpm`` (whether
+    it has GPM counters: Hopper and newer). A value NVML cannot give is None (NaN for the memory sizes).
 
     >>> gpus, reason = gpu_inventory()   # doctest: +SKIP
     >>> gpus or reason                   # doctest: +SKIP
@@ -412,15 +392,19 @@ def gpu_inventory() -> tuple[list[dict], str | None]:
         gpus = []
         for device in nv.devices:
             i, h = device.index, device.handle
-            memory = nv.query("nvmlDeviceGetMemoryInfo", h, device=i, default=None)
+            memory = nv.memory(device)
+            gpm = nv.query("nvmlGpmQueryDeviceSupport", h, device=i, default=None)
             gpus.append({
                 "index": i,
                 "name": _text(nv.query("nvmlDeviceGetName", h, device=i, default=None)),
                 "uuid": _text(nv.query("nvmlDeviceGetUUID", h, device=i, default=None)),
-                "memory_total_mb": memory.total / MIB if memory is not None else NaN,
-                "memory_free_mb": memory.free / MIB if memory is not None else NaN,
+                "memory_total_mb": memory.total_mb,
+                "memory_free_mb": memory.free_mb,
+                "memory_reserved_mb": memory.reserved_mb,
                 "driver_version": _text(driver),
                 "cuda_driver_version": cuda,
+                "mig_mode": device.mig_mode,
+                "gpm": bool(gpm.isSupportedDevice) if gpm is not None else None,
             })
         return gpus, None
 

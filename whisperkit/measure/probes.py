@@ -131,20 +131,27 @@ class ProcessTree:
 
 class Probes:
     """Everything one sample reads. ``gpus=False`` skips NVML; where NVML cannot be used,
-    ``gpu_unavailable_reason`` says why and only the CPU is read."""
+    ``gpu_unavailable_reason`` says why and only the CPU is read. On a GPU in MIG mode, the MIG
+    instance that CUDA device ``cuda_index`` is (after ``CUDA_VISIBLE_DEVICES``) is the one whose
+    memory and GPM are read; :attr:`mig_instances` names it."""
 
-    def __init__(self, pid: int, gpus: bool = True, exclude: frozenset[int] = frozenset()) -> None:
+    def __init__(self, pid: int, gpus: bool = True, exclude: frozenset[int] = frozenset(),
+                 cuda_index: int = 0) -> None:
         from whisperkit.measure import nvml
 
         self.tree = ProcessTree(pid, exclude)
         self.cpu = SystemCpu()
         self.nvml: nvml.NvmlSession | None = None
         self.gpu_unavailable_reason: str | None = None
+        #: NVML index of a GPU in MIG mode -> UUID of its MIG instance that is sampled (the model's)
+        self.mig_instances: dict[int, str | None] = {}
         if gpus:
             self.nvml = nvml.NvmlSession()
             if not self.nvml.available:
                 self.gpu_unavailable_reason = f"{self.nvml.reason}; recording CPU only"
                 self.close()
+            else:
+                self._sample_model_mig_instance(self.nvml, cuda_index)
         else:
             self.gpu_unavailable_reason = "GPU sampling turned off (gpus=False); recording CPU only"
         self.columns = [
@@ -153,9 +160,26 @@ class Probes:
             *(self.nvml.column_names() if self.nvml is not None else ()),
         ]
 
+    def _sample_model_mig_instance(self, session, cuda_index: int) -> None:
+        if not any(device.mig_mode for device in session.devices):
+            return
+        import os
+
+        from whisperkit.measure.devices import model_target
+
+        target, _ = model_target(session, cuda_index, os.environ)
+        if target is not None and target.mig_handle is not None:
+            session.sample_mig_instance(target.nvml_index, target.mig_handle, target.mig_uuid)
+            self.mig_instances[target.nvml_index] = target.mig_uuid
+
     @property
     def gpu_available(self) -> bool:
         return self.nvml is not None
+
+    @property
+    def column_reasons(self) -> dict[str, str]:
+        """Column -> why it is NaN for good (NotSupported, NoPermission, no GPM, ...)."""
+        return dict(self.nvml.column_reasons) if self.nvml is not None else {}
 
     @property
     def process_util_reason(self) -> str | None:

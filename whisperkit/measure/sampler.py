@@ -42,7 +42,12 @@ Timeline columns (units in the names; MiB for ``_mb``; a value that could not be
   ``gpu{i}_util_percent``, ``gpu{i}_mem_util_percent``, ``gpu{i}_mem_used_mb``,
   ``gpu{i}_mem_total_mb``, ``gpu{i}_power_w``, ``gpu{i}_sm_clock_mhz``, ``gpu{i}_temperature_c``,
   ``gpu{i}_process_util_percent``, ``gpu{i}_energy_j`` (NVML's total energy counter in joules,
-  Volta and newer; NaN where unsupported: the difference of two readings is the energy between them).
+  Volta and newer; NaN where unsupported: the difference of two readings is the energy between them),
+  ``gpu{i}_mem_reserved_mb`` (the driver's own reservation, which ``mem_used_mb`` leaves out, see
+  :mod:`whisperkit.measure.gpu_memory`), and the GPM columns ``gpu{i}_sm_active_percent``,
+  ``gpu{i}_sm_occupancy_percent``, ``gpu{i}_tensor_active_percent`` and ``gpu{i}_dram_bw_percent``
+  (Hopper and newer; see :mod:`whisperkit.measure.gpm`). On a GPU in MIG mode the memory and GPM
+  columns are the model's MIG instance's (CUDA device ``cuda_index``): :attr:`Sampler.mig_instances`.
 
 Cost
 ----
@@ -59,22 +64,23 @@ driver's last sample period, during which at least one kernel was running. That 
 1/6 s and 1 s depending on the product, so sampling faster than it repeats the same value.
 "100 %" does not mean every streaming multiprocessor (SM) is busy: one small kernel on one SM
 reads 100 %. ``gpu{i}_mem_util_percent`` is likewise the share of the period during which device
-memory was read or written. On Hopper and newer GPUs the GPM metrics say more:
-``NVML_GPM_METRIC_SM_UTIL`` is the percentage of SMs that were busy, and
-``NVML_GPM_METRIC_SM_OCCUPANCY`` the percentage of warps active against the theoretical maximum
-(NVML's definitions); they are not implemented here.
+memory was read or written. On Hopper and newer GPUs the GPM columns say more:
+``gpu{i}_sm_active_percent`` is the percentage of SMs that were busy and
+``gpu{i}_sm_occupancy_percent`` the percentage of warps active against the theoretical maximum
+(NVML's definitions), over the time since the previous sample.
 
 ``gpu{i}_process_util_percent`` sums the newest ``smUtil`` from
-``nvmlDeviceGetProcessUtilization`` over the watched process tree. ``NVMLError_NotFound`` (no
-new samples) repeats the previous value for up to one driver period (1 s), then reads 0 if the
-device has reported per-process samples before, and NaN if it never has (see
-:meth:`whisperkit.measure.nvml.NvmlSession._process_util`). Where this process's PIDs cannot be
-matched to NVML's (a container's PID namespace: NVML reports host PIDs), the column is NaN and
-:attr:`Sampler.process_gpu_unavailable_reason` says why; it is never a false 0.
+``nvmlDeviceGetProcessUtilization`` over the watched process tree, asked for the last second on
+every sample: a watched process with no sample in it ran no kernel for a whole driver period
+(0). It is NaN until it can be trusted: the device has reported per-process samples, and this
+process is in the host's PID namespace or a watched PID has been seen among NVML's (inside a
+container NVML reports host PIDs); :attr:`Sampler.process_gpu_unavailable_reason` then says why
+(see :mod:`whisperkit.measure.gpu_processes`). It is never a false 0.
 
-GPU values NVML does not support are NaN and are not asked again; failed queries are NaN for that
-sample and counted in the ``errors`` column of :meth:`Sampler.summary`; a lost GPU reads NaN from
-then on while the other GPUs and the CPU go on being sampled.
+GPU values NVML will never give (NotSupported, NoPermission, a function the driver lacks) are NaN,
+not asked again, and not errors: :attr:`Sampler.column_reasons` says why, once per column. Failed
+queries are NaN for that sample and counted in the ``errors`` column of :meth:`Sampler.summary`;
+a lost GPU reads NaN from then on while the other GPUs and the CPU go on being sampled.
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ class Sampler:
 
     ``pid`` is the process whose tree (itself and its descendants) fills the ``process_*`` and
     ``gpu{i}_process_util_percent`` columns (default: this process). ``gpus=False`` skips NVML.
+    ``cuda_index`` is the CUDA device of the model: on a GPU in MIG mode its MIG instance is sampled.
     A Sampler runs once: create a new one for another run.
 
     >>> with Sampler(interval=0.1) as s:    # doctest: +SKIP
@@ -120,7 +127,8 @@ class Sampler:
     >>> s.summary().loc[("busy", "process_cpu_percent"), "mean"]   # doctest: +SKIP
     """
 
-    def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True) -> None:
+    def __init__(self, interval: float = 0.5, pid: int | None = None, gpus: bool = True,
+                 cuda_index: int = 0) -> None:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
                 or not math.isfinite(interval) or interval < MIN_INTERVAL_S:
             raise ConfigError(f"sampling interval must be a number of seconds of at least {MIN_INTERVAL_S}, "
@@ -128,12 +136,17 @@ class Sampler:
         self.interval = float(interval)
         self.pid = os.getpid() if pid is None else int(pid)
         self.gpus = bool(gpus)
+        self.cuda_index = int(cuda_index)
         #: False until started, and when NVML cannot be used; then see gpu_unavailable_reason.
         self.gpu_available = False
         self.gpu_unavailable_reason: str | None = None
         #: why ``gpu{i}_process_util_percent`` is NaN: the watched PIDs cannot be matched to NVML's
         #: (a container's PID namespace); None while they can. Plots and reports show it.
         self.process_gpu_unavailable_reason: str | None = None
+        #: column -> why it is NaN for the whole run (NotSupported, NoPermission, no GPM, ...), said once
+        self.column_reasons: dict[str, str] = {}
+        #: NVML index of a GPU in MIG mode -> UUID of the MIG instance whose memory and GPM were read
+        self.mig_instances: dict[int, str | None] = {}
         #: CPU seconds the sampling process used after its first sample (set when it ends; start-up excluded).
         self.thread_cpu_s = NaN
         #: CPU seconds the sampling process took to start (Python, imports and the first sample).
@@ -206,7 +219,8 @@ class Sampler:
     # -- the sampling process ----------------------------------------------------------------
 
     def _spawn(self) -> None:
-        settings = json.dumps({"pid": self.pid, "interval": self.interval, "gpus": self.gpus})
+        settings = json.dumps({"pid": self.pid, "interval": self.interval, "gpus": self.gpus,
+                               "cuda_index": self.cuda_index})
         paths = [path or os.getcwd() for path in sys.path]  # what this interpreter can import
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         self._process = subprocess.Popen(
@@ -237,12 +251,15 @@ class Sampler:
             self._errors.extend((message.get("time_s", NaN), column) for column in message["errors"])
         if "process_util_reason" in message:
             self.process_gpu_unavailable_reason = message["process_util_reason"]
+        if "column_reasons" in message:
+            self.column_reasons = dict(message["column_reasons"])
         if "started" in message:
             started = message["started"]
             self._columns = list(started["columns"])
             self.gpu_available = bool(started["gpu_available"])
             self.gpu_unavailable_reason = started["gpu_unavailable_reason"]
             self._t0 = float(started["t0"])
+            self.mig_instances = {int(i): uuid for i, uuid in started.get("mig_instances", {}).items()}
             self._started.set()
         elif "done" in message:
             self.thread_cpu_s = float(message["done"]["cpu_s"])

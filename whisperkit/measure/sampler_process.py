@@ -3,10 +3,12 @@
 Started (spawned, never forked) by :class:`whisperkit.measure.sampler.Sampler`, it shares no GIL
 with the code it watches. It writes one JSON line per message to its standard output:
 
-- ``{"started": {"t0": ..., "columns": [...], "gpu_available": ..., "gpu_unavailable_reason": ...}}``
+- ``{"started": {"t0": ..., "columns": [...], "gpu_available": ..., "gpu_unavailable_reason": ...,
+  "mig_instances": {...}}}``
   once, where ``t0`` is its ``time.monotonic()`` at the first sample (CLOCK_MONOTONIC is
   system-wide on Linux, so the parent's marks line up with it);
-- ``{"sample": [values in column order], "errors": [...], "process_util_reason": ...}`` per sample;
+- ``{"sample": [values in column order], "errors": [...], "process_util_reason": ...,
+  "column_reasons": {...}}`` per sample, the last two only when they changed;
 - ``{"done": {"cpu_s": ..., "startup_cpu_s": ...}}`` after the last sample;
 - ``{"failed": "message"}`` when it cannot start (a one-line reason).
 
@@ -42,7 +44,8 @@ def main(argv: list[str]) -> int:
     try:
         from whisperkit.measure.probes import Probes
 
-        probes = Probes(settings["pid"], settings["gpus"], exclude=frozenset({os.getpid()}))
+        probes = Probes(settings["pid"], settings["gpus"], exclude=frozenset({os.getpid()}),
+                        cuda_index=int(settings.get("cuda_index", 0)))
     except Exception as error:  # a one-line reason for the parent, which raises it
         _send(out, {"failed": f"{str(error).splitlines()[0] if str(error) else ''} ({type(error).__name__})"})
         return 1
@@ -59,8 +62,9 @@ def main(argv: list[str]) -> int:
 def _sample_until_stopped(out, probes, interval: float, stop: threading.Event, parent: int, cpu: dict) -> None:
     t0 = time.monotonic()
     _send(out, {"started": {"t0": t0, "columns": probes.columns, "gpu_available": probes.gpu_available,
-                            "gpu_unavailable_reason": probes.gpu_unavailable_reason}})
-    reason = _sample(out, probes, t0, t0, None)
+                            "gpu_unavailable_reason": probes.gpu_unavailable_reason,
+                            "mig_instances": {str(i): uuid for i, uuid in probes.mig_instances.items()}}})
+    reason = _sample(out, probes, t0, t0, _Reasons())
     cpu["startup"] = time.process_time()  # start-up ends with the first sample (its lazy imports)
     slot = 1
     while not stop.wait(max(0.0, t0 + slot * interval - time.monotonic())):
@@ -71,7 +75,15 @@ def _sample_until_stopped(out, probes, interval: float, stop: threading.Event, p
     _sample(out, probes, t0, time.monotonic(), reason)  # the last one, at stop
 
 
-def _sample(out, probes, t0: float, now: float, reason: str | None) -> str | None:
+class _Reasons:
+    """What the parent was last told: the process-utilization reason and the column reasons."""
+
+    def __init__(self) -> None:
+        self.process_util: str | None = None
+        self.columns: dict[str, str] = {}
+
+
+def _sample(out, probes, t0: float, now: float, reason: _Reasons) -> _Reasons:
     message: dict = {}
     try:
         record, errors = probes.read(now, now - t0)
@@ -79,8 +91,11 @@ def _sample(out, probes, t0: float, now: float, reason: str | None) -> str | Non
     except Exception:  # a bug must not end the sampling: lose this sample, say so
         _log.exception("whisperkit sampler: a sample failed")
         message = {"errors": ["sample"], "time_s": now - t0}
-    if probes.process_util_reason != reason:
-        reason = message["process_util_reason"] = probes.process_util_reason
+    if probes.process_util_reason != reason.process_util:
+        reason.process_util = message["process_util_reason"] = probes.process_util_reason
+    columns = probes.column_reasons
+    if columns != reason.columns:
+        reason.columns = message["column_reasons"] = columns
     _send(out, message)
     return reason
 

@@ -1,9 +1,11 @@
-"""Utilization over time: one panel per run and kind (CPU, GPU, memory), phases shaded.
+"""Utilization over time: one panel per run and kind (CPU, GPU, GPU SMs, memory), phases shaded.
 
 Phases: ``load`` (the model), ``prepare`` (audio decoding, VAD and log-mel features; and language
 detection on the model for a multilingual model with no language given) and ``decode`` (the
 model's windows or batches). Without a visible GPU no empty GPU panel is
-drawn; a note says why instead.
+drawn; a note says why instead. The GPU SMs panel (GPM: SM activity, occupancy, tensor-core
+activity and DRAM bandwidth beside NVML's utilization) is drawn for runs on Hopper and newer GPUs;
+where the sampler said why GPM was not read, a note repeats it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from whisperkit.errors import WhisperkitError
-from whisperkit.measure.columns import gpu_column, gpu_indices
+from whisperkit.measure.columns import GPM_METRICS, gpu_column, gpu_indices
 from whisperkit.views import format as fmt
 from whisperkit.views.plots.common import PHASE_COLORS, TEMPLATE, add_note, no_gpu_note, run_look, runs_of, speedup_title
 
@@ -23,9 +25,13 @@ if TYPE_CHECKING:
     from whisperkit.experiments.results import Run
     from whisperkit.views.plots.common import Runs
 
-PANELS = ("cpu", "gpu", "memory")
+PANELS = ("cpu", "gpu", "memory", "gpm")
 
-DEFAULT_PANELS = ("cpu", "gpu")
+DEFAULT_PANELS = ("cpu", "gpu", "gpm")
+
+#: GPM column suffix -> its trace name and dash in the GPU SMs panel
+GPM_TRACES = dict(zip(GPM_METRICS, (("SM activity", "solid"), ("SM occupancy", "dash"),
+                                    ("tensor-core activity", "dashdot"), ("DRAM bandwidth", "longdash"))))
 
 ROW_HEIGHT_PX = 230
 
@@ -37,9 +43,11 @@ def timeline(obj: Runs, *, metrics: str | Sequence[str] | None = None) -> Figure
 
     ``obj`` is a Run, a Comparison (before above after), a Sweep or a list of Runs.
     ``metrics`` picks the panels per run from ``"cpu"`` (system and process CPU, 0-100 % of all
-    cores), ``"gpu"`` (NVML utilization %, memory used MiB on the right axis) and ``"memory"``
-    (process resident memory, MiB); default ``("cpu", "gpu")``. A run without GPU columns gets
-    no GPU panel; a note under the figure gives the reason.
+    cores), ``"gpu"`` (NVML utilization %, memory used MiB on the right axis), ``"gpm"`` (the
+    GPU's SMs from GPM, percent: SM activity, occupancy, tensor-core activity, DRAM bandwidth,
+    beside NVML's utilization; Hopper and newer) and ``"memory"`` (process resident memory, MiB);
+    default ``("cpu", "gpu", "gpm")``. A run without GPU (or GPM) readings gets no such panel; a
+    note under the figure gives the reason.
     """
     from plotly.subplots import make_subplots
 
@@ -68,8 +76,10 @@ def timeline(obj: Runs, *, metrics: str | Sequence[str] | None = None) -> Figure
     if rows:
         fig.update_xaxes(title_text="time since the run started (s)", row=len(rows), col=1)
     note = no_gpu_note(runs, ON_GPU_TIMELINE) if "gpu" in panels else None
-    if note:
-        add_note(fig, note, name="no-gpu-note")
+    gpm_note = _no_gpm_note(runs) if "gpm" in panels else None
+    if note or gpm_note:  # one note under the figure (two would overlap)
+        add_note(fig, " ".join(filter(None, (note, gpm_note))), name="no-gpu-note" if note else "no-gpm-note")
+    note = note or gpm_note
     fig.update_layout(
         template=TEMPLATE,
         title=_timeline_title(obj, runs),
@@ -125,12 +135,47 @@ def _gpu_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
                      range=[0, memory_top_mb * 1.05] if memory_top_mb > 0 else None)
 
 
+def _gpm_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
+    """GPM's view of each GPU that has it, with NVML's utilization for contrast (a dotted line)."""
+    frame = run.timeline
+    for index in _gpm_gpus(frame):
+        _line(fig, run, frame, gpu_column(index, "util_percent"), f"GPU {index} utilization (NVML)", "%", row, look,
+              "dot", opacity=0.5)
+        for suffix, (name, dash) in GPM_TRACES.items():
+            if gpu_column(index, suffix) in frame:
+                _line(fig, run, frame, gpu_column(index, suffix), f"GPU {index} {name}", "%", row, look, dash)
+    fig.update_yaxes(title_text="GPU SMs % (GPM)", range=[0, 105], row=row, col=1)
+
+
+def _gpm_gpus(frame: pd.DataFrame) -> list[int]:
+    """The GPUs of ``frame`` with at least one GPM reading."""
+    return [index for index in gpu_indices(frame)
+            if any(gpu_column(index, s) in frame and frame[gpu_column(index, s)].notna().any() for s in GPM_METRICS)]
+
+
+def _no_gpm_note(runs: list[Run]) -> str | None:
+    """Why runs with GPU readings have no GPM ones, where their sampler said (None otherwise)."""
+    reasons: dict[str, None] = {}
+    for run in runs:
+        if not _has_panel(run, "gpu") or _has_panel(run, "gpm"):
+            continue
+        said = (run.environment or {}).get("gpu_column_reasons") or {}
+        for index in gpu_indices(run.timeline):
+            reason = said.get(gpu_column(index, GPM_METRICS[0]))
+            if reason:
+                reasons[f"GPU {index}: {reason.rstrip('. ')}"] = None
+    if not reasons:
+        return None
+    return ("GPU SMs not measured (GPM: SM activity, occupancy, tensor-core activity, DRAM bandwidth): "
+            + "; ".join(reasons) + ". NVML's utilization only says that some kernel ran.")
+
+
 def _memory_panel(fig: Figure, run: Run, row: int, look: dict[str, str]) -> None:
     _line(fig, run, run.timeline, "process_rss_mb", "process RSS", "MiB", row, look, "solid")
     fig.update_yaxes(title_text="resident memory MiB", rangemode="tozero", row=row, col=1)
 
 
-_PANEL_DRAWERS = {"cpu": _cpu_panel, "gpu": _gpu_panel, "memory": _memory_panel}
+_PANEL_DRAWERS = {"cpu": _cpu_panel, "gpu": _gpu_panel, "memory": _memory_panel, "gpm": _gpm_panel}
 
 
 def _line(fig: Figure, run: Run, frame: pd.DataFrame, column: str, name: str, unit: str, row: int,
@@ -215,6 +260,8 @@ def _has_panel(run: Run, panel: str) -> bool:
         return False
     if panel == "gpu":
         return bool(gpu_indices(frame))
+    if panel == "gpm":
+        return bool(_gpm_gpus(frame))
     if panel == "memory":
         return "process_rss_mb" in frame
     return True
@@ -231,7 +278,7 @@ def _panel_names(metrics: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _panel_title(run: Run, panel: str) -> str:
-    words = {"cpu": "CPU", "gpu": "GPU (NVML)", "memory": "memory"}[panel]
+    words = {"cpu": "CPU", "gpu": "GPU (NVML)", "memory": "memory", "gpm": "GPU SMs (GPM)"}[panel]
     return f"<b>{run.label}</b> · {words}"
 
 
