@@ -47,3 +47,45 @@ def test_empty_and_silent_audio_decode(quiet_audio):
     assert wk.load_audio(quiet_audio["empty"]).seconds == 0
     silence = wk.load_audio(quiet_audio["silence"])
     assert silence.seconds == pytest.approx(3.0) and silence.is_silent
+
+
+def test_channels_are_kept_beside_the_unchanged_mono_mix(tmp_path):
+    import wave
+
+    import numpy as np
+
+    left = wk.load_audio(wk.sample_path("aesop_02")).samples
+    right = np.pad(wk.load_audio(wk.sample_path("aesop_04")).samples, (0, 5000))[: len(left)]
+    path = tmp_path / "stereo.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes((np.stack([left, right]).T * 32767).astype("<i2").tobytes())
+    mixed, kept = wk.load_audio(path), wk.load_audio(path, keep_channels=True)
+    assert mixed.channels is None and np.array_equal(mixed.samples, kept.samples)  # the mix as it always was
+    assert kept.channels.shape == (2, len(kept.samples))
+    assert np.abs(kept.channels - np.stack([left, right])).max() < 1e-4
+    from whisperkit.core.audio import count_channels, stream_audio
+
+    assert count_channels(path) == 2 and count_channels(wk.sample_path("aesop_02")) == 1
+    for channel in (0, 1):
+        streamed = np.concatenate([block.samples for block in stream_audio(path, 1.0, channel=channel)])
+        assert np.array_equal(streamed, kept.channels[channel])
+    blocks = list(stream_audio(path, 1.0, channel="all"))
+    assert all(block.samples.shape[0] == 2 for block in blocks) and blocks[-1].last
+    with pytest.raises(wk.AudioError, match="has no channel 2"):
+        list(stream_audio(path, 1.0, channel=2))
+    assert wk.load_audio(wk.sample_path("aesop_02"), keep_channels=True).channels is None  # mono: no channels
+
+
+def test_array_channels_are_kept_when_asked():
+    import numpy as np
+
+    from whisperkit.core.audio import audio_from_array
+
+    rows = np.stack([np.linspace(-0.5, 0.5, 16000), np.zeros(16000)]).astype(np.float32)
+    for given in (rows, rows.T):
+        audio = audio_from_array(given, keep_channels=True)
+        assert np.array_equal(audio.channels, rows) and np.allclose(audio.samples, rows.mean(axis=0))
+    assert audio_from_array(rows).channels is None

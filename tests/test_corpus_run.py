@@ -70,7 +70,7 @@ def test_a_corpus_run_is_saved_loaded_reported_and_plotted(corpus_run, tmp_path)
     wk.report(loaded, page)
     text = page.read_text()
     assert "Corpus stages" in text and "<th>model wait %</th>" not in text  # descriptions in the report
-    assert "the model&#x27;s wait for its next batch" in text and "6 file(s) done" in text
+    assert "the model&#39;s wait for its next batch" in text and "6 file(s) done" in text
 
 
 def test_a_run_that_is_not_a_corpus_run_has_no_stage_timeline(model, clips):

@@ -22,7 +22,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-threads", type=int, default=0, help="CTranslate2 intra-op threads, 0 for its default, at most 4 x the CPUs")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width, 1-16 (default: 5)")
     parser.add_argument("--language", default=None, help="language code such as en (English-only models: en only); default: detect")
+    parser.add_argument("--channels", choices=("auto", "mix", "split"), default="auto",
+                        help="a file of several channels (a call, an interview): split (each channel transcribed "
+                             "as a speaker of its own), mix (to mono), or auto: split when the channels carry "
+                             "different signals (default: auto)")
+    parser.add_argument("--channel-names", type=channel_names_argument, default=None, metavar="NAME,NAME",
+                        help="names of the channels in split transcripts (default: left,right for stereo, ch0,ch1,... otherwise)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
+
+
+def channel_names_argument(text: str) -> tuple[str, ...]:
+    """Comma-separated channel names (each checked by Config, with its own message)."""
+    return tuple(name.strip() for name in text.split(","))
 
 
 def batch_size_argument(text: str) -> int | str:
@@ -45,6 +56,8 @@ def model_settings(args: argparse.Namespace) -> dict[str, Any]:
         cpu_threads=args.cpu_threads,
         beam_size=args.beam_size,
         language=args.language,
+        channels=args.channels,
+        channel_names=args.channel_names,
     )
     if args.num_workers is not None:
         settings["num_workers"] = args.num_workers

@@ -209,10 +209,11 @@ def _summary_line(path: str, transcript) -> str:
     config = transcript.config
     how = f"batched, batch size {config['batch_size']}" if config["mode"] == "batched" else "sequential"
     retries = f", {len(transcript.batch_retries)} out-of-memory retries" if transcript.batch_retries else ""
+    split = f", channels {' and '.join(transcript.channels)} transcribed apart" if transcript.channels else ""
     return (
         f"{os.path.basename(path)}: {transcript.audio_seconds:.1f} s of audio in {transcript.wall_seconds:.2f} s "
         f"({transcript.rtfx:.1f}x real time), {how}, {config['model']} on {config['device']} "
-        f"({config['compute_type']}){retries}"
+        f"({config['compute_type']}){retries}{split}"
     )
 
 

@@ -36,7 +36,7 @@ def run_corpus(args: argparse.Namespace) -> int:
                                    language=args.language, beam_size=args.beam_size, progress=not args.quiet,
                                    engine="ray", ray_address=args.ray_address, model_workers=args.model_workers,
                                    device=args.device, compute_type=args.compute_type, cpu_threads=args.cpu_threads,
-                                   **outputs)
+                                   channels=args.channels, channel_names=args.channel_names, **outputs)
         return _report(result, args)
     if args.ray_address is not None or args.model_workers is not None:
         raise ConfigError("--ray-address and --model-workers need --engine ray")

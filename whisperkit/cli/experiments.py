@@ -152,6 +152,7 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
     from whisperkit.experiments.store import comparison_run_name, save_comparison, save_run
     from whisperkit.views import format as fmt
     from whisperkit.views.report import report
+    from whisperkit.views.tables import channel_wer_rows
 
     folder = Path(output_dir)
     counts = {"before": 0, "after": 0}
@@ -172,6 +173,8 @@ def _compare_and_save(audio, before, after, output_dir, *, quiet=False, **option
     reference = result.wer_vs_reference
     accuracy = f", WER vs reference {fmt.percent(reference['before'])} -> {fmt.percent(reference['after'])}" if reference else ""
     print(f"speedup {fmt.times(result.speedup)}, WER between the two {fmt.percent(result.wer_between)}{accuracy}")
+    for channel, before_wer, after_wer in channel_wer_rows([result.before, result.after]):
+        print(f"WER of channel {channel} vs its reference: {before_wer} -> {after_wer}")
     if result.after.gpu_unavailable_reason:
         print(f"no GPU here ({result.after.gpu_unavailable_reason}): both ran on the CPU; on a GPU the "
               "report's timelines show how busy the accelerator was on each side, and "

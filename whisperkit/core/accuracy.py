@@ -4,12 +4,19 @@ Both texts go through Whisper's own English text normaliser (the ``whisper-norma
 package, a standalone copy of ``whisper.normalizers.EnglishTextNormalizer``): lower case,
 punctuation and filler words removed, spelled-out numbers and British spellings unified.
 The word error rate is then computed by ``jiwer``: (substitutions + deletions + insertions)
-divided by the number of reference words.
+divided by the number of reference words. A transcript split by channel is scored per channel
+against ``X.<channel>.txt`` beside the audio ``X.<ext>`` (:func:`wer_by_channel`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from whisperkit.core.transcription import Transcript
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,3 +92,34 @@ def _read_reference_file(path: str) -> str:
         raise ConfigError(f"reference {path} is not UTF-8 text (an audio file?); give the transcript's text file") from None
     except OSError as error:
         raise ConfigError(f"cannot read reference {path}: {error.strerror or error}") from None
+
+
+def channel_reference_path(audio_path: str | os.PathLike, channel: str) -> str:
+    """Where the reference of one channel of ``X.<ext>`` lies: ``X.<channel>.txt`` beside it."""
+    return f"{os.path.splitext(os.fspath(audio_path))[0]}.{channel}.txt"
+
+
+def channel_references(audio_path: str | os.PathLike, channels: Iterable[str]) -> dict[str, str]:
+    """The references of a split transcript's ``channels`` found beside ``audio_path``
+    (``X.<channel>.txt``, see :func:`channel_reference_path`), by channel; none found: empty."""
+    paths = {channel: channel_reference_path(audio_path, channel) for channel in channels}
+    return {channel: _read_reference_file(path) for channel, path in paths.items() if os.path.isfile(path)}
+
+
+def wer_by_channel(transcripts: Mapping[str, Transcript]) -> dict[str, float]:
+    """The word error rate of each channel of the split transcripts in ``transcripts`` (audio
+    path -> Transcript) against the ``X.<channel>.txt`` beside each file; over several files
+    (a corpus run) a channel's texts and references are joined in file order, over the files
+    that have its reference. Channels with no reference are left out; no split file: empty.
+
+    >>> wer_by_channel({"call.wav": transcript})   # doctest: +SKIP
+    {'left': 0.0, 'right': 0.05}
+    """
+    references: dict[str, list[str]] = {}
+    hypotheses: dict[str, list[str]] = {}
+    for path, transcript in transcripts.items():
+        for channel, reference in channel_references(path, transcript.channels).items():
+            references.setdefault(channel, []).append(reference)
+            hypotheses.setdefault(channel, []).append(transcript.channel_text(channel))
+    return {channel: word_error_rate(" ".join(references[channel]), " ".join(hypotheses[channel]))
+            for channel in references}

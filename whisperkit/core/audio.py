@@ -16,6 +16,11 @@ Arrays given instead of a file (:func:`audio_from_array`) follow these rules:
 - 1-D is mono; 2-D with at most 8 channels along one axis, ``(channels, samples)`` or
   ``(samples, channels)``, is averaged to mono with a warning; any other shape is refused.
 The sample rate of an array cannot be checked: it must be 16 kHz.
+
+Channels: ``keep_channels=True`` (for ``channels="split"`` or ``"auto"``, see
+:mod:`whisperkit.core.channels`) also keeps each channel, 16 kHz, in ``Audio.channels``
+(channels x samples); ``samples`` stays the mono mix, decoded exactly as without it (FFmpeg's
+downmix for a file, the mean for an array). :func:`stream_audio` streams one channel, or all.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ MAX_CHANNELS = 8  # a 2-D array with more than this along both axes is not chann
 
 @dataclass
 class Audio:
-    """Decoded audio: ``samples`` at 16 kHz mono float32 in [-1, 1]."""
+    """Decoded audio: ``samples`` at 16 kHz mono float32 in [-1, 1]; ``channels``, where kept
+    (``keep_channels=True``) and there are several, each channel at 16 kHz (channels x samples float32)."""
 
     samples: np.ndarray  # float32
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    channels: np.ndarray | None = None  # float32, channels x samples
 
     @property
     def seconds(self) -> float:
@@ -70,10 +77,26 @@ class _Decoded:
     bad_packets: int = 0
     lost_seconds: float = 0.0  # duration of the packets that failed, where the container says
     stopped: str | None = None  # why reading the container stopped early, if it did
+    channels: np.ndarray | None = None  # keep_channels: channels x samples
+    channel_count: int = 1  # of the stream decoded
 
 
-def load_audio(source: str | os.PathLike | IO[bytes]) -> Audio:
-    """Decode an audio file, a pipe or a binary file object to 16 kHz mono float32.
+def count_channels(path: str | os.PathLike) -> int:
+    """The number of channels of a file's first audio stream (0 where it cannot be read: the
+    decoding that follows says why)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path), mode="r", metadata_errors="ignore") as container:
+            streams = container.streams.audio
+            return int(streams[0].codec_context.channels) if streams else 0
+    except (av.error.FFmpegError, ValueError, OSError):
+        return 0
+
+
+def load_audio(source: str | os.PathLike | IO[bytes], keep_channels: bool = False) -> Audio:
+    """Decode an audio file, a pipe or a binary file object to 16 kHz mono float32 (with
+    ``keep_channels``, each channel too, in ``Audio.channels``, where there are several).
 
     Raises :class:`AudioError` for a missing file, a directory, an empty (0-byte) file, a file
     that is not audio, or a damaged file of which nothing (or only silence) could be decoded. A
@@ -84,8 +107,8 @@ def load_audio(source: str | os.PathLike | IO[bytes]) -> Audio:
     if isinstance(source, (str, os.PathLike)):
         source = os.fspath(source)
         _check_file(source)
-    decoded = _decode(source, name)
-    audio = Audio(samples=decoded.samples, path=name)
+    decoded = _decode(source, name, keep_channels)
+    audio = Audio(samples=decoded.samples, path=name, channels=decoded.channels)
     damaged = bool(decoded.bad_packets or decoded.stopped)
     declared = decoded.declared_seconds
     short = declared is not None and declared > 0 and audio.seconds < 0.99 * declared
@@ -100,8 +123,9 @@ def load_audio(source: str | os.PathLike | IO[bytes]) -> Audio:
     return audio
 
 
-def audio_from_array(array: object, name: str = "audio") -> Audio:
-    """Check a sample array (16 kHz) and convert it to mono float32 in [-1, 1]; see the module rules."""
+def audio_from_array(array: object, name: str = "audio", keep_channels: bool = False) -> Audio:
+    """Check a sample array (16 kHz) and convert it to mono float32 in [-1, 1]; see the module rules
+    (with ``keep_channels``, a 2-D array's channels are kept too, scaled as the mix is)."""
     import numpy as np
 
     if isinstance(array, (bytes, bytearray, memoryview, str)):
@@ -115,6 +139,7 @@ def audio_from_array(array: object, name: str = "audio") -> Audio:
         raise AudioError(f"{name}: not an array of samples ({first_line(error)})") from None
     warnings: list[str] = []
     samples = _to_float(samples, name, warnings)
+    channels = _as_channels(samples) if keep_channels else None
     samples = _to_mono(samples, name, warnings)
     if samples.size and not np.isfinite(samples).all():
         bad = int(samples.size - np.isfinite(samples).sum())
@@ -123,7 +148,18 @@ def audio_from_array(array: object, name: str = "audio") -> Audio:
     if peak > 1.0:
         samples = samples / peak
         warnings.append(f"{name}: float samples reach {peak:.4g}, beyond [-1, 1]; scaled down by that peak")
-    return Audio(samples=np.ascontiguousarray(samples, dtype=np.float32), warnings=warnings)
+    if channels is not None:
+        channel_peak = float(np.abs(channels).max()) if channels.size else 0.0
+        channels = np.ascontiguousarray(channels / max(1.0, channel_peak), dtype=np.float32)
+    return Audio(samples=np.ascontiguousarray(samples, dtype=np.float32), warnings=warnings, channels=channels)
+
+
+def _as_channels(samples):
+    """A 2-D array's channels as rows (channels x samples), or None for mono or a shape
+    :func:`_to_mono` refuses."""
+    if samples.ndim != 2 or not (min(samples.shape) <= MAX_CHANNELS < max(samples.shape)) or min(samples.shape) < 2:
+        return None
+    return samples if samples.shape[0] <= MAX_CHANNELS else samples.T
 
 
 def _to_float(samples, name: str, warnings: list[str]):
@@ -195,28 +231,42 @@ def _size(source) -> int:
     return status.st_size if status is not None and stat.S_ISREG(status.st_mode) else 0
 
 
-def _decode(source, name: str) -> _Decoded:
+def _decode(source, name: str, keep_channels: bool = False) -> _Decoded:
     """Decode packet by packet; a packet that fails is counted and skipped, not the end of the file."""
     import numpy as np
 
     result = _Decoded(samples=np.zeros(0, dtype=np.float32))
-    chunks = list(_resampled(source, name, result))
-    if chunks:
-        result.samples = np.concatenate(chunks).astype(np.float32) / 32768.0
+    if not keep_channels:
+        chunks = list(_resampled(source, name, result))
+        if chunks:
+            result.samples = np.concatenate(chunks).astype(np.float32) / 32768.0
+        return result
+    pairs = list(_resampled(source, name, result, keep_channels=True))
+    if pairs:
+        result.samples = np.concatenate([mono for mono, _ in pairs]).astype(np.float32) / 32768.0
+        channels = np.concatenate([split for _, split in pairs], axis=1)
+        if len(channels) > 1:  # the two resamplers may end a few samples apart: the mix's length rules
+            length = len(result.samples)
+            channels = np.pad(channels[:, :length], ((0, 0), (0, max(0, length - channels.shape[1]))))
+            result.channels = channels.astype(np.float32) / 32768.0
     return result
 
 
-def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
-    """The 16 kHz mono int16 pieces of ``source`` as they are decoded; ``result`` receives the
-    declared duration and the damage (bad packets, seconds lost, why reading stopped)."""
+def _resampled(source, name: str, result: _Decoded, keep_channels: bool = False, mono: bool = True) -> Iterator:
+    """The 16 kHz mono int16 pieces of ``source`` as they are decoded (with ``keep_channels``,
+    pairs of the mono piece, empty unless ``mono``, and the channels' piece, channels x samples int16); ``result``
+    receives the declared duration and the damage (bad packets, seconds lost, why reading stopped)."""
     import av
 
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE)
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE) if mono else None
+    # the stream's own layout, interleaved (planar frames of many channels crash PyAV 14's to_ndarray)
+    splitter = av.audio.resampler.AudioResampler(format="s16", rate=SAMPLING_RATE) if keep_channels else None
     try:
         with av.open(source, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError(f"{name}: has no audio stream; give an audio or video file with sound")
             stream = container.streams.audio[0]
+            result.channel_count = max(1, int(stream.codec_context.channels or 1))
             result.declared_seconds = container.duration / 1_000_000 if container.duration else None
             packets = container.demux(stream)
             while True:
@@ -235,10 +285,8 @@ def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
                         result.lost_seconds += float(packet.duration * packet.time_base)
                     continue
                 for frame in frames:
-                    for resampled in resampler.resample(frame):
-                        yield resampled.to_ndarray().reshape(-1)
-            for resampled in resampler.resample(None):  # flush
-                yield resampled.to_ndarray().reshape(-1)
+                    yield from _pieces(resampler, splitter, frame, result.channel_count)
+            yield from _pieces(resampler, splitter, None, result.channel_count)  # flush
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as error:
@@ -247,7 +295,8 @@ def _resampled(source, name: str, result: _Decoded) -> Iterator[np.ndarray]:
 
 @dataclass
 class AudioBlock:
-    """A stretch of a file decoded by :func:`stream_audio`: ``samples`` 16 kHz mono float32,
+    """A stretch of a file decoded by :func:`stream_audio`: ``samples`` 16 kHz float32 (mono, one
+    channel, or channels x samples),
     starting ``start_seconds`` into the file; the ``last`` block carries the file's ``warnings``."""
 
     samples: np.ndarray  # float32
@@ -256,12 +305,16 @@ class AudioBlock:
     warnings: list[str] = field(default_factory=list)
 
 
-def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0) -> Iterator[AudioBlock]:
+def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0,
+                 channel: int | str | None = None) -> Iterator[AudioBlock]:
     """Decode a file in blocks of ``block_seconds`` (the last one shorter), so that a long file
     never sits in memory whole: at most one block (``block_seconds`` x 64 KB/s as float32) and
     the decoder's int16 pieces of it. Raises :class:`AudioError` as :func:`load_audio` does
     (at the end, for damage only known then); a file that decodes to nothing but is valid gives
     one empty last block.
+
+    ``channel`` None streams the mono mix; a number streams that channel alone (0 first); ``"all"``
+    streams every channel, each block's ``samples`` then channels x samples.
     """
     import numpy as np
 
@@ -272,18 +325,20 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0) -> Iterat
     pending: list = []
     pending_samples = start_samples = 0
     peak = 0
-    for piece in _resampled(path, path, decoded):
+    pieces = _resampled(path, path, decoded, keep_channels=channel is not None, mono=channel is None)
+    for piece in _channel_pieces(pieces, channel, path):
         pending.append(piece)
-        pending_samples += len(piece)
+        pending_samples += piece.shape[-1]
         peak = max(peak, int(np.abs(piece.astype(np.int32)).max(initial=0)))
         while pending_samples > block_samples:
-            joined = np.concatenate(pending)
-            block, rest = joined[:block_samples], joined[block_samples:]
+            joined = np.concatenate(pending, axis=-1)
+            block, rest = joined[..., :block_samples], joined[..., block_samples:]
             yield AudioBlock(block.astype(np.float32) / 32768.0, start_samples / SAMPLING_RATE, last=False)
-            start_samples += len(block)
-            pending, pending_samples = [rest], len(rest)
-    joined = np.concatenate(pending) if pending else np.zeros(0, dtype=np.int16)
-    seconds = (start_samples + len(joined)) / SAMPLING_RATE
+            start_samples += block.shape[-1]
+            pending, pending_samples = [rest], rest.shape[-1]
+    empty = np.zeros((decoded.channel_count, 0) if channel == "all" else 0, dtype=np.int16)
+    joined = np.concatenate(pending, axis=-1) if pending else empty
+    seconds = (start_samples + joined.shape[-1]) / SAMPLING_RATE
     damaged = bool(decoded.bad_packets or decoded.stopped)
     declared = decoded.declared_seconds
     short = declared is not None and declared > 0 and seconds < 0.99 * declared
@@ -294,6 +349,20 @@ def stream_audio(path: str | os.PathLike, block_seconds: float = 60.0) -> Iterat
         raise AudioError(f"{path}: damaged, only {seconds:.1f} s of silence could be decoded{of}; check the file")
     warnings = [_damage_warning(path, decoded, seconds, short)] if damaged or short else []
     yield AudioBlock(joined.astype(np.float32) / 32768.0, start_samples / SAMPLING_RATE, last=True, warnings=warnings)
+
+
+def _channel_pieces(pieces: Iterator, channel: int | str | None, name: str) -> Iterator[np.ndarray]:
+    """The decoder's pieces of ``channel`` (see :func:`stream_audio`)."""
+    if channel is None:
+        yield from pieces
+        return
+    for _, split in pieces:
+        if channel == "all":
+            yield split
+        elif isinstance(channel, int) and 0 <= channel < len(split):
+            yield split[channel]
+        else:
+            raise AudioError(f"{name}: has no channel {channel!r} (it has {len(split)})")
 
 
 def _damage_warning(name: str, decoded: _Decoded, seconds: float, short: bool) -> str:
@@ -310,6 +379,20 @@ def _damage_warning(name: str, decoded: _Decoded, seconds: float, short: bool) -
                 f"of the {declared:.1f} s its header declares ({lost})")
     lost = f", about {decoded.lost_seconds:.1f} s lost" if decoded.lost_seconds else ""
     return f"{name}: damaged audio, " + "; ".join(details) + lost
+
+
+def _pieces(resampler, splitter, frame, rows: int) -> Iterator:
+    """One frame (None: the flush) through the mono resampler, and the channels' one (``rows``
+    channels) when there is one."""
+    import numpy as np
+
+    mono = [resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(frame)] if resampler else []
+    if splitter is None:
+        yield from mono
+        return
+    split = [resampled.to_ndarray().reshape(-1, rows).T for resampled in splitter.resample(frame)]
+    yield (np.concatenate(mono) if mono else np.zeros(0, dtype=np.int16),
+           np.concatenate(split, axis=1) if split else np.zeros((rows, 0), dtype=np.int16))
 
 
 def _reason(error: BaseException) -> str:

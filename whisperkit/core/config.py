@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whisperkit.checks import check_number, check_whole
+from whisperkit.core.channels import DEFAULT_CHANNELS, check_channels
 from whisperkit.errors import ConfigError
 
 MODES = ("batched", "sequential", "corpus")
@@ -48,6 +49,10 @@ class Config:
     ``segmentation="batched"`` makes a sequential run decode the chunks the batched pipeline
     cuts (its VAD settings, ``chunk_length`` and ``clip_timestamps`` read from ``options``; see
     :mod:`whisperkit.core.chunking`); ``"own"`` leaves each pipeline its own segmentation.
+    ``channels`` says what to do with a file of several channels: ``"mix"`` them to mono,
+    ``"split"`` (each transcribed on its own, its segments named by ``channel_names``, default
+    ``left``/``right`` for stereo, ``ch0`` .. ``chN`` otherwise), or ``"auto"``: split when the
+    channels carry different signals (see :mod:`whisperkit.core.channels`).
 
     Valid ranges (a :class:`ConfigError` names the setting otherwise): ``batch_size`` 1 to 256
     or ``"auto"``; ``beam_size`` 1 to 16; ``num_workers`` 1 to 64; ``cpu_threads`` 0 (CTranslate2's
@@ -73,6 +78,8 @@ class Config:
     label: str = ""
     segmentation: str = "own"
     pack: bool = True  # mode "corpus" only: several short clips per 30 s window
+    channels: str = DEFAULT_CHANNELS
+    channel_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -104,6 +111,9 @@ class Config:
         if not isinstance(self.pack, bool):
             raise ConfigError(f"pack must be True or False, got {self.pack!r}")
         check_options(self.options)
+        check_channels(self.channels, self.channel_names)
+        if self.channel_names is not None:  # a list (from JSON) is kept as a tuple
+            object.__setattr__(self, "channel_names", tuple(self.channel_names))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed; a label, unless given, follows the settings that changed.

@@ -15,128 +15,34 @@ as the bundled tiny.en skips detection. whisperkit times the two parts separatel
 
 The two pipelines also cut the audio differently (see :mod:`whisperkit.core.chunking`);
 ``Config(segmentation="batched")`` makes a sequential run decode the batched pipeline's chunks.
+
+A file of several channels is mixed to mono, or each channel transcribed on its own and the
+segments named by their channel (``Config.channels``: mix, split, or auto, the default; see
+:mod:`whisperkit.core.channels`). The :class:`Transcript` it returns, and its formats, are in
+:mod:`whisperkit.core.transcript` (importable from here too).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from whisperkit.core.audio import Audio, audio_from_array, load_audio
+from whisperkit.core.audio import MAX_CHANNELS, Audio, audio_from_array, count_channels, load_audio
+from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, check_split_count, choose_for
 from whisperkit.core.config import Config
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.models import wrap_whisper_model as _wrap_whisper_model  # corpus.transcribe imports it from here
+from whisperkit.core.transcript import Segment, Transcript
 from whisperkit.errors import ConfigError, first_line
 
+__all__ = ["Segment", "Transcript", "transcribe", "transcribe_config"]
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from whisperkit.core.audio import AudioSource
     from whisperkit.measure.sampler import Sampler
-
-
-@dataclass
-class Segment:
-    """A piece of the transcript; ``start`` and ``end`` in seconds from the start of the audio."""
-
-    start: float
-    end: float
-    text: str
-
-
-@dataclass
-class Transcript:
-    """What a transcription produced, and how long each part took.
-
-    Times are wall-clock seconds. ``wall_seconds`` runs from reading the audio to the last
-    segment and leaves out model loading (``load_seconds``, 0 when the model was already
-    loaded), so ``rtfx = audio_seconds / wall_seconds`` is the speed of transcription itself.
-    ``batch_retries`` lists each out-of-memory retry of a batched run (the batch size that
-    failed and the error); the phase times count only the attempt that succeeded, and the
-    failed attempts' time is ``retry_seconds`` (so prepare + decode + retry = wall). ``warnings`` what was wrong with the input but did not stop the run.
-    ``chunks`` is the number of speech chunks a batched run decoded (known when it runs
-    without timestamps, its default: one segment per chunk; else None); a batch size above it
-    changes nothing. ``chunk_spans`` are those chunks' ``[start, end]`` in seconds of the audio
-    (for a batched run read from its segments, for a sequential run with
-    ``segmentation="batched"`` the chunks it was given; else None).
-    ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
-    """
-
-    segments: list[Segment]
-    language: str | None
-    audio_seconds: float
-    wall_seconds: float
-    prepare_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    load_seconds: float = 0.0
-    retry_seconds: float = 0.0
-    config: dict = field(default_factory=dict)
-    audio_path: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    batch_retries: list[dict] = field(default_factory=list)
-    chunks: int | None = None
-    chunk_spans: list | None = None
-    timeline: object = None  # pandas.DataFrame when monitored
-    marks: object = None  # pandas.DataFrame when monitored
-
-    @property
-    def text(self) -> str:
-        """The whole transcript as one string."""
-        return " ".join(segment.text for segment in self.segments)
-
-    @property
-    def rtfx(self) -> float:
-        """Real-time factor: seconds of audio transcribed per wall-clock second (higher is faster)."""
-        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
-
-    def to_dict(self) -> dict:
-        """Plain values for JSON: text, segments, timings, config, warnings (no timeline)."""
-        return {
-            "text": self.text,
-            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in self.segments],
-            "language": self.language,
-            "audio_seconds": self.audio_seconds,
-            "wall_seconds": self.wall_seconds,
-            "rtfx": self.rtfx,
-            "load_seconds": self.load_seconds,
-            "prepare_seconds": self.prepare_seconds,
-            "decode_seconds": self.decode_seconds,
-            "retry_seconds": self.retry_seconds,
-            "config": self.config,
-            "audio_path": self.audio_path,
-            "warnings": self.warnings,
-            "batch_retries": self.batch_retries,
-            "chunks": self.chunks,
-            "chunk_spans": self.chunk_spans,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Transcript:
-        """The inverse of :meth:`to_dict` (text and rtfx are derived, so they are not read)."""
-        values = {k: v for k, v in data.items() if k not in ("text", "rtfx", "segments")}
-        return cls(segments=[Segment(**segment) for segment in data["segments"]], **values)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
-
-    def to_srt(self) -> str:
-        """SubRip subtitles: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``."""
-        cues = [
-            f"{number}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text}\n"
-            for number, s in enumerate(self.segments, start=1)
-        ]
-        return "\n".join(cues)
-
-    def to_vtt(self) -> str:
-        """WebVTT subtitles: a ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues."""
-        cues = [f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text}\n" for s in self.segments]
-        return "\n".join(["WEBVTT\n", *cues])
-
-    def to_txt(self) -> str:
-        """The text, one segment a line."""
-        return "".join(f"{segment.text}\n" for segment in self.segments)
 
 
 def transcribe(
@@ -152,6 +58,8 @@ def transcribe(
     compute_type: str = "auto",
     num_workers: int = 1,
     cpu_threads: int = 0,
+    channels: str = DEFAULT_CHANNELS,
+    channel_names: Sequence[str] | None = None,
     progress: bool = True,
     monitor: bool = False,
     monitor_interval: float = 0.1,
@@ -168,6 +76,10 @@ def transcribe(
         ``num_workers``, ``cpu_threads``; see :func:`whisperkit.load_model`); None is the bundled tiny.en.
       mode: ``"batched"`` or ``"sequential"``.
       batch_size: chunks decoded together in batched mode (at least 1), or ``"auto"``.
+      channels: a file of several channels is ``"mix"``-ed to mono, ``"split"`` (each channel
+        transcribed on its own, segments named by channel) or, with ``"auto"``, split when the
+        channels carry different signals; ``channel_names`` name them (default ``left``,
+        ``right`` for stereo, ``ch0`` .. ``chN`` otherwise). See :mod:`whisperkit.core.channels`.
       progress: show a progress bar in seconds of audio (tqdm; renders in notebooks too).
       monitor: sample CPU and GPU utilization while it runs into ``timeline`` and ``marks``,
         every ``monitor_interval`` seconds, with the phases ``load``, ``prepare``, ``decode``.
@@ -201,6 +113,8 @@ def transcribe(
         beam_size=beam_size,
         language=language,
         options=options,
+        channels=channels,
+        channel_names=None if channel_names is None else tuple(channel_names),
     )
     loaded = model if isinstance(model, Model) else None
     if not monitor:
@@ -243,7 +157,8 @@ def transcribe_config(
     _check_memory(config, model, batch_size)
     mark("prepare")
     started = time.perf_counter()
-    audio = _as_audio(audio)
+    audio = _as_audio(audio, keep_channels=config.channels != "mix", split=config.channels == "split")
+    choice = _choose_channels(audio, config)
     used = {**config.to_dict(), **model.describe(), "batch_size": batch_size}
     if config.mode == "sequential":
         used["batch_size"] = None
@@ -255,12 +170,24 @@ def transcribe_config(
         load_seconds=load_seconds,
         config=used,
         audio_path=audio.path,
-        warnings=list(audio.warnings),
+        warnings=list(audio.warnings) + ([choice.note] if choice.note else []),
     )
     if audio.is_silent:
         transcript.warnings.append(f"{audio.path or 'audio'}: silent (no sample above -60 dBFS), nothing to transcribe")
         transcript.wall_seconds = transcript.prepare_seconds = time.perf_counter() - started
         return transcript
+    if choice.split:
+        return _transcribe_channels(model, audio, config, batch_size, transcript, choice, progress, mark, started)
+    first, last, finished = _attempts(model, audio, config, batch_size, transcript, progress, mark)
+    transcript.prepare_seconds += first - started  # reading the audio
+    transcript.retry_seconds = last - first
+    transcript.wall_seconds = finished - started
+    return transcript
+
+
+def _attempts(model, audio, config, batch_size, transcript, progress, mark) -> tuple[float, float, float]:
+    """Transcribe ``audio`` into ``transcript``, the batch halved on out-of-memory; returns when
+    the first and the last attempt started and when it finished (``time.perf_counter()``)."""
     from whisperkit.core.batching import halving_on_out_of_memory
 
     attempts: list[float] = []  # when each attempt started
@@ -278,8 +205,42 @@ def transcribe_config(
                                             on_retry=retry)
     else:
         finished = halving_on_out_of_memory(attempt, None, device=model.device)
-    transcript.prepare_seconds += attempts[0] - started  # reading the audio
-    transcript.retry_seconds = attempts[-1] - attempts[0]
+    return attempts[0], attempts[-1], finished
+
+
+def _choose_channels(audio: Audio, config: Config) -> ChannelChoice:
+    """Mix or split ``audio``'s channels as ``config.channels`` says (a mono file: nothing to split)."""
+    channels = audio.channels if audio.channels is not None else audio.samples.reshape(1, -1)
+    return choose_for(config.channels, channels, config.channel_names, audio.path or "audio")
+
+
+def _transcribe_channels(model, audio, config, batch_size, transcript, choice, progress, mark, started) -> Transcript:
+    """Each channel of ``choice`` transcribed on its own into ``transcript``: its segments
+    named by channel and merged in time order, the phases' seconds summed over the channels."""
+    segments: list[Segment] = []
+    spans: list = []
+    previous = started
+    finished = started
+    for index, name in zip(choice.indices, choice.names):
+        part = Transcript(segments=[], language=config.language, audio_seconds=audio.seconds, wall_seconds=0.0,
+                          config=transcript.config, audio_path=audio.path)
+        channel = Audio(samples=audio.channels[index], path=f"{audio.path or 'audio'} ({name})")
+        size = transcript.config.get("batch_size") or batch_size  # smaller after an out-of-memory retry
+        first, last, finished = _attempts(model, channel, config, size, part, progress, mark)
+        transcript.prepare_seconds += part.prepare_seconds + first - previous
+        transcript.decode_seconds += part.decode_seconds
+        transcript.retry_seconds += last - first
+        transcript.batch_retries.extend(part.batch_retries)
+        transcript.language = transcript.language or part.language
+        if part.chunks is not None:
+            transcript.chunks = (transcript.chunks or 0) + part.chunks
+        spans.extend(part.chunk_spans or [])
+        segments.extend(Segment(s.start, s.end, s.text, name) for s in part.segments)
+        previous = finished
+    order = {name: number for number, name in enumerate(choice.names)}
+    transcript.segments = sorted(segments, key=lambda s: (s.start, order[s.channel]))
+    transcript.chunk_spans = spans if transcript.chunks is not None else None
+    transcript.channels = list(choice.names)
     transcript.wall_seconds = finished - started
     return transcript
 
@@ -355,13 +316,20 @@ def _resolve_batch_size(config: Config, model: Model) -> int:
     return recommend_for_model(model, beam_size=config.beam_size)
 
 
-def _as_audio(audio: AudioSource) -> Audio:
-    """A path, a pipe or a binary file object is decoded; anything else is checked as an array."""
+def _as_audio(audio: AudioSource, keep_channels: bool = False, split: bool = False) -> Audio:
+    """A path, a pipe or a binary file object is decoded; anything else is checked as an array.
+    ``keep_channels`` keeps each channel too (not for a file that has one, nor over 8: refused
+    with ``split``, mixed otherwise)."""
     if isinstance(audio, Audio):
         return audio
+    if isinstance(audio, (str, os.PathLike)) and keep_channels:
+        count = count_channels(audio)
+        if split:
+            check_split_count(count, os.fspath(audio))
+        keep_channels = 1 < count <= MAX_CHANNELS  # mono: decoded as it always was, once; auto mixes above 8
     if isinstance(audio, (str, os.PathLike)) or callable(getattr(audio, "read", None)):
-        return load_audio(audio)  # type: ignore[arg-type]  # a file object, by its read()
-    return audio_from_array(audio)
+        return load_audio(audio, keep_channels)  # type: ignore[arg-type]  # a file object, by its read()
+    return audio_from_array(audio, keep_channels=keep_channels)
 
 
 def _check_option_names(config: Config) -> None:
@@ -405,14 +373,6 @@ def _check_memory(config: Config, model: Model, batch_size: int) -> None:
             f"batch size {items} with beam {candidates} needs about {needed_mb:.0f} MiB for {model.name} "
             f"(estimate), but {free_mb:.0f} MiB of memory are free; use a smaller batch or beam size"
         )
-
-
-def _timestamp(seconds: float, decimal_marker: str) -> str:
-    milliseconds = round(seconds * 1000)
-    hours, milliseconds = divmod(milliseconds, 3_600_000)
-    minutes, milliseconds = divmod(milliseconds, 60_000)
-    whole_seconds, milliseconds = divmod(milliseconds, 1000)
-    return f"{hours:02d}:{minutes:02d}:{whole_seconds:02d}{decimal_marker}{milliseconds:03d}"
 
 
 def _no_mark(label: str) -> None:

@@ -34,6 +34,8 @@ class Run:
     ``peak_rss_mb`` (the whole process, so it includes whatever was loaded before the run),
     ``rss_growth_mb`` (peak minus the first sample: what the run itself added, model load
     included), ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
+    ``wer_by_channel``: a transcript split by channel, each channel's WER against the
+    ``X.<channel>.txt`` beside the audio (:func:`whisperkit.core.accuracy.wer_by_channel`); empty without.
     """
 
     config: Config
@@ -46,6 +48,7 @@ class Run:
     reference: str | None = None
     gpu_unavailable_reason: str | None = None
     corpus: Any = None  # CorpusResult of a Config(mode="corpus") run: stages, spans, each file's transcript
+    wer_by_channel: dict = field(default_factory=dict)  # channel name -> WER (fraction)
 
     @property
     def label(self) -> str:

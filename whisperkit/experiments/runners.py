@@ -111,7 +111,17 @@ def run(
         corpus=corpus_result,
     )
     result.metrics = compute_metrics(result)
+    result.wer_by_channel = _wer_by_channel(audio, transcript, corpus_result)
     return result
+
+
+def _wer_by_channel(audio: object, transcript: Transcript, corpus: CorpusResult | None) -> dict:
+    """Per-channel WER of a split transcript (each file's, in corpus mode) against ``X.<channel>.txt``."""
+    from whisperkit.core.accuracy import wer_by_channel
+
+    if corpus is not None:
+        return wer_by_channel(corpus.transcripts)
+    return wer_by_channel({os.fspath(audio): transcript}) if isinstance(audio, (str, os.PathLike)) else {}
 
 
 def _corpus_run(sources: Sources, config: Config, sampler: Sampler, progress: bool,

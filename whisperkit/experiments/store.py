@@ -67,6 +67,7 @@ def save_run(run: Run, folder: str | os.PathLike) -> str:
         "marks": _records(run.marks),
         "reference": run.reference,
         "gpu_unavailable_reason": run.gpu_unavailable_reason,
+        "wer_by_channel": run.wer_by_channel,
     }
     if run.corpus is not None:  # corpus mode: each file's transcript, the stages and their spans
         document["corpus"] = run.corpus.to_dict()
@@ -106,6 +107,7 @@ def load_run(folder: str | os.PathLike) -> Run:
             reference=document.get("reference"),
             gpu_unavailable_reason=document.get("gpu_unavailable_reason"),
             corpus=_corpus(document.get("corpus")),
+            wer_by_channel=dict(document.get("wer_by_channel") or {}),
         )
     except (KeyError, TypeError, ValueError, AttributeError, WhisperkitError) as error:
         raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from whisperkit.files import write_text_atomic
 from whisperkit.views import format as fmt
-from whisperkit.views.tables import STAGE_HEADER, metric_rows, stage_rows, sweep_header, sweep_rows
+from whisperkit.views.tables import STAGE_HEADER, channel_wer_rows, metric_rows, stage_rows, sweep_header, sweep_rows
 
 if TYPE_CHECKING:
     import jinja2
@@ -203,7 +203,9 @@ def _run_details(runs: list[Run], *, open_count: int) -> dict[str, Any]:
     return {
         "settings": _settings_table(runs), "machine": machine, "machine_differs": machine_differs,
         "references": list(dict.fromkeys(run.reference for run in runs if run.reference)),
-        "transcripts": [{"label": run.label, "warnings": list(run.transcript.warnings), "text": run.transcript.text,
+        "channel_wer": Table(["channel", *(run.label for run in runs)], channel_wer_rows(runs)),
+        "transcripts": [{"label": run.label, "warnings": list(run.transcript.warnings),
+                         "text": " ".join(segment.labelled() for segment in run.transcript.segments),
                          "opened": number < open_count} for number, run in enumerate(runs)],
     }
 

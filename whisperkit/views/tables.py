@@ -81,3 +81,12 @@ def stage_rows(corpus: CorpusResult) -> list[list[str]]:
     return [[name, str(stats.threads), str(stats.items), fmt.number(stats.busy_seconds, 2),
              fmt.number(stats.wait_seconds, 2), fmt.number(100.0 * stats.busy_seconds / wall, 0) if wall else MISSING]
             for name, stats in corpus.stages.items()]
+
+
+def channel_wer_rows(runs: Sequence[Run]) -> list[list[str]]:
+    """Per-channel WER of runs split by channel (``Run.wer_by_channel``): one row per channel
+    that has a reference in some run, its name, then one cell per run; no such channel: no rows."""
+    channels = list(dict.fromkeys(channel for run in runs for channel in run.wer_by_channel))
+    return [[channel, *(metric_text("wer_vs_reference", run.wer_by_channel[channel])
+                        if channel in run.wer_by_channel else "n/a (no reference)" for run in runs)]
+            for channel in channels]

@@ -231,7 +231,7 @@ def _add(segments: list[Segment], window: Window, index: int, start: float, end:
     end_in_piece = min(max(start_in_piece, end - place.start), length)
     piece = place.piece
     segments.append(Segment(round(float(piece.to_file_seconds(start_in_piece)), 3),
-                            round(float(piece.to_file_seconds(end_in_piece)), 3), text))
+                            round(float(piece.to_file_seconds(end_in_piece)), 3), text, piece.channel))
 
 
 def _place_of(window: Window, time_s: float) -> int:
@@ -261,11 +261,18 @@ def packing_is_safe(model: Model, language: str | None) -> bool:
 
 
 def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: float = 0.0) -> Transcript:
-    """One file's :class:`Transcript` from all its pieces' texts (any order)."""
+    """One file's :class:`Transcript` from all its pieces' texts (any order); a file split by
+    channel has its channels' segments merged in time order."""
     texts = sorted(texts, key=lambda text: text.number)
     last = texts[-1]
+    segments = [segment for text in texts for segment in text.segments]
+    order: dict[str | None, int] = {channel: number for number, channel in enumerate(
+        dict.fromkeys(segment.channel for segment in segments if segment.channel is not None))}
+    if order:
+        segments.sort(key=lambda segment: (segment.start, order.get(segment.channel, 0)))
     return Transcript(
-        segments=[segment for text in texts for segment in text.segments],
+        channels=[channel for channel in order if channel is not None],
+        segments=segments,
         language=last.language,
         audio_seconds=last.audio_seconds,
         wall_seconds=wall_seconds,

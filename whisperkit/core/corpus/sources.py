@@ -1,4 +1,5 @@
-"""Which files a corpus run transcribes, and where each one's outputs go.
+"""Which files a corpus run transcribes, and where each one's outputs go (and what to do with
+their channels: ``Source.channels``).
 
 A PATH is a file, a folder (searched recursively for audio and video files), or ``@list.txt``
 (one path per line; blank lines and ``#`` comments skipped; relative paths from the list's
@@ -20,8 +21,10 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
-def find_sources(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Source]:
-    """The files ``paths`` name, in order, each with its output name (see the module's docstring).
+def find_sources(paths: str | os.PathLike | Iterable[str | os.PathLike], channels: str = "mix",
+                 channel_names: tuple[str, ...] | None = None) -> list[Source]:
+    """The files ``paths`` name, in order, each with its output name (see the module's docstring)
+    and what to do with its channels (``channels``, ``channel_names``: see :class:`whisperkit.Config`).
 
     A path that does not exist is kept (it fails when read, and is reported with the others);
     a path named twice is kept once; a folder with no audio files and a missing ``@list`` are
@@ -37,7 +40,8 @@ def find_sources(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
     unique: dict[str, tuple[str, str]] = {}
     for path, name in found:
         unique.setdefault(os.path.abspath(path), (path, name))
-    return [Source(index, path, name) for index, (path, name) in enumerate(unique.values())]
+    names = None if channel_names is None else tuple(channel_names)
+    return [Source(index, path, name, channels, names) for index, (path, name) in enumerate(unique.values())]
 
 
 def _expand(path: str) -> list[tuple[str, str]]:

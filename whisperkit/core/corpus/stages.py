@@ -31,11 +31,14 @@ TRIM_EVERY_SECONDS = 5.0  # freed memory goes back to the system at most this of
 @dataclass
 class Source:
     """One input file: ``index`` (its number in the run), ``path``, and ``name``: the output path
-    relative to the output folder, without extension (``"sub/clip"`` writes ``DIR/sub/clip.txt``)."""
+    relative to the output folder, without extension (``"sub/clip"`` writes ``DIR/sub/clip.txt``);
+    ``channels`` and ``channel_names`` as in :class:`whisperkit.Config` (``"mix"``: as ever)."""
 
     index: int
     path: str
     name: str
+    channels: str = "mix"
+    channel_names: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -45,7 +48,9 @@ class Piece:
     ``samples`` 16 kHz float32; ``spans`` maps it back to the file: one ``(file_start_seconds,
     length_seconds)`` per stretch of speech the piece joins, in order. ``number`` counts the
     file's pieces from 0; the ``last`` one carries the file's ``audio_seconds`` and ``warnings``
-    (a file with no speech gives one empty last piece).
+    (a file with no speech gives one empty last piece). ``channel`` names the channel of a file
+    split by channel (each channel a stream of its own, its pieces numbered after the previous
+    channel's, one empty last piece after them all); None for a mono or mixed file.
     """
 
     source: int
@@ -55,6 +60,7 @@ class Piece:
     last: bool = False
     audio_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    channel: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -117,8 +123,12 @@ def read_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterato
     (faster-whisper's ``get_speech_timestamps`` and ``collect_chunks``, with the settings of
     ``BatchedInferencePipeline``), ``block_seconds`` at a time. Never raises for a bad file:
     a missing, damaged, non-audio, empty or silent file yields one :class:`Failure`.
+    A source with ``channels`` split or auto is read by :func:`channel_pieces`.
     """
     try:
+        if source.channels != "mix":
+            yield from channel_pieces(source, block_seconds)
+            return
         yield from _cut(source.index, stream_audio(source.path, block_seconds), block_seconds)
     except WhisperkitError as error:
         reason = str(error)
@@ -167,6 +177,52 @@ def _cut(index: int, blocks: Iterable[AudioBlock], block_seconds: float) -> Iter
                 yield Piece(index, number, samples, tuple((start + s, length) for s, length in spans))
                 number += 1
         carry, carry_start = buffer[cut:].copy(), start + cut / SAMPLING_RATE
+
+
+def channel_pieces(source: Source, block_seconds: float = BLOCK_SECONDS) -> Iterator[Piece]:
+    """A file of ``source.channels`` split or auto: mixed as ever where it is mono or ``auto``
+    finds its channels nearly the same (:func:`whisperkit.core.channels.choose`, on levels of
+    the whole file, decoded once for that), else each channel a stream of its own (decoded
+    again for each channel, so that memory stays one block per reader), its pieces named by channel."""
+    import dataclasses
+
+    import numpy as np
+
+    from whisperkit.core.audio import MAX_CHANNELS, count_channels
+    from whisperkit.core.channels import choose, file_levels
+
+    count = count_channels(source.path)
+    if count > MAX_CHANNELS and source.channels == "auto":
+        count = 1  # more than whisperkit splits: mixed, as ever
+    if count > 1 and source.channels == "auto":
+        choice = choose("auto", *file_levels(source.path, block_seconds), source.channel_names, source.path)
+    else:  # split: every channel (a silent one is found as it is cut)
+        choice = choose(source.channels, np.zeros((count, 0)), [1.0] * count, source.channel_names, source.path)
+    notes = [choice.note] if choice.note else []
+    if not choice.split:
+        for piece in _cut(source.index, stream_audio(source.path, block_seconds), block_seconds):
+            yield dataclasses.replace(piece, warnings=piece.warnings + notes) if piece.last else piece
+        return
+    number, seconds, warnings, heard = 0, 0.0, [], 0
+    for index, name in zip(choice.indices, choice.names):
+        try:
+            for piece in _cut(source.index, stream_audio(source.path, block_seconds, channel=index), block_seconds):
+                if piece.last:
+                    seconds, warnings = max(seconds, piece.audio_seconds), piece.warnings
+                    if not piece.seconds:  # the channel's end mark: one for the file comes after all channels
+                        continue
+                yield dataclasses.replace(piece, number=number, last=False, audio_seconds=0.0, warnings=[],
+                                          channel=name)
+                number += 1
+            heard += 1
+        except WhisperkitError as error:
+            if str(error) != _silent(None):
+                raise
+            notes.append(f"{source.path}: channel {name} is silent (no sample above -60 dBFS), nothing to transcribe")
+    if not heard:
+        raise WhisperkitError(_silent(None))
+    yield Piece(source.index, number, np.zeros(0, dtype=np.float32), (), last=True, audio_seconds=seconds,
+                warnings=warnings + notes)
 
 
 def release_freed_memory() -> None:
@@ -241,7 +297,9 @@ def speech_chunks(samples: np.ndarray) -> list[tuple[np.ndarray, list[tuple[floa
 class Packer:
     """Stage 2, pieces -> windows: fills windows of at most ``max_seconds`` with pieces in the
     order they come, ``gap_seconds`` of silence between two; ``pack=False`` gives one piece per
-    window. Holds at most one open window (30 s of audio).
+    window. Holds at most one open window (30 s of audio), and one more per channel name: the
+    pieces of a channel stream (``Piece.channel``) go to windows of that channel alone, so a
+    window never mixes channels (their words are never split by time between two speakers).
 
     >>> packer = Packer()
     >>> windows = [w for piece in pieces for w in packer.add(piece)] + packer.flush()   # doctest: +SKIP
@@ -253,9 +311,16 @@ class Packer:
         self.gap_seconds = gap_seconds
         self._open: list[Piece] = []
         self._seconds = 0.0
+        self._channels: dict[str, Packer] | None = {}  # a packer per channel name (None in such a packer)
 
     def add(self, piece: Piece) -> list[Window]:
         """Take one piece; return the windows it completed (none, one or two)."""
+        if piece.channel is not None and self._channels is not None:
+            packer = self._channels.get(piece.channel)
+            if packer is None:
+                packer = self._channels[piece.channel] = Packer(self.pack, self.max_seconds, self.gap_seconds)
+                packer._channels = None  # it packs one channel
+            return packer.add(piece)
         if piece.seconds == 0:  # no speech (the end mark of a file): rides along, takes no room
             if self._open:
                 self._open.append(piece)
@@ -273,12 +338,13 @@ class Packer:
         return done
 
     def flush(self) -> list[Window]:
-        """The open window, if any (call at the end of the input)."""
+        """The open windows, if any (call at the end of the input)."""
+        windows = [window for packer in (self._channels or {}).values() for window in packer.flush()]
         if not self._open:
-            return []
+            return windows
         window = build_window(self._open, self.gap_seconds)
         self._open, self._seconds = [], 0.0
-        return [window]
+        return windows + [window]
 
 
 class Batcher:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import check_whole
+from whisperkit.core.channels import DEFAULT_CHANNELS, check_channels
 from whisperkit.core.config import MAX_BATCH_SIZE, MAX_BEAM_SIZE, Config, check_language
 from whisperkit.core.corpus.decoding import WindowDecoder, packing_is_safe
 from whisperkit.core.corpus.outputs import Manifest, output_formats, write_outputs
@@ -53,6 +54,8 @@ def transcribe_corpus(
     ray_address: str | None = None,
     model_workers: int | None = None,
     sampler: Sampler | None = None,
+    channels: str = DEFAULT_CHANNELS,
+    channel_names: Sequence[str] | None = None,
     **options: object,
 ) -> CorpusResult:
     """Transcribe many files through one pipeline: windows from all files batched together.
@@ -89,6 +92,11 @@ def transcribe_corpus(
         CPU-only cluster one per CPU, each with one CTranslate2 thread).
       sampler: a running :class:`~whisperkit.Sampler` to mark instead (it is not stopped here;
         :func:`whisperkit.run` passes its own).
+      channels, channel_names: what to do with a file of several channels, as
+        :class:`whisperkit.Config` says (``auto``, the default: split when they carry different
+        signals); each channel of a split file is a stream of its own (its pieces batched with
+        the others', never packed into a window of another channel), and the file's outputs
+        name the channel of each line.
       options: further decoding keywords (``temperature``, ``initial_prompt``, ...).
 
     Memory stays bounded whatever the corpus: see :mod:`whisperkit.core.corpus.pipeline` (for
@@ -109,7 +117,8 @@ def transcribe_corpus(
         check_whole(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
     check_whole(beam_size, "beam_size", 1, MAX_BEAM_SIZE)
     check_language(language)
-    found = find_sources(sources)
+    check_channels(channels, channel_names)
+    found = find_sources(sources, channels, None if channel_names is None else tuple(channel_names))
     if engine == "ray":
         placement = {"device": device, "compute_type": compute_type, "cpu_threads": cpu_threads}
         return _transcribe_ray(found, formats, model, placement, batch_size, pack, output_dir, language, beam_size,
@@ -121,7 +130,7 @@ def transcribe_corpus(
     pack = bool(pack) and packing_is_safe(model, language)
     resolved_batch = _batch_size(batch_size, model, beam_size)
     decoder = WindowDecoder(model, language=language, beam_size=beam_size, options=options)
-    config = corpus_config(model.name, model.compute_type, beam_size, language, pack, options, formats)
+    config = corpus_config(model.name, model.compute_type, beam_size, language, pack, options, formats, found)
     manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
     output_dir = None if manifest is None else manifest.output_dir
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, resolved_batch, pack,
@@ -148,7 +157,7 @@ def _transcribe_ray(found, formats, model, placement: dict, batch_size, pack, ou
     spec, settings, actors = ray_engine.plan(model, cluster, batch_size=batch_size, language=language, beam_size=beam_size,
                                              options=options, model_workers=model_workers, **placement)
     pack = bool(pack) and (language is not None or not spec.multilingual)
-    config = corpus_config(spec.name, spec.compute_type, beam_size, language, pack, options, formats)
+    config = corpus_config(spec.name, spec.compute_type, beam_size, language, pack, options, formats, found)
     manifest, todo, skipped = open_outputs(found, output_dir, config, formats, resume)
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, batch_size, pack,
                           {**config, **spec.describe(), "mode": "corpus", "batch_size": batch_size,
@@ -182,11 +191,16 @@ def _execute(result: CorpusResult, todo: list[Source], pipeline, manifest, forma
 
 
 def corpus_config(model_name: str, compute_type: str, beam_size: int, language: str | None, pack: bool,
-                  options: dict, formats: tuple[str, ...]) -> dict:
-    """The settings that change what is written: the manifest's ``config`` (both engines)."""
-    return {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
-            "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
-            "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+                  options: dict, formats: tuple[str, ...], found: Sequence[Source] = ()) -> dict:
+    """The settings that change what is written: the manifest's ``config`` (both engines); the
+    channel settings of the sources ``found`` (all alike), where they are not ``mix``."""
+    config = {"model": model_name, "compute_type": compute_type, "beam_size": beam_size,
+              "language": language, "pack": pack, "pack_seconds": PACK_SECONDS, "gap_seconds": GAP_SECONDS,
+              "options": {k: repr(v) for k, v in sorted(options.items())}, "formats": list(formats)}
+    if found and found[0].channels != "mix":
+        names = found[0].channel_names
+        config.update(channels=found[0].channels, channel_names=None if names is None else list(names))
+    return config
 
 
 def open_outputs(found: list[Source], output_dir: str | os.PathLike | None, config: dict, formats: tuple[str, ...],
@@ -283,7 +297,8 @@ def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.Path
                        config.device_index)
     result = transcribe_corpus(sources, model, batch_size=config.batch_size, pack=config.pack,
                                language=config.language, beam_size=config.beam_size, progress=progress,
-                               sampler=sampler, **corpus, **config.options)
+                               sampler=sampler, channels=config.channels, channel_names=config.channel_names,
+                               **corpus, **config.options)
     result.load_seconds = model.load_seconds
     return result
 

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
     from whisperkit.core.config import Config
 
+from whisperkit.core.channels import CHANNEL_MODES, DEFAULT_CHANNELS
+
 BUNDLED_CHOICE = "tiny.en (bundled)"
 OFFLINE = "works offline"
 NEEDS_DOWNLOAD = "needs a download"
@@ -28,7 +30,7 @@ class Controls:
     """The input widgets, their layout (``box``) and the :class:`~whisperkit.Config` they describe.
 
     ``model`` (Dropdown), ``model_path`` (Text, a local CTranslate2 folder that overrides
-    ``model``), ``device``, ``compute_type``, ``mode`` (Dropdowns), ``batch_size`` (IntSlider
+    ``model``), ``device``, ``compute_type``, ``mode``, ``channels`` (Dropdowns), ``batch_size`` (IntSlider
     1-64), ``batch_auto`` (Checkbox: batch size from device memory), ``audio`` (Dropdown of
     bundled samples), ``audio_path`` (Text; overrides ``audio``), ``upload`` (FileUpload; an
     uploaded file is saved to a temporary folder, removed with the app, and its path put in
@@ -57,6 +59,9 @@ class Controls:
         self.compute_type = w.Dropdown(options=COMPUTE_TYPE_CHOICES, value="auto", description="Compute type",
                                        style=wide, layout=box)
         self.mode = w.Dropdown(options=MODE_CHOICES, value="batched", description="Mode", style=wide, layout=box)
+        self.channels = w.Dropdown(options=CHANNEL_MODES, value=DEFAULT_CHANNELS, description="Channels", style=wide,
+                                   layout=box, tooltip="split: each channel of a call or interview as a speaker of "
+                                                       "its own; mix: to mono; auto: split when the channels differ")
         self.batch_size = w.IntSlider(value=8, min=1, max=64, description="Batch size", style=wide,
                                       layout=w.Layout(width="300px"))
         self.batch_auto = w.Checkbox(value=False, description="auto", indent=False,
@@ -99,7 +104,7 @@ class Controls:
                         self.quick, self.sweep_sizes, self.pack):
             control.observe(self._on_plan, names="value")
 
-        left = w.VBox([self.model, self.model_path, self.device, self.compute_type],
+        left = w.VBox([self.model, self.model_path, self.device, self.compute_type, self.channels],
                       layout=w.Layout(margin="0 24px 0 0"))
         self._file_inputs = w.VBox([self.audio, self.audio_path, self.upload])
         self._corpus_inputs = w.VBox([self.folder, self.pack], layout=w.Layout(display="none"))
@@ -120,6 +125,7 @@ class Controls:
             mode=self.mode.value,
             batch_size="auto" if self.batch_auto.value else int(self.batch_size.value),
             pack=bool(self.pack.value),
+            channels=self.channels.value,
         )
 
     def repeat_count(self) -> int:
