@@ -314,10 +314,13 @@ def _resampled(source, name: str, result: _Decoded, keep_channels: bool = False,
 
 def wav_header_seconds(path: str) -> float | None:
     """Seconds of audio a WAV file's header declares (its ``data`` chunk's size), or None for
-    another format, a stream's open-ended size, or a header that cannot be read."""
+    another format, a stream's open-ended size, or a header that cannot be read. Only a regular
+    file is read: a FIFO or ``/dev/stdin`` would hand the decoder's bytes to this read."""
     import struct
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as handle:
             head = handle.read(WAV_HEADER_BYTES)
     except OSError:
