@@ -246,11 +246,12 @@ def sweep(
     given, is called after each measured run.
     """
     base = _batched_base(config, model)
-    sizes = list(dict.fromkeys(batch_sizes))
+    given = list(batch_sizes)
+    for size in given:  # before removing repeats: True would pass as a repeat of 1
+        check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
+    sizes = list(dict.fromkeys(given))
     if not sizes:
         raise ConfigError("batch sizes: give at least one")
-    for size in sizes:
-        check_whole(size, "batch sizes: each", 1, MAX_BATCH_SIZE)
     check_whole(repeats, "repeats", 1, MAX_REPEATS)
     measured: dict[int, list[Run]] = {size: [] for size in sizes}
     out_of_memory: set[int] = set()
