@@ -16,13 +16,37 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from whisperkit.checks import is_missing
 from whisperkit.experiments.metrics import metric
 
-if TYPE_CHECKING:
-    from whisperkit.experiments.results import Comparison, Sweep
+
+class Comparison(Protocol):
+    """What a verdict reads of :class:`~whisperkit.experiments.results.Comparison` (a protocol,
+    so this module need not import the results it judges)."""
+
+    @property
+    def before_runs(self) -> Sequence[Any]: ...
+    @property
+    def after_runs(self) -> Sequence[Any]: ...
+    @property
+    def speedup(self) -> float: ...
+
+
+class Sweep(Protocol):
+    """What a verdict reads of :class:`~whisperkit.experiments.results.Sweep`."""
+
+    @property
+    def points(self) -> Sequence[Any]: ...
+    @property
+    def runs(self) -> Sequence[Any]: ...
+    @property
+    def repeat_rtfx(self) -> Any: ...
+    @property
+    def best(self) -> Any: ...
+    @property
+    def stopped_because(self) -> Any: ...
 
 QUICK = "a single run each: quick mode, noise not measured"
 
