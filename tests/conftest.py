@@ -22,6 +22,7 @@ except ImportError:
 # These modules run the model in a kernel, a browser or a Ray worker, where that moment cannot be
 # caught, so the fast tier leaves them out whole, as it does tests marked ``model`` (a model loaded
 # by a script of their own).
+# By file name (unique across the folders): product/, core/corpus/ and views/.
 NEEDS_MODEL_MODULES = ("test_notebooks.py", "test_browser.py", "test_ray_engine.py", "test_ray_cluster.py", "test_widgets.py")
 FAST_SKIP_REASON = "loads the Whisper model: run by make test, not by the fast tier"
 

@@ -8,7 +8,15 @@ fake ``pynvml`` in place.
 
 from __future__ import annotations
 
+import ctypes.util
 import functools
+import os
+
+#: True where an NVIDIA driver library (libnvidia-ml) is installed, whether or not NVML then shows a GPU
+HAS_REAL_NVML = ctypes.util.find_library("nvidia-ml") is not None
+#: a sampler's CPU columns here, in order: one ``cpuN_percent`` per core, then this process's tree
+CPU_COLUMNS = ["time_s", "cpu_percent", *(f"cpu{i}_percent" for i in range(os.cpu_count())),
+               "process_cpu_percent", "process_rss_mb", "mem_used_percent"]
 
 
 @functools.lru_cache(maxsize=1)

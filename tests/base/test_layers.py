@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "whisperkit"
+PACKAGE = Path(__file__).resolve().parents[2] / "whisperkit"
 LAYERS = ("base", "measure", "core", "experiments", "views", "cli")
 BASE_MODULES = {"whisperkit._version", "whisperkit.checks", "whisperkit.errors", "whisperkit.files"}
 

@@ -11,7 +11,7 @@ import yaml
 
 import whisperkit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_environment_yml_lists_the_pyproject_dependencies():

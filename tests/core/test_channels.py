@@ -27,7 +27,7 @@ except ImportError:
 
 LEFT_CLIP, RIGHT_CLIP = "aesop_02", "aesop_05"  # "Slow and steady wins the race." / "A lion was awakened ..."
 REAL_SPEECH = Path(os.environ.get("WHISPERKIT_REAL_SPEECH")
-                   or Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real-speech")
+                   or Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech")
 DIARIZATION = REAL_SPEECH / "stereo" / "stereo_diarization.wav"
 MAX_CHANNEL_WER = 0.15
 

@@ -348,7 +348,7 @@ def test_pyproject_allows_only_ctranslate2_wheels_without_cudnn_and_installs_no_
 
     import tomllib
 
-    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     ctranslate2 = next(dep for dep in project["dependencies"] if dep.startswith("ctranslate2"))
     floor = tuple(int(part) for part in re.search(r">=([\d.]+)", ctranslate2).group(1).split("."))
     assert floor >= (4, 6, 3), ctranslate2

@@ -229,7 +229,7 @@ def test_recommend_batch_size_memory_model():
     assert wk.recommend_batch_size("large-v3", "int8_float16", memory_gb=8.0) >= 8
     assert wk.recommend_batch_size("large-v3", "float16", memory_gb=4.0) == 1
     assert wk.recommend_batch_size("tiny", "float16", device="cpu") == batching.CPU_BATCH_SIZE
-    # the published figures the model is checked against: tests/test_memory_model.py
+    # the published figures the model is checked against: tests/core/test_memory_model.py
     # the encoder's attention scores: 20 heads x 1500 x 1500 x 2 bytes, whatever the decoder
     for model in ("large-v3", "turbo", "distil-large-v3"):
         assert batching.attention_scores_mb(model, "float16") == pytest.approx(85.8, abs=0.1)

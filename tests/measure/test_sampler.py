@@ -1,8 +1,9 @@
-"""Tests of the utilization sampler: the CPU side for real, the GPU side against a fake pynvml."""
+"""The utilization sampler (:mod:`whisperkit.measure.sampler`): the CPU side for real, the GPU side
+against a fake pynvml. NVML sessions and the GPU inventory on their own: test_nvml.py; the monitor
+command: tests/cli/test_monitor_cli.py."""
 
 from __future__ import annotations
 
-import ctypes.util
 import math
 import os
 import subprocess
@@ -11,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pynvml
 import pytest
 
@@ -24,32 +24,19 @@ try:
 except ImportError:
     import fake_pynvml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU_SUFFIXES = ["util_percent", "mem_util_percent", "mem_used_mb", "mem_total_mb", "power_w",
                 "sm_clock_mhz", "temperature_c", "process_util_percent", "energy_j", "mem_reserved_mb",
                 "sm_active_percent", "sm_occupancy_percent", "tensor_active_percent", "dram_bw_percent"]
 GPM_SUFFIXES = GPU_SUFFIXES[-4:]
-CPU_COLUMNS = ["time_s", "cpu_percent", *(f"cpu{i}_percent" for i in range(os.cpu_count())),
-               "process_cpu_percent", "process_rss_mb", "mem_used_percent"]
-HAS_REAL_NVML = ctypes.util.find_library("nvidia-ml") is not None
 
 try:
     from tests import machine
 except ImportError:
     import machine
 
-
-@pytest.fixture(autouse=True)
-def nvml_released():
-    """Every test must leave NVML shut down (the reference count back at zero)."""
-    yield
-    assert nvml._users == 0
-
-
-@pytest.fixture
-def two_gpus(monkeypatch):
-    """A100 with a watched-process sample; RTX 3090 without power readings."""
-    return fake_pynvml.install(monkeypatch, [fake_pynvml.a100(), fake_pynvml.rtx3090(power_supported=False)])
+CPU_COLUMNS, HAS_REAL_NVML = machine.CPU_COLUMNS, machine.HAS_REAL_NVML
+pytestmark = pytest.mark.usefixtures("nvml_released")  # the fixtures: tests/measure/conftest.py
 
 
 def busy(seconds: float) -> None:
@@ -309,23 +296,6 @@ def test_two_gpus_fill_every_column_in_the_right_units(two_gpus):
     assert not sampler.process_gpu_unavailable_reason
 
 
-def test_a_value_nvml_does_not_support_is_asked_once(two_gpus):
-    with nvml.NvmlSession() as session:
-        for _ in range(4):
-            values = session.read({os.getpid()})
-    assert math.isnan(values["gpu1_power_w"]) and values["gpu0_power_w"] == 251.5
-    assert two_gpus.state.calls[("nvmlDeviceGetPowerUsage", 1)] == 1
-    assert two_gpus.state.calls[("nvmlDeviceGetPowerUsage", 0)] == 4
-    assert two_gpus.state.init_calls == 1 and two_gpus.state.shutdown_calls == 1
-
-
-def test_energy_is_nan_where_the_gpu_has_no_counter(monkeypatch):
-    fake_pynvml.install(monkeypatch, [fake_pynvml.rtx3090(energy_start_mj=None)])  # as before Volta
-    with nvml.NvmlSession() as session:
-        assert math.isnan(session.read(set())["gpu0_energy_j"])
-        assert session.drain_errors() == []  # NotSupported is an answer, not an error
-
-
 def test_gpu_lost_mid_run_leaves_nan_and_the_rest_goes_on(monkeypatch):
     # at open: MIG mode; per sample: utilization, memory (v2), power, clock, temperature, energy,
     # process utilization; the first sample also lists the compute processes (the PID check) and
@@ -393,111 +363,9 @@ def test_process_util_sums_sm_util_of_the_watched_tree_only(monkeypatch):
     assert tree.timeline["gpu1_process_util_percent"].isna().all()
 
 
-def test_sessions_share_one_nvml_init(two_gpus):
-    with nvml.NvmlSession() as first:
-        with nvml.NvmlSession() as second:
-            assert nvml._users == 2
-        assert nvml._users == 1 and two_gpus.state.shutdown_calls == 0
-    assert two_gpus.state.init_calls == 1 and two_gpus.state.shutdown_calls == 1
-    assert first.available and second.available
-
-
 def test_samplers_read_nvml_in_their_own_process(two_gpus):
     with Sampler(interval=0.05) as first, Sampler(interval=0.05) as second:
         time.sleep(0.1)
         assert nvml._users == 0  # this process does not hold NVML open
     assert first.gpu_available and second.gpu_available
     assert two_gpus.state.init_calls == 0
-
-
-def test_gpu_inventory_from_the_fake(two_gpus):
-    gpus, reason = nvml.gpu_inventory()
-    assert reason is None
-    assert gpus == [
-        {"index": 0, "name": "NVIDIA A100-SXM4-40GB", "uuid": "GPU-5f2d7c1e-8a4b-4b1e-9c55-0d6a2e7f3a10",
-         "memory_total_mb": 40960.0, "memory_free_mb": 36352.0, "memory_reserved_mb": 0.0,
-         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
-        {"index": 1, "name": "NVIDIA GeForce RTX 3090", "uuid": "GPU-1b9e0c44-27d3-6f0a-b8e2-77c1d5a90e42",
-         "memory_total_mb": 24576.0, "memory_free_mb": 14336.0, "memory_reserved_mb": 0.0,
-         "driver_version": "550.54.15", "cuda_driver_version": "12.4", "mig_mode": False, "gpm": False},
-    ]
-    assert two_gpus.state.initialized == 0
-
-
-def test_fake_raises_the_real_error_classes(two_gpus):
-    error = pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
-    assert type(error) is pynvml.NVMLError_GpuIsLost
-    with pytest.raises(pynvml.NVMLError_Uninitialized):
-        two_gpus.nvmlDeviceGetCount()
-    two_gpus.nvmlInit()
-    handle = two_gpus.nvmlDeviceGetHandleByIndex(1)
-    with pytest.raises(pynvml.NVMLError_NotSupported):
-        two_gpus.nvmlDeviceGetPowerUsage(handle)
-    two_gpus.nvmlShutdown()
-
-
-# -- the monitor command, end to end -----------------------------------------------------------
-
-HARNESS = """
-import argparse, sys
-from whisperkit.cli import monitor as monitor_cli
-from whisperkit.errors import WhisperkitError
-parser = argparse.ArgumentParser(prog="whisperkit")
-monitor_cli.register(parser.add_subparsers(required=True))
-args = parser.parse_args()
-try:
-    sys.exit(args.func(args))
-except WhisperkitError as error:
-    print(f"whisperkit: error: {error}", file=sys.stderr)
-    sys.exit(2)
-"""
-
-
-def whisperkit_command() -> list[str]:
-    """``python -m whisperkit``; until whisperkit/cli.py exists, a stand-in with the same contract."""
-    if (ROOT / "whisperkit" / "cli.py").exists():
-        return [sys.executable, "-m", "whisperkit"]
-    return [sys.executable, "-c", HARNESS]
-
-
-def run_monitor(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([*whisperkit_command(), "monitor", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=30)
-
-
-def test_monitor_command_writes_csv_and_exits_with_the_command(tmp_path):
-    out = run_monitor("--interval", "0.1", "--output", "run.csv", "--",
-                      sys.executable, "-c", "import time; time.sleep(1)", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    timeline = pd.read_csv(tmp_path / "run.csv")
-    assert list(timeline.columns)[:len(CPU_COLUMNS)] == CPU_COLUMNS
-    assert ("gpu0_util_percent" in timeline) == machine.has_nvml_gpu()
-    assert 8 <= len(timeline) <= 16, len(timeline)
-    assert timeline["process_rss_mb"].iloc[0] > 1  # the child's tree, not this test process
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("GPU: NVML unavailable") or machine.has_nvml_gpu() or HAS_REAL_NVML
-    header = next(i for i, line in enumerate(lines) if line.startswith("#"))
-    assert "cpu%" in lines[header] and "proc_cpu%" in lines[header]
-    assert len(lines) - header - 1 == len(timeline)  # one live line per sample
-    assert "Traceback" not in out.stderr
-
-
-def test_monitor_command_passes_on_the_exit_status_and_writes_parquet(tmp_path):
-    out = run_monitor("--interval", "0.1", "-o", "run.parquet", "--",
-                      sys.executable, "-c", "raise SystemExit(3)", cwd=tmp_path)
-    assert out.returncode == 3, out.stderr
-    assert list(pd.read_parquet(tmp_path / "run.parquet").columns)[:len(CPU_COLUMNS)] == CPU_COLUMNS
-
-
-def test_monitor_command_that_cannot_start(tmp_path):
-    out = run_monitor("--", "no-such-command-whisperkit", cwd=tmp_path)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert "no-such-command-whisperkit" in out.stderr and len(out.stderr.strip().splitlines()) == 1
-
-
-def test_monitor_unknown_output_suffix_fails_before_starting(tmp_path):
-    out = run_monitor("-o", "run.txt", "--", sys.executable, "-c", "open('started', 'w')", cwd=tmp_path)
-    assert out.returncode == 2 and ".csv or .parquet" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "started").exists()

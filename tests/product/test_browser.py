@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 README_SCREENSHOT = (ROOT / "docs" / "app.png" if os.environ.get("WHISPERKIT_README_SCREENSHOT") == "1"
                      else ARTIFACTS / "app_compare.png")

@@ -24,7 +24,7 @@ import pytest
 import whisperkit as wk
 from whisperkit.core.samples import sample_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIP = "aesop_02"  # "Slow and steady wins the race."
 WORDS = "slow and steady wins the race"
 MEMORY_LIMIT = 3 * 2**30  # bytes of address space for a command that must stop before any real work

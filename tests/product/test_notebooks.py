@@ -18,7 +18,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 DOCS = ROOT / "docs"
 EXPECTED = ["01_quickstart.ipynb", "02_cpu_bound_vs_gpu_bound.ipynb", "03_batch_size_sweep.ipynb",

@@ -19,7 +19,7 @@ try:
 except ImportError:
     import machine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 SIMGPU = "/work/shared/tools/simgpu"
 

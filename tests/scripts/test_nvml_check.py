@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fake_pynvml import a100, install, install_missing
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nvml_check.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nvml_check.py"
 
 
 def load_script():

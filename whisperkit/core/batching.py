@@ -37,7 +37,7 @@ Sources, so the model can be checked:
   large-v2 with beam 5 at batch size 8 (6090 MB float16, 4500 MB int8, RTX 3070 Ti; NVML's
   device-wide ``used``, which includes the driver's reservation, so the overhead errs on the safe
   side where the free memory already excludes it). Sequential decoding conditions
-  on the previous text, up to 224 prompt tokens more. ``tests/test_memory_model.py`` checks the
+  on the previous text, up to 224 prompt tokens more. ``tests/core/test_memory_model.py`` checks the
   model against every published row found (faster-whisper's README, old and new, and a user's
   large-v3, turbo and distil-large-v3 rows in faster-whisper issue #1030): all within 15 %.
 - Not modelled: a sequential fallback to sampling with ``best_of`` candidates copies the encoder

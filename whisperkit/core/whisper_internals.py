@@ -2,7 +2,7 @@
 
 whisperkit reaches past faster-whisper's documented surface in a few places; each is named
 here, once, so that a faster-whisper release that changes one breaks one function, and
-``tests/test_whisper_internals.py`` says which (each has a test that fails when it changes):
+``tests/core/test_whisper_internals.py`` says which (each has a test that fails when it changes):
 
 - :func:`language_codes`: ``faster_whisper.tokenizer._LANGUAGE_CODES``, the codes Whisper knows;
 - :func:`batched_forward`: ``BatchedInferencePipeline.forward(features, tokenizer,

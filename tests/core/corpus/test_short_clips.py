@@ -18,7 +18,7 @@ import whisperkit as wk
 from whisperkit.core.corpus.decoding import repeats_itself
 from whisperkit.core.corpus.stages import MIN_PACKED_SECONDS, Packer, Piece
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from benchmarks.real_speech import absent_message, cut_short_clips, real_speech_folder  # noqa: E402
 
 SOURCES = 4  # real recordings cut into clips (about 40 clips of two words)

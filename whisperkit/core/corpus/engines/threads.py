@@ -15,7 +15,7 @@ each (80 mel bands; 1.5 MB with 128): for batch size 8 and 2 readers, under 100 
 whatever the length of a file or the size of the folder. Readers hand freed memory back to
 the system after a block, at most every 5 s (glibc otherwise keeps it, and the resident size
 creeps up with the audio's length). On top comes the model's own working memory for one batch
-(on a CPU it does not grow with the length of a file: ``pytest tests/test_corpus.py -k
+(on a CPU it does not grow with the length of a file: ``pytest tests/core/corpus/test_corpus.py -k
 memory_stays_bounded`` measures it against batched ``transcribe``, and the README's "Measured
 here" table quotes a run), and the transcripts (text) of the files done, kept for the result.
 """
