@@ -11,8 +11,10 @@ lies, never copied). With one loaded model, for the short clips:
 
 then the same four on each long recording. WER is whisperkit's (``wk.word_error_rate``: Whisper's
 English normaliser, ``whisper_normalizer.english.EnglishTextNormalizer``, on both sides, then
-jiwer); the per-clip figure is the mean over the clips. Wall seconds are medians of ``--repeats``
-alternating runs, with each way's ratio to batched per file.
+jiwer). Two figures per way: the per-clip WER is the mean of each clip's WER (a word wrong in a
+4-word clip counts 0.25), the pooled WER all clips' errors over all their reference words
+(``whisperkit.core.accuracy.pooled_word_error_rate``). Wall seconds are medians of ``--repeats``
+alternating runs, with their range and each way's ratio to batched per file.
 
     .venv/bin/python benchmarks/accuracy.py [--folder DIR] [--batch-size 8] [--repeats 1] [--per-clip] [--no-long]
     .venv/bin/python benchmarks/accuracy.py --short-words 2   # also clips of 2 words (0.3-3 s) cut from it
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import whisperkit as wk  # noqa: E402
 from benchmarks.real_speech import absent_message, cut_short_clips, real_speech_folder, with_references  # noqa: E402
+from whisperkit.core.accuracy import pooled_word_error_rate  # noqa: E402
 
 NORMALIZER = "whisper_normalizer.english.EnglishTextNormalizer (Whisper's English normaliser), then jiwer"
 BASELINE = "batched per file"
@@ -76,17 +79,22 @@ def measure(model, references: dict[str, str], batch_size: int, repeats: int,
     results = {}
     for name in times:
         wers = {p: wk.word_error_rate(references[p], texts[name].get(p, "")) for p in files}
-        results[name] = {"wall_s": statistics.median(times[name]), "wer": statistics.mean(wers.values()), "wers": wers}
+        pooled = pooled_word_error_rate((references[p], texts[name].get(p, "")) for p in files)
+        results[name] = {"wall_s": statistics.median(times[name]), "wall_range": (min(times[name]), max(times[name])),
+                         "wer": statistics.mean(wers.values()), "pooled_wer": pooled, "wers": wers}
     return results
 
 
 def report(title: str, results: dict[str, dict], audio_seconds: float, files: int) -> None:
     base = results[BASELINE]["wall_s"] if BASELINE in results else float("nan")
     print(f"\n{title}: {files} file(s), {audio_seconds:.0f} s of real speech")
-    print(f"  {'way':<22}{'per-clip WER':>13}{'wall s':>9}{'RTFx':>7}{'time vs ' + BASELINE:>27}")
+    print(f"  {'way':<22}{'per-clip WER':>13}{'pooled WER':>11}{'wall s':>9}{'min-max':>14}{'RTFx':>7}"
+          f"{'time vs ' + BASELINE:>27}")
     for name, figures in results.items():
-        print(f"  {name:<22}{figures['wer']:>13.3f}{figures['wall_s']:>9.2f}{audio_seconds / figures['wall_s']:>7.1f}"
-              f"{figures['wall_s'] / base:>26.2f}x")
+        low, high = figures["wall_range"]
+        print(f"  {name:<22}{figures['wer']:>13.3f}{figures['pooled_wer']:>11.3f}{figures['wall_s']:>9.2f}"
+              f"{f'{low:.1f}-{high:.1f}':>14}{audio_seconds / figures['wall_s']:>7.1f}{figures['wall_s'] / base:>26.2f}x")
+    print("  per-clip WER: the mean of each clip's WER; pooled WER: all clips' errors over all their reference words")
 
 
 def per_clip(results: dict[str, dict]) -> None:

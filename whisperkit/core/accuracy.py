@@ -49,6 +49,27 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(reference_words, hypothesis_words or ""))
 
 
+def pooled_word_error_rate(pairs: Iterable[tuple[str, str]]) -> float:
+    """WER of many ``(reference, hypothesis)`` pairs taken together, as a fraction: every pair's
+    errors over every pair's reference words (jiwer over the lists), after the same normalisation.
+
+    Unlike the mean of each pair's :func:`word_error_rate`, a short clip weighs as much as its
+    words: one wrong word in a 4-word clip is 0.25 there, and 1 error in the pooled count.
+    Pairs whose normalised reference is empty are left out (their words have nothing to count
+    against); with none left the result is NaN.
+
+    >>> round(pooled_word_error_rate([("the cat sat", "the cat sat"), ("a dog", "a frog")]), 3)
+    0.2
+    """
+    import jiwer
+
+    kept = [(normalize(reference), normalize(hypothesis)) for reference, hypothesis in pairs]
+    kept = [(reference, hypothesis) for reference, hypothesis in kept if reference]
+    if not kept:
+        return float("nan")
+    return float(jiwer.wer([reference for reference, _ in kept], [hypothesis for _, hypothesis in kept]))
+
+
 MAX_REFERENCE_BYTES = 10 * 2**20  # a reference transcript larger than this is not one
 
 
