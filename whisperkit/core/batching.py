@@ -17,7 +17,10 @@ The memory model, each term with its source (:func:`memory_terms` lists them wit
 
 Sources, so the model can be checked:
 
-- Attention scores: CTranslate2's Python wheels have no flash attention (since 4.4.0), so
+- Attention scores: CTranslate2's Python wheels are built without flash attention since 4.4.0
+  (its CHANGELOG: kept only in C++ builds with ``WITH_FLASH_ATTN``; the ``flash_attention=``
+  keyword of ``ctranslate2.models.Whisper`` is still accepted, and faster-whisper passes it only from a
+  user's ``WhisperModel(..., flash_attention=True)``), so
   ``dot_product_attention`` (``src/layers/attention.cc``) materializes one layer's
   ``[batch, heads, 1500, 1500]`` scores (softmax in place), about 86 MiB per item for large-v3,
   turbo and distil-large-v3 in float16, freed before decoding: the encoder and decoder peaks do
