@@ -13,6 +13,7 @@ from whisperkit.core.transcription import Transcript
 from whisperkit.experiments.metrics import METRICS
 from whisperkit.experiments.results import NO_GPU, Comparison, Run, Sweep, SweepPoint, table_values
 from whisperkit.experiments.verdicts import Spread, reconcile_batch_sizes, separated
+from whisperkit.measure.utilization import Utilization
 
 AUDIO_S = 60.0
 
@@ -20,7 +21,7 @@ AUDIO_S = 60.0
 def a_run(wall: float, config: Config | None = None, chunks: int | None = None) -> Run:
     config = config or Config()
     transcript = Transcript([], "en", AUDIO_S, wall, config={"batch_size": config.batch_size}, chunks=chunks)
-    return Run(config, transcript, {}, None, None, {"rtfx": AUDIO_S / wall, "wall_seconds": wall, "oom_retries": 0})
+    return Run(config, transcript, {}, Utilization.empty(), {"rtfx": AUDIO_S / wall, "wall_seconds": wall, "oom_retries": 0})
 
 
 def a_sweep(rtfx: dict[int, list[float]], chunks: int | None = None) -> Sweep:

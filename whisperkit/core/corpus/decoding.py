@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from whisperkit.core.config import Settings
 from whisperkit.core.corpus.stages import Piece, Place, Window
 from whisperkit.core.models import Model
 from whisperkit.core.transcription import Segment, Transcript
@@ -299,7 +300,7 @@ def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: floa
         language=last.language,
         audio_seconds=last.audio_seconds,
         wall_seconds=wall_seconds,
-        config=config,
+        config=Settings(config),
         audio_path=path,
         warnings=list(last.warnings),
     )
