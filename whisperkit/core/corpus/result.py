@@ -34,8 +34,9 @@ class CorpusResult:
     version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
     start; with ``monitor=True``, ``utilization`` holds the samples (its ``timeline`` and
     ``marks``, also read as ``result.timeline`` and ``result.marks``), on the same clock as
-    ``spans``. ``config`` is the run's settings, a frozen snapshot that every file's transcript
-    shares: ``batch_size`` the one the run settled on (halved for good on out-of-memory).
+    ``spans``. ``config`` is the run's settings, a frozen snapshot with ``batch_size`` the one the
+    run settled on (halved for good on out-of-memory); each file's transcript has its own, with
+    the batch size that decoded it (a file done before a halving keeps the larger one).
     """
 
     transcripts: dict[str, Transcript]

@@ -247,7 +247,9 @@ def run_stages(result: CorpusResult, todo: list[Source], engine: Engine, manifes
             if manifest is not None:
                 manifest.record(source, "failed", reason=outcome.reason)
         else:
-            outcome.config = result.config  # the run's settings (a frozen snapshot: never changed under it)
+            # the run's settings with the batch size that decoded this file: its own snapshot, which
+            # a later out-of-memory halving does not change
+            outcome.config = result.config.replace(batch_size=outcome.config.get("batch_size", result.batch_size))
             result.transcripts[source.path] = outcome
             result.audio_seconds += outcome.audio_seconds
             if manifest is not None:
@@ -287,8 +289,4 @@ def run_stages(result: CorpusResult, todo: list[Source], engine: Engine, manifes
     result.batch_retries = run.batch_retries
     result.retry_seconds = run.retry_seconds
     result.batch_size = run.batch_size
-    # the batch size the run settled on (halved for good on out-of-memory), in a new snapshot that
-    # every file records: the engines do not tell which batch size decoded which file
-    result.config = result.config.replace(batch_size=run.batch_size)
-    for transcript in result.transcripts.values():
-        transcript.config = result.config
+    result.config = result.config.replace(batch_size=run.batch_size)  # the size the run settled on
