@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.corpus import tables as corpus_tables
-from whisperkit.core.corpus.tables import STAGE_COLUMNS, WORKER_COLUMNS, Column
+from whisperkit.core.corpus.tables import STAGE_COLUMNS, Column
 from whisperkit.experiments.metrics import Metric, metric
 from whisperkit.experiments.tables import (
     NO_GPU,
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from whisperkit.core.corpus.result import CorpusResult
     from whisperkit.experiments.results import Run, Sweep
 
-__all__ = ["NO_GPU", "SWEEP_METRICS", "STAGE_HEADER", "WORKER_HEADER", "metric_rows", "metric_cell", "sweep_header",
-           "sweep_rows", "frame", "stage_rows", "worker_rows", "channel_wer_rows"]
+__all__ = ["NO_GPU", "SWEEP_METRICS", "STAGE_HEADER", "metric_rows", "metric_cell", "sweep_header",
+           "sweep_rows", "frame", "stage_rows", "channel_wer_rows"]
 
 
 def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
@@ -65,19 +65,12 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
 
 
 STAGE_HEADER = [column.label for column in STAGE_COLUMNS]
-WORKER_HEADER = [column.label for column in WORKER_COLUMNS]
 
 
 def stage_rows(corpus: CorpusResult) -> list[list[str]]:
     """One row per stage of a corpus run, under :data:`STAGE_HEADER`: the rows of
     :meth:`CorpusResult.stage_table` as text."""
     return _text_rows(corpus_tables.stage_rows(corpus), STAGE_COLUMNS)
-
-
-def worker_rows(corpus: CorpusResult) -> list[list[str]]:
-    """engine "ray": one row per model worker, under :data:`WORKER_HEADER`: the rows of
-    :meth:`CorpusResult.worker_table` as text."""
-    return _text_rows(corpus_tables.worker_rows(corpus), WORKER_COLUMNS)
 
 
 def _text_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[list[str]]:
