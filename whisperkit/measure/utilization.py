@@ -5,7 +5,7 @@
 >>> t = wk.transcribe("talk.flac", monitor=True)          # doctest: +SKIP
 >>> t.utilization.timeline.columns[:3].tolist()           # doctest: +SKIP
 ['time_s', 'cpu_percent', 'process_cpu_percent']
->>> t.timeline is t.utilization.timeline                  # doctest: +SKIP   the short name reads the same
+>>> t.timeline is t.utilization.timeline                  # doctest: +SKIP
 True
 """
 
