@@ -1,5 +1,5 @@
 """The tables every view shows, as rows of text: the values built once (metrics, comparisons and
-sweeps in :mod:`whisperkit.experiments.tables`, a corpus run's stages and workers in
+sweeps in :mod:`whisperkit.experiments.tables`, a corpus run's stages in
 :mod:`whisperkit.core.corpus.tables`), written here with their decimals and thousands separators.
 
 The report writes these rows as HTML, the app as a compact HTML table; the ``.table()`` and
