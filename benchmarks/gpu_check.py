@@ -205,10 +205,10 @@ def readings_of(timeline, index: int | None, metric: str, since_s: float | None 
 
 def summarize(run) -> dict:
     return {
-        "config": run.transcript.config,
+        "config": run.transcript.config.to_dict(),
         "metrics": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in run.metrics.items()},
         "batch_retries": list(run.transcript.batch_retries),
-        "process_gpu_unavailable_reason": run.environment.get("process_gpu_unavailable_reason"),
+        "process_gpu_unavailable_reason": run.utilization.process_gpu_unavailable_reason,
         "text": run.transcript.text[:200],
     }
 
@@ -289,7 +289,7 @@ def check_energy(report: Report, label: str, timeline, index: int) -> None:
 def check_process_util(report: Report, label: str, run, index: int, util: Readings | None) -> None:
     process = readings_of(run.timeline, index, "process_util_percent")
     if process is None:
-        reason = run.environment.get("process_gpu_unavailable_reason") or "no per-process samples from NVML"
+        reason = run.utilization.process_gpu_unavailable_reason or "no per-process samples from NVML"
         report.skip(f"{label}: per-process utilization", reason)
         return
     busy = util is not None and util.max >= UTIL_MIN_PERCENT

@@ -211,7 +211,7 @@ def cpu_only(run):
     timeline = run.timeline[[c for c in run.timeline.columns if parse_gpu_column(c) is None]]
     metrics = {k: (None if "gpu" in k else v) for k, v in run.metrics.items()}
     environment = {**run.environment, "gpus": [], "gpu_unavailable_reason": NO_NVML_REASON.split(";")[0]}
-    return dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
+    return dataclasses.replace(run, utilization=dataclasses.replace(run.utilization, timeline=timeline), metrics=metrics, environment=environment,
                                gpu_unavailable_reason=NO_NVML_REASON)
 
 

@@ -111,7 +111,7 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("checks", "core.batching", "core.accuracy", "core.config", "measure.columns", "views.format"):
+    for name in ("checks", "core.batching", "core.accuracy", "core.config", "core.corpus.tables", "measure.columns", "views.format"):
         module = importlib.import_module(f"whisperkit.{name}")
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, name

@@ -74,7 +74,7 @@ def with_util(run, phase: str, device: float, own: float | None = None):
     timeline.loc[rows, gpu_column(0, "util_percent")] = device
     if own is not None:
         timeline.loc[rows, gpu_column(0, "process_util_percent")] = own
-    return dataclasses.replace(run, timeline=timeline)
+    return dataclasses.replace(run, utilization=dataclasses.replace(run.utilization, timeline=timeline))
 
 
 # ---- real CPU runs --------------------------------------------------------------------------
@@ -198,7 +198,8 @@ def test_sampling_faster_than_nvml(cpu_model_busy_gpu):
     assert "0.05 s" in finding.title and "1/6 s to 1 s" in finding.evidence
     slow = cpu_model_busy_gpu.timeline.copy()
     slow["time_s"] = slow["time_s"] * 20  # one sample a second
-    assert "sampling-faster-than-nvml" not in codes(diagnose(dataclasses.replace(cpu_model_busy_gpu, timeline=slow)))
+    slowly = dataclasses.replace(cpu_model_busy_gpu.utilization, timeline=slow)
+    assert "sampling-faster-than-nvml" not in codes(diagnose(dataclasses.replace(cpu_model_busy_gpu, utilization=slowly)))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from whisperkit.core import batching
 from whisperkit.core.config import Config
 from whisperkit.core.samples import sample_path
 from whisperkit.experiments import metrics, results, runners
+from whisperkit.measure.utilization import Utilization
 
 try:
     from tests import machine
@@ -162,7 +163,7 @@ def test_autotune_stops_when_throughput_stops_rising(monkeypatch):
     def step(result, audio, config, interval, progress, on_start, on_run):
         point = results.SweepPoint(config.batch_size, measured[config.batch_size], 1.0, 300.0, None, 50.0, None)
         result.points.append(point)
-        result.runs.append(results.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, None, None, {}))
+        result.runs.append(results.Run(config, wk.Transcript([], "en", 60.0, 1.0, chunks=16), {}, Utilization.empty(), {}))
         return point
 
     monkeypatch.setattr(runners, "_sweep_step", step)
@@ -300,20 +301,21 @@ def test_gpu_metrics_come_from_the_models_gpu_else_the_busiest_during_transcript
     timeline["gpu0_energy_j"] = 1000.0 + 100.0 * timeline["time_s"]  # a steady 100 W
     timeline["gpu1_energy_j"] = float("nan")  # no energy counter (before Volta)
     environment = {**run.environment, "model_gpu": None}
+    sampled = dataclasses.replace(run.utilization, timeline=timeline)
     unknown = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": None})
-    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=environment))
+    computed = metrics.compute_metrics(dataclasses.replace(run, utilization=sampled, transcript=unknown, environment=environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(90.0)  # the busiest; model load excluded
     assert computed["peak_gpu_mem_mb"] == 800.0
     assert math.isnan(computed["gpu_energy_j_per_audio_hour"])  # all GPUs, one without a counter
     # the model ran on NVML GPU 0: another tenant's busy GPU 1 does not count
     on_gpu0 = dataclasses.replace(run.transcript, config={**run.transcript.config, "nvml_index": 0})
-    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=on_gpu0, environment=environment))
+    computed = metrics.compute_metrics(dataclasses.replace(run, utilization=sampled, transcript=on_gpu0, environment=environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(5.0) and computed["peak_gpu_mem_mb"] == 800.0
     seconds = timeline.loc[decoding, "time_s"]
     expected = 100.0 * (seconds.iloc[-1] - seconds.iloc[0]) / run.transcript.audio_seconds * 3600
     assert computed["gpu_energy_j_per_audio_hour"] == pytest.approx(expected)
     from_environment = {**environment, "model_gpu": {"nvml_index": 1}}
-    computed = metrics.compute_metrics(dataclasses.replace(run, timeline=timeline, transcript=unknown, environment=from_environment))
+    computed = metrics.compute_metrics(dataclasses.replace(run, utilization=sampled, transcript=unknown, environment=from_environment))
     assert computed["mean_gpu_util_percent"] == pytest.approx(90.0) and computed["peak_gpu_mem_mb"] is None
 
 

@@ -13,6 +13,7 @@ from whisperkit.core.transcription import Transcript
 from whisperkit.experiments.metrics import METRICS
 from whisperkit.experiments.results import NO_GPU, Comparison, Run, Sweep, SweepPoint, table_values
 from whisperkit.experiments.verdicts import Spread, reconcile_batch_sizes, separated
+from whisperkit.measure.utilization import Utilization
 
 AUDIO_S = 60.0
 
@@ -20,7 +21,7 @@ AUDIO_S = 60.0
 def a_run(wall: float, config: Config | None = None, chunks: int | None = None) -> Run:
     config = config or Config()
     transcript = Transcript([], "en", AUDIO_S, wall, config={"batch_size": config.batch_size}, chunks=chunks)
-    return Run(config, transcript, {}, None, None, {"rtfx": AUDIO_S / wall, "wall_seconds": wall, "oom_retries": 0})
+    return Run(config, transcript, {}, Utilization.empty(), {"rtfx": AUDIO_S / wall, "wall_seconds": wall, "oom_retries": 0})
 
 
 def a_sweep(rtfx: dict[int, list[float]], chunks: int | None = None) -> Sweep:
@@ -148,3 +149,31 @@ def test_tables_say_why_a_value_is_missing_never_none():
     assert table.loc[4, "wall s"] == pytest.approx(round(AUDIO_S / 31.0, 2))
     assert str(table.loc[1, "peak RSS MiB"]) == "500"  # no "500.0"
     assert not any(isinstance(v, float) and math.isnan(v) for v in table.to_numpy().ravel())
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", ""))
+
+
+def test_the_text_views_show_the_numbers_of_the_dataframes():
+    """One builder per table: Run.table() and the report's metric rows, Sweep.table() and its
+    rows hold the same values (the registry's decimals), a missing one the same reason."""
+    from whisperkit.views.tables import metric_rows, sweep_header, sweep_rows
+
+    run = a_run(3.0)
+    run.metrics.update({"peak_rss_mb": 1234.567, "mean_cpu_percent": 51.26, "rss_growth_mb": 0.4, "peak_gpu_mem_mb": None})
+    column = run.table()["value"]
+    rows = metric_rows([run])
+    assert [row[0] for row in rows] == list(column.index[1:])  # after "configuration"
+    for label, cell in rows:
+        value = column[label]
+        assert cell == value if isinstance(value, str) else number(cell) == value, label
+    assert column["peak RSS MiB"] == 1235 and column["CPU % (system)"] == 51.3 and column["peak GPU MiB"] == NO_GPU
+    sweep = a_sweep({1: [10.0, 11.0, 12.5], 4: [30.0, 32.0]})
+    table = sweep.table()
+    assert list(table.columns) == sweep_header(sweep)[1:]
+    for row in sweep_rows(sweep):
+        for label, cell in zip(table.columns, row[1:]):
+            value = table.loc[int(row[0]), label]
+            assert cell == value if isinstance(value, str) else number(cell) == value, label
+    assert table.loc[1, "RTFx min"] == 10.0 and table.loc[4, "RTFx max"] == 32.0

@@ -287,12 +287,12 @@ def test_a_busy_gpu_with_idle_sms_is_diagnosed_and_plotted(monkeypatch, tmp_path
     lower["gpu0_sm_active_percent"] = 90.0
     import dataclasses
 
-    assert "sms-mostly-idle" not in [f.code for f in diagnose(on_gpu(dataclasses.replace(run, timeline=lower), 0))]
+    assert "sms-mostly-idle" not in [f.code for f in diagnose(on_gpu(dataclasses.replace(run, utilization=dataclasses.replace(run.utilization, timeline=lower)), 0))]
 
 
 def test_a_gpu_without_gpm_says_why_under_the_timeline(monkeypatch):
     run = run_with_fake_gpus(monkeypatch, Config(mode="sequential", device="cpu"), [fake_pynvml.a100()], {})
-    assert "Hopper" in run.environment["gpu_column_reasons"]["gpu0_sm_active_percent"]
+    assert "Hopper" in run.utilization.column_reasons["gpu0_sm_active_percent"]
     fig = plots.timeline(run)
     notes = [a.text.replace("<br>", " ") for a in fig.layout.annotations if a.name == "no-gpm-note"]
     assert notes and "GPU 0: GPM not supported" in notes[0]

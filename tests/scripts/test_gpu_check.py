@@ -97,8 +97,8 @@ def readings(values):
 def fake_run(columns: dict, *, seconds: float = 4.0, process_reason=None, compute_type="float16"):
     samples = len(next(iter(columns.values())))
     timeline = pd.DataFrame({"time_s": np.linspace(0, seconds, samples), **{f"gpu0_{k}": v for k, v in columns.items()}})
-    return SimpleNamespace(timeline=timeline, metrics={"wer_vs_reference": 0.05},
-                           environment={"process_gpu_unavailable_reason": process_reason},
+    return SimpleNamespace(timeline=timeline, metrics={"wer_vs_reference": 0.05}, environment={},
+                           utilization=SimpleNamespace(timeline=timeline, process_gpu_unavailable_reason=process_reason),
                            transcript=SimpleNamespace(config={"device": "cuda", "compute_type": compute_type, "model": "tiny.en"},
                                                       batch_retries=[]))
 

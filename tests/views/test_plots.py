@@ -47,7 +47,7 @@ def with_gpu(run, seed: int = 0):
     gpu = {"index": 0, "name": "NVIDIA L4", "uuid": "GPU-0", "memory_total_mb": 24576.0,
            "memory_free_mb": 21000.0, "driver_version": "550.54.15", "cuda_driver_version": "12.4"}
     environment = {**run.environment, "gpus": [gpu], "gpu_unavailable_reason": None}
-    result = dataclasses.replace(run, timeline=timeline, metrics=metrics, environment=environment,
+    result = dataclasses.replace(run, utilization=dataclasses.replace(run.utilization, timeline=timeline), metrics=metrics, environment=environment,
                                  gpu_unavailable_reason=None)
     from whisperkit.experiments.metrics import compute_metrics
 

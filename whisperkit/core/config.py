@@ -333,3 +333,53 @@ def matched_options(batched: Config) -> dict:
         "log_prob_threshold": None,
         "no_speech_threshold": None,
     }
+
+
+class Settings(dict):
+    """What one transcription ran with, frozen: ``Transcript.config`` and ``CorpusResult.config``.
+
+    A dict to read (``t.config["batch_size"]``, ``.get(...)``, ``json.dumps``) that cannot be
+    changed: each result holds its own snapshot, so an out-of-memory retry records its smaller
+    batch size in a new snapshot (:meth:`replace`) and never in another result's. Nested dicts
+    are Settings too and lists are tuples; :meth:`to_dict` gives plain values back.
+
+    >>> s = Settings({"mode": "batched", "batch_size": 8})
+    >>> s.replace(batch_size=4)["batch_size"], s["batch_size"]
+    (4, 8)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__((key, _frozen(value)) for key, value in dict(*args, **kwargs).items())
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (this one stays as it is)."""
+        return Settings({**self, **changes})
+
+    def to_dict(self) -> dict:
+        """Plain dicts and lists, for JSON and for changing."""
+        return {key: _thawed(value) for key, value in self.items()}
+
+    def __reduce__(self) -> tuple:  # pickle and copy rebuild it whole instead of setting items one by one
+        return (Settings, (dict(self),))
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a result's config is the snapshot of the settings it ran with and cannot be changed; "
+                        "use config.replace(name=value) for a changed copy, or config.to_dict() for a plain dict")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, Settings):
+        return Settings(value)
+    if isinstance(value, list):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(item) for item in value]
+    return value

@@ -1,11 +1,19 @@
-"""What a transcription returns: :class:`Transcript` (segments, timings, settings) and its
-formats (txt, json, SubRip, WebVTT); :class:`Segment`, one piece of it, named by its channel
-where the audio was transcribed channel by channel (see :mod:`whisperkit.core.channels`)."""
+"""What a transcription returns: :class:`Transcript` (segments, timings, the settings it ran
+with as a frozen :class:`~whisperkit.core.config.Settings`, and with ``monitor=True`` its
+:class:`~whisperkit.measure.utilization.Utilization`) and its formats (txt, json, SubRip,
+WebVTT); :class:`Segment`, one piece of it, named by its channel where the audio was transcribed channel by channel (see :mod:`whisperkit.core.channels`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from whisperkit.core.config import Settings
+from whisperkit.measure.utilization import Utilization
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -45,7 +53,10 @@ class Transcript:
     changes nothing. ``chunk_spans`` are those chunks' ``[start, end]`` in seconds of the audio
     (for a batched run read from its segments, for a sequential run with
     ``segmentation="batched"`` the chunks it was given; else None).
-    ``timeline`` and ``marks`` are the utilization samples with ``monitor=True``.
+    ``config`` is the snapshot of the settings it ran with (the config, the model's placement, and
+    ``batch_size`` the one that decoded it: smaller than asked after an out-of-memory retry),
+    read like a dict and never changed. ``utilization`` is what the sampler recorded with
+    ``monitor=True`` (None without); ``timeline`` and ``marks`` are its two tables.
     ``channels`` names the channels transcribed apart (each segment's ``channel`` is one of them;
     segments in time order across channels); empty where the audio was mono or mixed.
     """
@@ -58,15 +69,28 @@ class Transcript:
     decode_seconds: float = 0.0
     load_seconds: float = 0.0
     retry_seconds: float = 0.0
-    config: dict = field(default_factory=dict)
+    config: Settings = field(default_factory=Settings)
     audio_path: str | None = None
     warnings: list[str] = field(default_factory=list)
     batch_retries: list[dict] = field(default_factory=list)
     chunks: int | None = None
     chunk_spans: list | None = None
-    timeline: object = None  # pandas.DataFrame when monitored
-    marks: object = None  # pandas.DataFrame when monitored
     channels: list[str] = field(default_factory=list)
+    utilization: Utilization | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, Settings):  # a plain dict (JSON, a caller): its own frozen copy
+            self.config = Settings(self.config)
+
+    @property
+    def timeline(self) -> pd.DataFrame | None:
+        """The utilization samples, one row per sample (``utilization.timeline``); None unmonitored."""
+        return None if self.utilization is None else self.utilization.timeline
+
+    @property
+    def marks(self) -> pd.DataFrame | None:
+        """The phase marks, ``time_s`` and ``label`` (``utilization.marks``); None unmonitored."""
+        return None if self.utilization is None else self.utilization.marks
 
     @property
     def text(self) -> str:
@@ -83,7 +107,7 @@ class Transcript:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def to_dict(self) -> dict:
-        """Plain values for JSON: text, segments, timings, config, warnings (no timeline)."""
+        """Plain values for JSON: text, segments, timings, config, warnings (no utilization)."""
         return {
             "text": self.text,
             "segments": [segment.to_dict() for segment in self.segments],
@@ -95,7 +119,7 @@ class Transcript:
             "prepare_seconds": self.prepare_seconds,
             "decode_seconds": self.decode_seconds,
             "retry_seconds": self.retry_seconds,
-            "config": self.config,
+            "config": self.config.to_dict(),
             "audio_path": self.audio_path,
             "warnings": self.warnings,
             "batch_retries": self.batch_retries,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.audio import MAX_CHANNELS, Audio, audio_from_array, count_channels, load_audio
 from whisperkit.core.channels import DEFAULT_CHANNELS, ChannelChoice, check_split_count, choose_for
-from whisperkit.core.config import Config
+from whisperkit.core.config import Config, Settings
 from whisperkit.core.models import Model, check_model_language, load_model
 from whisperkit.core.models import wrap_whisper_model as _wrap_whisper_model
 from whisperkit.core.transcript import Segment, Transcript
@@ -121,11 +121,11 @@ def transcribe(
     if not monitor:
         return transcribe_config(audio, config, model=loaded, progress=progress)
     from whisperkit.measure.sampler import Sampler
+    from whisperkit.measure.utilization import Utilization
 
     with Sampler(interval=monitor_interval) as sampler:
         transcript = transcribe_config(audio, config, model=loaded, progress=progress, sampler=sampler)
-    transcript.timeline = sampler.timeline
-    transcript.marks = sampler.marks
+    transcript.utilization = Utilization.of(sampler)
     return transcript
 
 
@@ -160,9 +160,8 @@ def transcribe_config(
     started = time.perf_counter()
     audio = _as_audio(audio, keep_channels=config.channels != "mix", split=config.channels == "split")
     choice = _choose_channels(audio, config)
-    used = {**config.to_dict(), **model.describe(), "batch_size": batch_size}
-    if config.mode == "sequential":
-        used["batch_size"] = None
+    used = Settings({**config.to_dict(), **model.describe(),
+                     "batch_size": None if config.mode == "sequential" else batch_size})
     transcript = Transcript(
         segments=[],
         language=config.language,
@@ -197,8 +196,8 @@ def _attempts(model, audio, config, batch_size, transcript, progress, mark) -> t
         attempts.append(time.perf_counter())
         return _run(model, audio, config, size, transcript, progress, attempts[-1], mark)
 
-    def retry(size: int) -> None:
-        transcript.config["batch_size"] = size
+    def retry(size: int) -> None:  # this transcript's own snapshot, with the batch size that goes on
+        transcript.config = transcript.config.replace(batch_size=size)
         mark("retry")
 
     if config.mode == "batched":
@@ -228,6 +227,7 @@ def _transcribe_channels(model, audio, config, batch_size, transcript, choice, p
         channel = Audio(samples=audio.channels[index], path=f"{audio.path or 'audio'} ({name})")
         size = transcript.config.get("batch_size") or batch_size  # smaller after an out-of-memory retry
         first, last, finished = _attempts(model, channel, config, size, part, progress, mark)
+        transcript.config = part.config  # the next channel starts from the batch size that fitted
         transcript.prepare_seconds += part.prepare_seconds + first - previous
         transcript.decode_seconds += part.decode_seconds
         transcript.retry_seconds += last - first

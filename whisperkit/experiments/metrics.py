@@ -1,6 +1,7 @@
 """The metrics of a run: each defined once here (key, label, unit, rounding, GPU-only), and computed.
 
-Every table, the report, the plots and the app read :data:`METRICS`; adding a metric means one
+Every table (their values built in :mod:`whisperkit.experiments.tables`), the report, the plots
+and the app read :data:`METRICS`; adding a metric means one
 entry here and one value in :func:`compute_metrics` (a test keeps the two in step).
 Metrics are computed over the transcription phases (``prepare`` onwards), not the model load.
 """
@@ -24,12 +25,14 @@ class RunRecord(Protocol):
     config: Config
     transcript: Transcript
     environment: dict
-    timeline: Any
-    marks: Any
     metrics: dict
     reference: str | None
     corpus: Any
 
+    @property
+    def timeline(self) -> Any: ...
+    @property
+    def marks(self) -> Any: ...
     @property
     def label(self) -> str: ...
 
@@ -159,11 +162,6 @@ def side_summary(run_: RunRecord, walls: list[float] | None = None) -> dict:
     if walls is not None:
         summary["repeat_wall_seconds"] = walls
     return summary
-
-
-def display_metrics(run_: RunRecord) -> dict:
-    """A run's metrics under their table labels, rounded (None where not measured)."""
-    return {"configuration": run_.label, **{m.label: rounded(m.key, run_.metrics.get(m.key)) for m in shown_metrics([run_])}}
 
 
 def shown_metrics(runs: Iterable[RunRecord]) -> list[Metric]:

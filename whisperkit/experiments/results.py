@@ -1,26 +1,41 @@
 """Result records of experiments: a monitored Run, a before/after Comparison, a batch-size Sweep.
 
 They hold data and compute nothing heavy; metrics come from :mod:`whisperkit.experiments.metrics`,
-saving and loading from :mod:`whisperkit.experiments.store`, figures and reports from ``views``.
+their tables' values from :mod:`whisperkit.experiments.tables` (the ``.table()`` methods are those
+values as DataFrames), saving and loading from :mod:`whisperkit.experiments.store`, figures and
+reports from ``views``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.checks import is_missing
 from whisperkit.core.config import Config
 from whisperkit.core.transcription import Transcript
-from whisperkit.experiments.metrics import Metric, metric, rounded, shown_metrics, side_summary
+from whisperkit.experiments.metrics import side_summary
+from whisperkit.experiments.tables import (
+    BATCH_SIZE,
+    NO_GPU,
+    NOT_MEASURED,
+    SWEEP_METRICS,
+    missing_text,
+    repeat_walls,
+    shown_value,
+    sweep_header,
+    sweep_values,
+    table_values,
+)
 from whisperkit.experiments.verdicts import comparison_verdict, sweep_tied, sweep_verdict
+from whisperkit.measure.utilization import Utilization
 
 if TYPE_CHECKING:
     import pandas as pd
 
-NO_GPU = "n/a (no GPU)"  # a GPU metric of a run that had no GPU, in every table
-NOT_MEASURED = "n/a"
+# the tables' names, once defined in this module (whisperkit.experiments.tables builds the tables now)
+__all__ = ["NO_GPU", "NOT_MEASURED", "SWEEP_METRICS", "Comparison", "Run", "Sweep", "SweepPoint", "missing_text",
+           "shown_value", "table_values"]
 
 
 @dataclass
@@ -36,19 +51,30 @@ class Run:
     included), ``peak_gpu_mem_mb`` (None without GPU), ``wer_vs_reference`` (None without).
     ``wer_by_channel``: a transcript split by channel, each channel's WER against the
     ``X.<channel>.txt`` beside the audio (:func:`whisperkit.core.accuracy.wer_by_channel`); empty without.
+    ``utilization`` is what the sampler recorded over the whole run, model load included
+    (``run.timeline`` and ``run.marks`` are its two tables).
     """
 
     config: Config
     transcript: Transcript
     environment: dict
-    timeline: Any  # pandas.DataFrame, one row per sample
-    marks: Any  # pandas.DataFrame: time_s, label
+    utilization: Utilization
     metrics: dict
     started_at: str = ""
     reference: str | None = None
     gpu_unavailable_reason: str | None = None
     corpus: Any = None  # CorpusResult of a Config(mode="corpus") run: stages, spans, each file's transcript
     wer_by_channel: dict = field(default_factory=dict)  # channel name -> WER (fraction)
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """The utilization samples, one row per sample (``utilization.timeline``)."""
+        return self.utilization.timeline
+
+    @property
+    def marks(self) -> pd.DataFrame:
+        """The phase marks, ``time_s`` and ``label`` (``utilization.marks``)."""
+        return self.utilization.marks
 
     @property
     def label(self) -> str:
@@ -63,7 +89,8 @@ class Run:
         return f"{self.config.mode}, batch {batch}"
 
     def table(self) -> pd.DataFrame:
-        """The metrics under readable names, one column (pandas DataFrame)."""
+        """The metrics under readable names, one column (pandas DataFrame of
+        :func:`~whisperkit.experiments.tables.table_values`)."""
         import pandas as pd
 
         return pd.DataFrame({"value": table_values(self)})
@@ -120,9 +147,7 @@ class Comparison:
         import pandas as pd
 
         return pd.DataFrame({
-            name: {**table_values(run_), "wall s of each repeat": ", ".join(
-                       f"{r.transcript.wall_seconds:.{metric('wall_seconds').digits}f}" for r in runs),
-                   "text": run_.transcript.text[:60] + "..."}
+            name: {**table_values(run_), "wall s of each repeat": repeat_walls(runs), "text": run_.transcript.text[:60] + "..."}
             for name, run_, runs in (("before", self.before, self.before_runs), ("after", self.after, self.after_runs))
         })
 
@@ -198,60 +223,10 @@ class Sweep:
         }
 
     def table(self) -> pd.DataFrame:
-        """One row per batch size (pandas DataFrame) under the registry's labels, values rounded to its
-        digits; with repeats, the lowest and highest RTFx beside the median; a GPU reading of a run
-        without a GPU reads ``n/a (no GPU)``."""
+        """One row per batch size (pandas DataFrame of :func:`~whisperkit.experiments.tables.sweep_values`):
+        under the registry's labels, values rounded to its digits; with repeats, the lowest and
+        highest RTFx beside the median; a GPU reading of a run without a GPU reads ``n/a (no GPU)``."""
         import pandas as pd
 
-        has_gpu = any(p.peak_gpu_mem_mb is not None for p in self.points)
-        repeated = any(len(values) > 1 for values in self.repeat_rtfx.values())
-        rows = {}
-        for point in sorted(self.points, key=lambda p: p.batch_size):
-            row: dict[str, object] = {}
-            for key in SWEEP_METRICS:
-                value = getattr(point, key)
-                missing = NO_GPU if metric(key).gpu_only and not has_gpu else NOT_MEASURED
-                row[metric(key).label] = missing if is_missing(value) else shown_value(key, value)
-                if key == "rtfx" and repeated:
-                    spread = [v for v in self.repeat_rtfx.get(point.batch_size, []) if not is_missing(v)]
-                    row["RTFx min"] = shown_value(key, min(spread)) if spread else NOT_MEASURED
-                    row["RTFx max"] = shown_value(key, max(spread)) if spread else NOT_MEASURED
-            row["out of memory"] = "yes" if point.oom else "no"
-            rows[point.batch_size] = row
-        frame = pd.DataFrame.from_dict(rows, orient="index")
-        frame.index.name = "batch size"
-        return frame
-
-
-# the columns of a sweep's tables after the batch size (SweepPoint fields named as metrics)
-SWEEP_METRICS = ("rtfx", "wall_seconds", "peak_rss_mb", "peak_gpu_mem_mb", "mean_cpu_percent", "mean_gpu_util_percent")
-
-
-def missing_text(run_: Run, m: Metric) -> str:
-    """Why ``run_`` has no value of ``m``, in a few words (``n/a (no GPU)``, ``n/a (no reference)``, ...)."""
-    if m.gpu_only:
-        return NO_GPU
-    if m.key == "wer_vs_reference":
-        return "n/a (no reference)"
-    if m.corpus_only:
-        return "n/a (not corpus mode)"
-    if m.key == "batch_size" and run_.config.mode == "sequential":
-        return "none (sequential)"
-    return NOT_MEASURED
-
-
-def shown_value(key: str, value: object) -> object:
-    """``value`` rounded to the metric ``key``'s digits; a whole number where it has none (``812``, not ``812.0``)."""
-    shown = rounded(key, value)
-    return int(shown) if metric(key).digits == 0 and isinstance(shown, float) and math.isfinite(shown) else shown
-
-
-def table_values(run_: Run) -> dict[str, object]:
-    """A run's configuration and metrics under the registry's labels, rounded to its digits; a
-    missing value as :func:`missing_text` (never a bare None)."""
-    values: dict[str, object] = {"configuration": run_.label}
-    for m in shown_metrics([run_]):
-        value = run_.metrics.get(m.key)
-        values[m.label] = missing_text(run_, m) if is_missing(value) else shown_value(m.key, value)
-    return values
-
+        rows = sweep_values(self)
+        return pd.DataFrame(rows, columns=sweep_header(self)).set_index(BATCH_SIZE)

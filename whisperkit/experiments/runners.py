@@ -79,6 +79,7 @@ def run(
     """
     from whisperkit.measure.environment import collect_environment
     from whisperkit.measure.sampler import Sampler
+    from whisperkit.measure.utilization import Utilization
 
     config = config or Config()
     corpus = config.mode == "corpus"
@@ -98,15 +99,11 @@ def run(
             transcript = transcribe_config(cast("AudioSource", audio), config, progress=progress, sampler=sampler)
     on_gpu = transcript.config.get("device") == "cuda"
     environment = collect_environment(transcript.config.get("device_index", 0) if on_gpu else None)
-    # why gpu{i}_process_util_percent is NaN (PIDs not NVML's, e.g. in a container), for plots and reports
-    environment["process_gpu_unavailable_reason"] = sampler.process_gpu_unavailable_reason
-    environment["gpu_column_reasons"] = sampler.column_reasons  # why a GPU column is NaN for good (e.g. no GPM)
     result = Run(
         config=config,
         transcript=transcript,
         environment=environment,
-        timeline=sampler.timeline,
-        marks=sampler.marks,
+        utilization=Utilization.of(sampler),  # with why a GPU column is NaN for good (no GPM, PIDs not NVML's)
         metrics={},
         started_at=started_at,
         reference=reference_text,

@@ -1,8 +1,9 @@
 """Runs on disk: a folder per run with ``run.json`` and ``timeline.parquet``.
 
-``run.json`` holds the config, environment, metrics, transcript and phase marks (a corpus run
-also each file's transcript, the stages and their spans); the
-timeline (one row per utilization sample) is Parquet. Every file is written to a temporary
+``run.json`` holds the config, environment, metrics, transcript, the phase marks and why a
+utilization column is NaN (``utilization``; a corpus run also each file's transcript, the stages
+and their spans); the timeline (one row per utilization sample) is Parquet. Runs saved before
+``utilization`` was written load the same (its reasons were in the environment then). Every file is written to a temporary
 name and renamed, so an interrupted save never leaves a half-written run. Comparisons and
 sweeps are folders holding ``comparison.json`` / ``sweep.json`` and their runs under ``runs/``
 (the command line writes ``report.html`` beside them with ``whisperkit.views.report``).
@@ -29,6 +30,7 @@ from whisperkit.files import release_lock, take_lock, write_bytes_atomic, write_
 
 if TYPE_CHECKING:
     from whisperkit.experiments.results import Comparison, Run, Sweep
+    from whisperkit.measure.utilization import Utilization
 
 RUN_KIND = "whisperkit.run"
 SCHEMA = 1
@@ -54,6 +56,7 @@ def save_run(run: Run, folder: str | os.PathLike) -> str:
     from whisperkit._version import __version__
 
     folder = Path(folder)
+    recorded = run.utilization.to_dict()
     document = {
         "kind": RUN_KIND,
         "schema": SCHEMA,
@@ -63,7 +66,8 @@ def save_run(run: Run, folder: str | os.PathLike) -> str:
         "environment": run.environment,
         "metrics": run.metrics,
         "transcript": run.transcript.to_dict(),
-        "marks": _records(run.marks),
+        "marks": recorded.pop("marks"),  # where runs saved before held them
+        "utilization": recorded,  # why a column is NaN
         "reference": run.reference,
         "gpu_unavailable_reason": run.gpu_unavailable_reason,
         "wer_by_channel": run.wer_by_channel,
@@ -101,8 +105,7 @@ def load_run(folder: str | os.PathLike) -> Run:
             config=Config.from_dict(document["config"]),
             transcript=Transcript.from_dict(document["transcript"]),
             environment=document["environment"],
-            timeline=timeline,
-            marks=pd.DataFrame(document["marks"], columns=["time_s", "label"]),
+            utilization=_utilization(timeline, document),
             metrics=metrics,
             started_at=document.get("started_at", ""),
             reference=document.get("reference"),
@@ -112,6 +115,17 @@ def load_run(folder: str | os.PathLike) -> Run:
         )
     except (KeyError, TypeError, ValueError, AttributeError, WhisperkitError) as error:
         raise RunError(f"{folder}/run.json: damaged or from another version ({first_line(error)})") from None
+
+
+def _utilization(timeline, document: dict) -> Utilization:
+    """The run's Utilization: its timeline, the marks, and why columns are NaN (a run saved before
+    ``utilization`` was written keeps those reasons in its environment)."""
+    from whisperkit.measure.utilization import Utilization
+
+    environment = document.get("environment") or {}
+    said = document.get("utilization") or {"column_reasons": environment.get("gpu_column_reasons"),
+                                            "process_gpu_unavailable_reason": environment.get("process_gpu_unavailable_reason")}
+    return Utilization.from_dict(timeline, {**said, "marks": document["marks"]})
 
 
 def _corpus(data: dict | None) -> Any:
@@ -284,12 +298,6 @@ def _read_run_json(folder: Path) -> dict:
     if document.get("schema") != SCHEMA:
         raise RunError(f"{path}: run schema {document.get('schema')!r} is not {SCHEMA}; use a matching whisperkit")
     return document
-
-
-def _records(frame) -> list[dict]:
-    if frame is None:
-        return []
-    return [{"time_s": float(t), "label": str(label)} for t, label in zip(frame["time_s"], frame["label"])]
 
 
 def _nan_to_none(value):

@@ -1,18 +1,29 @@
-"""The tables every view shows, as rows of text: each metric from the registry, formatted once.
+"""The tables every view shows, as rows of text: the values built once (metrics, comparisons and
+sweeps in :mod:`whisperkit.experiments.tables`, a corpus run's stages in
+:mod:`whisperkit.core.corpus.tables`), written here with their decimals and thousands separators.
 
-The report writes these rows as HTML, the app as a compact HTML table; labels, units, decimals
-and GPU-only come from :data:`whisperkit.experiments.metrics.METRICS`.
+The report writes these rows as HTML, the app as a compact HTML table; the ``.table()`` and
+``stage_table()`` DataFrames hold the same values, so every view shows the same numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from whisperkit.checks import is_missing
-from whisperkit.experiments.metrics import Metric, metric, shown_metrics
-from whisperkit.experiments.results import NO_GPU, SWEEP_METRICS, missing_text
-from whisperkit.experiments.verdicts import Spread
+from whisperkit.core.corpus import tables as corpus_tables
+from whisperkit.core.corpus.tables import STAGE_COLUMNS, Column
+from whisperkit.experiments.metrics import Metric, metric
+from whisperkit.experiments.tables import (
+    NO_GPU,
+    RTFX_MAX,
+    RTFX_MIN,
+    SWEEP_METRICS,
+    metric_value,
+    metric_values,
+    sweep_header,
+    sweep_values,
+)
 from whisperkit.views import format as fmt
 from whisperkit.views.format import MISSING, metric_text
 
@@ -22,46 +33,28 @@ if TYPE_CHECKING:
     from whisperkit.core.corpus.result import CorpusResult
     from whisperkit.experiments.results import Run, Sweep
 
-__all__ = ["NO_GPU", "SWEEP_METRICS", "metric_rows", "metric_cell", "sweep_header", "sweep_rows", "frame", "stage_rows"]
+__all__ = ["NO_GPU", "SWEEP_METRICS", "STAGE_HEADER", "metric_rows", "metric_cell", "sweep_header",
+           "sweep_rows", "frame", "stage_rows", "channel_wer_rows"]
 
 
 def metric_rows(runs: Sequence[Run], *, long: bool = False) -> list[list[str]]:
-    """One row per registered metric (corpus-only ones only for corpus runs): its label
-    (``long``: its description), then one cell per run."""
-    return [[m.description if long else m.label, *(metric_cell(run, m) for run in runs)] for m in shown_metrics(runs)]
+    """One row per metric a table of ``runs`` shows: its label (``long``: its description), then
+    one cell per run."""
+    return [[m.description if long else m.label, *(_cell(m.key, value) for value in values)]
+            for m, values in metric_values(runs)]
 
 
 def metric_cell(run: Run, m: Metric) -> str:
     """A run's value of ``m`` as text; where it was not measured, the reason in a few words."""
-    value = run.metrics.get(m.key)
-    return missing_text(run, m) if is_missing(value) else metric_text(m.key, value)
-
-
-def sweep_header(sw: Sweep | None = None) -> list[str]:
-    """The header of :func:`sweep_rows` (of ``sw``: with its RTFx range where it has repeats)."""
-    rtfx = [metric("rtfx").label, *(["RTFx min-max"] if sw is not None and _repeated(sw) else [])]
-    return ["batch size", *rtfx, *(metric(key).label for key in SWEEP_METRICS[1:]), "out of memory"]
+    return _cell(m.key, metric_value(run, m))
 
 
 def sweep_rows(sw: Sweep) -> list[list[str]]:
-    """One row per batch size, smallest first: the batch size, each metric (the median run's; with
-    repeats, the RTFx range after the median), ``yes``/``no`` out of memory."""
-    has_gpu = any(p.peak_gpu_mem_mb is not None for p in sw.points)
-    repeated = _repeated(sw)
-    rows = []
-    for point in sorted(sw.points, key=lambda p: p.batch_size):
-        cells = [metric_text(key, getattr(point, key), missing=MISSING if has_gpu or not metric(key).gpu_only else NO_GPU)
-                 for key in SWEEP_METRICS]
-        if repeated:
-            spread = Spread.of(sw.repeat_rtfx.get(point.batch_size, []))
-            cells.insert(1, MISSING if spread.count == 0 else
-                         f"{metric_text('rtfx', spread.low)}-{metric_text('rtfx', spread.high)} ({spread.count} runs)")
-        rows.append([str(point.batch_size), *cells, "yes" if point.oom else "no"])
-    return rows
-
-
-def _repeated(sw: Sweep) -> bool:
-    return any(len(values) > 1 for values in sw.repeat_rtfx.values())
+    """The rows of :func:`~whisperkit.experiments.tables.sweep_values` as text, under
+    :func:`sweep_header` ``(sw)``."""
+    keys = {metric(key).label: key for key in SWEEP_METRICS} | {RTFX_MIN: "rtfx", RTFX_MAX: "rtfx"}
+    return [[_cell(keys[label], value) if label in keys else str(value) for label, value in row.items()]
+            for row in sweep_values(sw)]
 
 
 def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
@@ -71,16 +64,22 @@ def frame(header: Sequence[str], rows: Sequence[Sequence[str]]) -> pd.DataFrame:
     return pd.DataFrame([list(row[1:]) for row in rows], index=[row[0] for row in rows], columns=list(header[1:]))
 
 
-STAGE_HEADER = ["stage", "threads", "items", "busy s", "wait s", "busy % of the run"]
+STAGE_HEADER = [column.label for column in STAGE_COLUMNS]
 
 
 def stage_rows(corpus: CorpusResult) -> list[list[str]]:
-    """One row per stage of a corpus run (a CorpusResult): threads, items, busy and wait seconds,
-    busy percent of the run (over 100 for a pool of threads working at once)."""
-    wall = corpus.wall_seconds
-    return [[name, str(stats.threads), str(stats.items), fmt.number(stats.busy_seconds, 2),
-             fmt.number(stats.wait_seconds, 2), fmt.number(100.0 * stats.busy_seconds / wall, 0) if wall else MISSING]
-            for name, stats in corpus.stages.items()]
+    """One row per stage of a corpus run, under :data:`STAGE_HEADER`: the rows of
+    :meth:`CorpusResult.stage_table` as text."""
+    return _text_rows(corpus_tables.stage_rows(corpus), STAGE_COLUMNS)
+
+
+def _text_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[list[str]]:
+    return [[str(row[c.key]) if c.digits is None else fmt.number(row[c.key], c.digits) for c in columns] for row in rows]
+
+
+def _cell(key: str, value: object) -> str:
+    """A table value as text: a number with the metric ``key``'s decimals; a reason as it is."""
+    return value if isinstance(value, str) else metric_text(key, value, missing=MISSING)
 
 
 def channel_wer_rows(runs: Sequence[Run]) -> list[list[str]]:

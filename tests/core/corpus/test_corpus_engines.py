@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import inspect
+import json
 import sys
 import time
 from pathlib import Path
@@ -235,3 +236,48 @@ def test_sigterm_during_a_ray_run_is_exit_143_once_the_files_in_hand_are_written
             written.append("the next batch")
     assert stopped.value.code == 143 and written == ["a file's outputs and manifest entry"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class HalvingEngine:
+    """An engine with no model: it decodes 8 one-window files through :func:`base.decode_fitting`
+    in batches of 4, the second batch running out of memory (halved to 2), and hands each file on
+    as the engines do (:func:`assemble` of its piece texts)."""
+
+    name, pack, batch_size, load_seconds, info = "local", False, 4, 0.0, {}
+
+    def run(self, sources, on_file, on_batch=None):
+        from whisperkit.core.corpus.decoding import PieceText, assemble
+
+        calls = []
+
+        def decoder(windows):
+            calls.append(len(windows))
+            if len(calls) > 1 and len(windows) > 2:
+                raise RuntimeError("CUDA failed with error out of memory")
+            return [PieceText(source=w.index, number=0, segments=[wk.Segment(0.0, 1.0, w.path)], last=True,
+                              audio_seconds=1.0) for w in windows]
+
+        decoder.device = "cuda"  # type: ignore[attr-defined]
+        state = base.DecodeState(self.batch_size)
+        for text in base.decode_fitting(state, decoder, sources):
+            on_file(sources[text.source], assemble(sources[text.source].path, [text], {}), [text])
+        return base.EngineRun(batch_size=state.batch_size, batch_retries=state.batch_retries)
+
+
+def test_a_halving_does_not_change_the_batch_size_files_decoded_before_it_recorded():
+    from whisperkit.core.config import Settings
+    from whisperkit.core.corpus.result import CorpusResult
+    from whisperkit.core.corpus.stages import Source
+    from whisperkit.core.corpus.transcribe import run_stages
+
+    sources = [Source(index, f"clip{index}.flac", f"clip{index}") for index in range(8)]
+    result = CorpusResult({}, {}, [], 0.0, 0.0, 4, False, Settings({"mode": "corpus", "batch_size": 4}))
+    run_stages(result, sources, HalvingEngine(), None, ("txt",), False, None)
+    recorded = [t.config["batch_size"] for t in result.transcripts.values()]
+    assert recorded == [4, 4, 4, 4, 2, 2, 2, 2]  # the first batch's files keep the size that decoded them
+    assert result.config["batch_size"] == result.batch_size == 2 and result.batch_retries[0]["batch_size"] == 4
+    first = result.transcripts["clip0.flac"]
+    with pytest.raises(TypeError, match="cannot be changed; use config.replace"):
+        first.config["batch_size"] = 1
+    assert first.config.replace(batch_size=1)["batch_size"] == 1 and first.config["batch_size"] == 4
+    assert first.config.to_dict() == {"mode": "corpus", "batch_size": 4} and json.loads(json.dumps(first.config))["batch_size"] == 4

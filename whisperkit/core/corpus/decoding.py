@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from whisperkit.core.config import Settings
 from whisperkit.core.corpus.stages import Piece, Place, Window
 from whisperkit.core.models import Model
 from whisperkit.core.transcription import Segment, Transcript
@@ -34,7 +35,8 @@ class PieceText:
     """What the model heard in one piece: ``segments`` in seconds from the start of its file.
 
     Carries the piece's ``source``, ``number`` and, on the ``last`` piece, the file's
-    ``audio_seconds`` and ``warnings``, so that a file is complete when pieces 0 .. last arrived.
+    ``audio_seconds`` and ``warnings``, so that a file is complete when pieces 0 .. last arrived;
+    ``batch_size`` is the size of the batch that decoded it (None until decoded).
     """
 
     source: int
@@ -44,6 +46,7 @@ class PieceText:
     audio_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     language: str | None = None
+    batch_size: int | None = None
 
 
 class EncodeOneByOne:
@@ -285,10 +288,12 @@ def packing_is_safe(model: Model, language: str | None) -> bool:
 
 def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: float = 0.0) -> Transcript:
     """One file's :class:`Transcript` from all its pieces' texts (any order); a file split by
-    channel has its channels' segments merged in time order."""
+    channel has its channels' segments merged in time order. Its config is ``config`` with
+    ``batch_size`` the smallest batch that decoded one of its pieces (where known)."""
     texts = sorted(texts, key=lambda text: text.number)
     last = texts[-1]
     segments = [segment for text in texts for segment in text.segments]
+    sizes = [text.batch_size for text in texts if text.batch_size is not None]
     order: dict[str | None, int] = {channel: number for number, channel in enumerate(
         dict.fromkeys(segment.channel for segment in segments if segment.channel is not None))}
     if order:
@@ -299,7 +304,7 @@ def assemble(path: str, texts: list[PieceText], config: dict, wall_seconds: floa
         language=last.language,
         audio_seconds=last.audio_seconds,
         wall_seconds=wall_seconds,
-        config=config,
+        config=Settings({**config, **({"batch_size": min(sizes)} if sizes else {})}),
         audio_path=path,
         warnings=list(last.warnings),
     )

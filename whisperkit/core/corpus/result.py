@@ -1,14 +1,18 @@
-"""What a corpus run did: :class:`CorpusResult`, with its tables and its plain-JSON form."""
+"""What a corpus run did: :class:`CorpusResult`, with its tables (built in
+:mod:`whisperkit.core.corpus.tables`) and its plain-JSON form."""
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from whisperkit.checks import is_missing
+from whisperkit.core.config import Settings
 from whisperkit.core.corpus.engines.base import Span, StageStats, WorkerTimeline
+from whisperkit.core.corpus.tables import STAGE_COLUMNS, WORKER_COLUMNS, as_frame, stage_rows, worker_rows
 from whisperkit.core.transcription import Transcript
+from whisperkit.measure.utilization import Utilization
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,8 +32,11 @@ class CorpusResult:
     per window because the model skipped a clip of a packed window); ``model_wait_seconds`` is
     how long the model waited for its next batch, the corpus
     version of "was the GPU idle?". ``spans`` are the stages' pieces of work in seconds since the
-    start; with ``monitor=True``, ``timeline`` and ``marks`` hold the
-    utilization samples, on the same clock as ``spans``.
+    start; with ``monitor=True``, ``utilization`` holds the samples (its ``timeline`` and
+    ``marks``, also read as ``result.timeline`` and ``result.marks``), on the same clock as
+    ``spans``. ``config`` is the run's settings, a frozen snapshot with ``batch_size`` the one the
+    run settled on (halved for good on out-of-memory); each file's transcript has its own, with
+    the batch size that decoded it (a file done before a halving keeps the larger one).
     """
 
     transcripts: dict[str, Transcript]
@@ -39,7 +46,7 @@ class CorpusResult:
     wall_seconds: float
     batch_size: int
     pack: bool
-    config: dict
+    config: Settings
     stages: dict[str, StageStats] = field(default_factory=dict)
     windows: int = 0
     pieces: int = 0
@@ -49,12 +56,25 @@ class CorpusResult:
     retry_seconds: float = 0.0
     output_dir: str | None = None
     spans: list[Span] = field(default_factory=list)
-    timeline: Any = None  # pandas.DataFrame when monitored
-    marks: Any = None  # pandas.DataFrame when monitored
+    utilization: Utilization | None = None  # with monitor=True
     engine: str = "local"
     worker_timelines: list[WorkerTimeline] = field(default_factory=list)  # engine="ray": one per model worker
     engine_info: dict = field(default_factory=dict)  # engine="ray": cluster, actors, restarts, duplicates dropped
     first_batch_seconds: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, Settings):  # a plain dict (JSON, a caller): its own frozen copy
+            self.config = Settings(self.config)
+
+    @property
+    def timeline(self) -> pd.DataFrame | None:
+        """The utilization samples (``utilization.timeline``), on the clock of ``spans``; None unmonitored."""
+        return None if self.utilization is None else self.utilization.timeline
+
+    @property
+    def marks(self) -> pd.DataFrame | None:
+        """The phase marks (``utilization.marks``); None unmonitored."""
+        return None if self.utilization is None else self.utilization.marks
 
     @property
     def workers(self) -> list[WorkerTimeline]:
@@ -82,10 +102,17 @@ class CorpusResult:
         return 100.0 * self.model_wait_seconds / workers / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def as_transcript(self, audio_path: str | None = None) -> Transcript:
-        """All the files as one :class:`Transcript`, files in order (each file's segment times are
-        its own): what :func:`whisperkit.run` records of a corpus run. ``prepare_seconds`` is the
-        time before the model's first batch, ``decode_seconds`` the rest of the run, ``chunks``
-        the windows the model decoded."""
+        """The whole run as one :class:`Transcript`: what :func:`whisperkit.run` records as a corpus
+        run's ``Run.transcript``, so a corpus run has the metrics, tables and plots of any run.
+
+        Its ``text`` is every file's text in file order and its ``segments`` every file's segments
+        in that order, each with its own file's times (they are not on one clock: read a file's
+        segments in ``transcripts``). ``audio_seconds``, ``wall_seconds``, ``load_seconds``,
+        ``retry_seconds``, ``batch_retries`` and ``config`` are the run's; ``prepare_seconds`` is
+        the time before the model's first batch, ``decode_seconds`` the rest of the run less the
+        retries (so prepare + decode + retry = wall); ``chunks`` the windows the model decoded;
+        ``warnings`` each file's warnings and each failure, after the file's path; ``utilization``
+        the run's. ``audio_path`` names the sources (``"a.flac, b.flac"``)."""
         files = list(self.transcripts.values())
         prepare = 0.0 if is_missing(self.first_batch_seconds) else min(self.first_batch_seconds, self.wall_seconds)
         return Transcript(
@@ -97,37 +124,26 @@ class CorpusResult:
             decode_seconds=self.wall_seconds - prepare - self.retry_seconds,
             load_seconds=self.load_seconds,
             retry_seconds=self.retry_seconds,
-            config=dict(self.config),
+            config=self.config,
             audio_path=audio_path,
             warnings=[f"{path}: {warning}" for path, t in self.transcripts.items() for warning in t.warnings]
             + [f"{path}: {reason}" for path, reason in self.failures.items()],
             batch_retries=list(self.batch_retries),
             chunks=self.windows,
+            utilization=self.utilization,
         )
 
     def stage_table(self) -> pd.DataFrame:
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
-        of the run (over 100 % for a pool of threads working at once)."""
-        import pandas as pd
-
-        rows = [{"stage": name, "threads": s.threads, "items": s.items, "busy_seconds": round(s.busy_seconds, 3),
-                 "wait_seconds": round(s.wait_seconds, 3),
-                 "busy_percent": round(100.0 * s.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
-                for name, s in self.stages.items()]
-        return pd.DataFrame(rows).set_index("stage")
+        of the run (over 100 % for a pool of threads working at once); the rows of
+        :func:`whisperkit.core.corpus.tables.stage_rows`, which the report and the app show too."""
+        return as_frame(stage_rows(self), STAGE_COLUMNS)
 
     def worker_table(self) -> pd.DataFrame:
         """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
-        batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
-        import pandas as pd
-
-        rows = [{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
-                 "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
-                 "audio_seconds": round(w.audio_seconds, 1), "busy_seconds": round(w.busy_seconds, 2),
-                 "wait_seconds": round(w.wait_seconds, 2), "load_seconds": round(w.load_seconds, 2),
-                 "busy_percent": round(100.0 * w.busy_seconds / self.wall_seconds, 1) if self.wall_seconds else None}
-                for w in self.worker_timelines]
-        return pd.DataFrame(rows).set_index("worker") if rows else pd.DataFrame()
+        batches, windows, audio, busy, wait and load seconds, busy percent of the run (the rows of
+        :func:`whisperkit.core.corpus.tables.worker_rows`)."""
+        return as_frame(worker_rows(self), WORKER_COLUMNS)
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""
@@ -139,9 +155,10 @@ class CorpusResult:
                 f"({self.rtfx:.1f}x real time); the model waited {self.model_wait_percent:.0f} % of the run")
 
     def to_dict(self) -> dict:
-        """Plain values for JSON: everything but the utilization samples (``timeline``, ``marks``)
-        and engine "ray"'s per-worker timelines (``worker_timelines``)."""
+        """Plain values for JSON: everything but the utilization samples (``utilization``) and engine
+        "ray"'s per-worker timelines (``worker_timelines``)."""
         values = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        values["config"] = self.config.to_dict()
         return {
             **values,
             "transcripts": {path: transcript.to_dict() for path, transcript in self.transcripts.items()},

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from whisperkit.core.channels import DEFAULT_CHANNELS
-from whisperkit.core.config import Config
+from whisperkit.core.config import Config, Settings
 from whisperkit.core.corpus.engines import open_engine
 from whisperkit.core.corpus.engines.base import Span
 from whisperkit.core.corpus.outputs import Manifest, check_outputs, open_outputs, write_file
@@ -28,6 +28,7 @@ from whisperkit.core.corpus.stages import GAP_SECONDS, PACK_SECONDS, Failure, So
 from whisperkit.core.output_formats import output_formats
 from whisperkit.errors import ConfigError
 from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
+from whisperkit.measure.utilization import Utilization
 
 if TYPE_CHECKING:
     from whisperkit.core.corpus.engines.base import Engine
@@ -169,8 +170,8 @@ def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.Path
                             config.options, formats, found)
     manifest, todo, skipped = open_outputs(found, run.get("output_dir"), written, formats, run.get("resume", True))
     result = CorpusResult({}, {}, skipped, 0.0, 0.0, engine.batch_size, engine.pack,
-                          {**written, **settings, "mode": "corpus", "batch_size": engine.batch_size,
-                           "engine": engine.name, **engine_settings(engine)},
+                          Settings({**written, **settings, "mode": "corpus", "batch_size": engine.batch_size,
+                                    "engine": engine.name, **engine_settings(engine)}),
                           load_seconds=engine.load_seconds, output_dir=None if manifest is None else manifest.output_dir,
                           engine=engine.name, engine_info=dict(engine.info))
     if todo:
@@ -209,7 +210,7 @@ def _execute(result: CorpusResult, todo: list[Source], engine: Engine, manifest:
     finally:
         if own and sampler is not None:
             sampler.stop()
-            result.timeline, result.marks = sampler.timeline, sampler.marks
+            result.utilization = Utilization.of(sampler)
         if manifest is not None:
             manifest.close()  # saved, and the folder released
 
@@ -246,7 +247,9 @@ def run_stages(result: CorpusResult, todo: list[Source], engine: Engine, manifes
             if manifest is not None:
                 manifest.record(source, "failed", reason=outcome.reason)
         else:
-            outcome.config = dict(result.config)  # each file its own copy
+            # the run's settings with the batch size that decoded this file: its own snapshot, which
+            # a later out-of-memory halving does not change
+            outcome.config = result.config.replace(batch_size=outcome.config.get("batch_size", result.batch_size))
             result.transcripts[source.path] = outcome
             result.audio_seconds += outcome.audio_seconds
             if manifest is not None:
@@ -286,6 +289,4 @@ def run_stages(result: CorpusResult, todo: list[Source], engine: Engine, manifes
     result.batch_retries = run.batch_retries
     result.retry_seconds = run.retry_seconds
     result.batch_size = run.batch_size
-    result.config["batch_size"] = run.batch_size
-    for transcript in result.transcripts.values():  # each file its own copy of the run's final settings
-        transcript.config = dict(result.config)
+    result.config = result.config.replace(batch_size=run.batch_size)  # the size the run settled on

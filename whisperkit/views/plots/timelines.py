@@ -159,7 +159,7 @@ def _no_gpm_note(runs: list[Run]) -> str | None:
     for run in runs:
         if not _has_panel(run, "gpu") or _has_panel(run, "gpm"):
             continue
-        said = (run.environment or {}).get("gpu_column_reasons") or {}
+        said = run.utilization.column_reasons
         for index in gpu_indices(run.timeline):
             reason = said.get(gpu_column(index, GPM_METRICS[0]))
             if reason:

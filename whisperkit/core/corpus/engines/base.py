@@ -164,7 +164,10 @@ def _decode_halving(state: DecodeState, decoder: WindowDecoder, windows: list[Wi
     def attempt(size: int | None) -> list[PieceText]:
         started[0] = time.monotonic()
         step = max(1, size or 1)
-        return [text for start in range(0, len(windows), step) for text in decoder(windows[start:start + step])]
+        texts = [text for start in range(0, len(windows), step) for text in decoder(windows[start:start + step])]
+        for text in texts:  # what each file records as its batch size
+            text.batch_size = step
+        return texts
 
     def smaller(size: int) -> None:
         state.retry_seconds += time.monotonic() - started[0]
