@@ -236,7 +236,8 @@ def recommend_batch_size(
       memory_gb: free device memory in GiB; None asks NVML for the free memory of CUDA device 0
         (the NVML device it is, after ``CUDA_VISIBLE_DEVICES``; a MIG instance's own memory), and
         where NVML cannot tell, gives the CPU choice, 8.
-      device: ``"cuda"`` uses the memory model; ``"cpu"`` returns the measured CPU optimum (8).
+      device: ``"cuda"`` uses the memory model; ``"cpu"`` returns the CPU choice, 8 (16 measured within
+        a few percent of it, see above).
       weights_loaded: the model is already on the device, so the free memory no longer
         includes its weights and they are not subtracted again.
 
