@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from whisperkit.core.config import Settings
-from whisperkit.measure.utilization import Utilization
+from whisperkit.measure.utilization import HoldsUtilization, Utilization
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Segment:
 
 
 @dataclass
-class Transcript:
+class Transcript(HoldsUtilization):
     """What a transcription produced, and how long each part took.
 
     Times are wall-clock seconds. ``wall_seconds`` runs from reading the audio to the last
@@ -81,16 +81,6 @@ class Transcript:
     def __post_init__(self) -> None:
         if not isinstance(self.config, Settings):  # a plain dict (JSON, a caller): its own frozen copy
             self.config = Settings(self.config)
-
-    @property
-    def timeline(self) -> pd.DataFrame | None:
-        """The utilization samples, one row per sample (``utilization.timeline``); None unmonitored."""
-        return None if self.utilization is None else self.utilization.timeline
-
-    @property
-    def marks(self) -> pd.DataFrame | None:
-        """The phase marks, ``time_s`` and ``label`` (``utilization.marks``); None unmonitored."""
-        return None if self.utilization is None else self.utilization.marks
 
     @property
     def text(self) -> str:

@@ -65,3 +65,20 @@ class Utilization:
 
         return cls(timeline, pd.DataFrame(data.get("marks") or [], columns=MARK_COLUMNS),
                    dict(data.get("column_reasons") or {}), data.get("process_gpu_unavailable_reason"))
+
+
+class HoldsUtilization:
+    """``timeline`` and ``marks`` of a result that holds one :class:`Utilization` (or None,
+    unmonitored) as its ``utilization`` field: Transcript and CorpusResult."""
+
+    utilization: Utilization | None
+
+    @property
+    def timeline(self) -> pd.DataFrame | None:
+        """The utilization samples, one row per sample (``utilization.timeline``); None unmonitored."""
+        return None if self.utilization is None else self.utilization.timeline
+
+    @property
+    def marks(self) -> pd.DataFrame | None:
+        """The phase marks, ``time_s`` and ``label`` (``utilization.marks``); None unmonitored."""
+        return None if self.utilization is None else self.utilization.marks

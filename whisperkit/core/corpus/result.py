@@ -12,14 +12,14 @@ from whisperkit.core.config import Settings
 from whisperkit.core.corpus.engines.base import Span, StageStats, WorkerTimeline
 from whisperkit.core.corpus.tables import STAGE_COLUMNS, WORKER_COLUMNS, as_frame, stage_rows, worker_rows
 from whisperkit.core.transcription import Transcript
-from whisperkit.measure.utilization import Utilization
+from whisperkit.measure.utilization import HoldsUtilization, Utilization
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 @dataclass
-class CorpusResult:
+class CorpusResult(HoldsUtilization):
     """What a corpus run did.
 
     ``transcripts`` maps each transcribed path to its :class:`Transcript` (segment times relative
@@ -65,16 +65,6 @@ class CorpusResult:
     def __post_init__(self) -> None:
         if not isinstance(self.config, Settings):  # a plain dict (JSON, a caller): its own frozen copy
             self.config = Settings(self.config)
-
-    @property
-    def timeline(self) -> pd.DataFrame | None:
-        """The utilization samples (``utilization.timeline``), on the clock of ``spans``; None unmonitored."""
-        return None if self.utilization is None else self.utilization.timeline
-
-    @property
-    def marks(self) -> pd.DataFrame | None:
-        """The phase marks (``utilization.marks``); None unmonitored."""
-        return None if self.utilization is None else self.utilization.marks
 
     @property
     def workers(self) -> list[WorkerTimeline]:
