@@ -67,6 +67,7 @@ def test_sweep_writes_points_and_best(cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["batch-001", "batch-004"]
     assert (tmp_path / "report.html").is_file()
     assert f"best batch size: {data['best']}" in result.stdout
+    assert data["verdict"] in result.stdout.splitlines()  # the sentence that crowns no size the repeats do not separate
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,8 @@ def _sweep_and_save(args: argparse.Namespace) -> int:
     save_sweep(result, folder)
     report(result, folder / "report.html")
     print(result.table().to_string())
-    print(f"best batch size: {result.best} ({result.stopped_because})")
+    print(result.verdict)
+    print(f"best batch size: {result.best} (the smallest as fast as the fastest within noise; {result.stopped_because})")
     print(f"report: {folder / 'report.html'}")
     return 0
 
