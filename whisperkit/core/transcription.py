@@ -123,7 +123,7 @@ def transcribe(
     from whisperkit.measure.sampler import Sampler
     from whisperkit.measure.utilization import Utilization
 
-    with Sampler(interval=monitor_interval) as sampler:
+    with Sampler(interval=monitor_interval, cuda_index=config.device_index) as sampler:
         transcript = transcribe_config(audio, config, model=loaded, progress=progress, sampler=sampler)
     transcript.utilization = Utilization.of(sampler)
     return transcript

@@ -193,13 +193,26 @@ def test_device_index_reaches_a_corpus_run(monkeypatch, clips):
     monkeypatch.setattr(models, "supported_compute_types", lambda device: {"float16", "int8_float16", "int8", "float32"})
     monkeypatch.setattr(faster_whisper, "WhisperModel", whisper_model)
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml.make_fake([fake_pynvml.a100(), fake_pynvml.rtx3090()]))
+    from whisperkit.measure import sampler as sampler_module
+
+    sampled = []  # the CUDA device each sampler was told the model is on (its MIG instance is sampled)
+    sampler_init = sampler_module.Sampler.__init__
+
+    def recording_init(self, *args, **kwargs):
+        sampler_init(self, *args, **kwargs)
+        sampled.append(self.cuda_index)
+
+    monkeypatch.setattr(sampler_module.Sampler, "__init__", recording_init)
     models.clear_model_cache()
     try:
         result = wk.transcribe_corpus(clips[:2], device="cuda", device_index=1, compute_type="int8", num_workers=2,
-                                      progress=False)
+                                      progress=False, monitor=True)
+        single = wk.transcribe(clips[0], device="cuda", device_index=1, compute_type="int8", num_workers=2,
+                               progress=False, monitor=True)
     finally:
         models.clear_model_cache()
     assert loads == [("cuda", 1, 2)]
+    assert sampled == [1, 1] and result.timeline is not None and single.timeline is not None
     assert result.config["device"] == "cuda" and result.config["device_index"] == 1 and result.config["num_workers"] == 2
     assert result.config["nvml_index"] == 1
     assert "steady wins the race" in result.transcripts[clips[1]].text.lower()

@@ -176,7 +176,7 @@ def transcribe_corpus_config(sources: str | os.PathLike | Sequence[str | os.Path
                           engine=engine.name, engine_info=dict(engine.info))
     if todo:
         _execute(result, todo, engine, manifest, formats, progress, bool(run.get("monitor", False)),
-                 run.get("monitor_interval", DEFAULT_INTERVAL_S), sampler)
+                 run.get("monitor_interval", DEFAULT_INTERVAL_S), sampler, cuda_index=config.device_index)
     return result
 
 
@@ -197,14 +197,16 @@ def _reader_threads(reader_threads: int | None, workers: int | None) -> int | No
 
 
 def _execute(result: CorpusResult, todo: list[Source], engine: Engine, manifest: Manifest | None, formats: tuple[str, ...],
-             progress: bool, monitor: bool, monitor_interval: float, sampler: Sampler | None = None) -> None:
-    """Run ``engine`` over the files ``todo``, sampling utilization with ``monitor`` (or marking
-    the caller's running ``sampler``)."""
+             progress: bool, monitor: bool, monitor_interval: float, sampler: Sampler | None = None,
+             cuda_index: int = 0) -> None:
+    """Run ``engine`` over the files ``todo``, sampling utilization with ``monitor`` (the model's
+    CUDA device ``cuda_index``: its MIG instance where there is one), or marking the caller's
+    running ``sampler``."""
     own = sampler is None and monitor
     if own:
         from whisperkit.measure.sampler import Sampler
 
-        sampler = Sampler(interval=monitor_interval).start()
+        sampler = Sampler(interval=monitor_interval, cuda_index=cuda_index).start()
     try:
         run_stages(result, todo, engine, manifest, formats, progress, sampler)
     finally:
