@@ -235,3 +235,19 @@ def clip_sweep():
     sweep = wk.sweep(wk.sample_path("aesop_03"), batch_sizes=[1, 4], progress=False)
     points = [dataclasses.replace(p, peak_gpu_mem_mb=None, mean_gpu_util_percent=None) for p in sweep.points]
     return dataclasses.replace(sweep, runs=[cpu_only(r) for r in sweep.runs], points=points)
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder any user can enter (pytest's own are root's alone), removed afterwards: for the
+    tests that run a step as an unprivileged user."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="whisperkit-test-")
+    os.chmod(folder, 0o755)
+    yield folder
+    for root, dirs, _ in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+    shutil.rmtree(folder)

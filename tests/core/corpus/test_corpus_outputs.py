@@ -97,20 +97,6 @@ def unprivileged(code: str, *paths: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=env)
 
 
-@pytest.fixture
-def shared_tmp(tmp_path_factory):
-    """A folder any user can enter (pytest's own are root's alone), removed afterwards."""
-    import tempfile
-
-    folder = tempfile.mkdtemp(prefix="whisperkit-test-")
-    os.chmod(folder, 0o755)
-    yield folder
-    for root, dirs, _ in os.walk(folder):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-    shutil.rmtree(folder)
-
-
 def test_a_read_only_output_folder_is_refused_before_any_work(shared_tmp, clips):
     out = os.path.join(shared_tmp, "out")
     os.mkdir(out, 0o555)

@@ -4,10 +4,8 @@ skipping a folder without a word, and ``@list`` files in the encodings editors s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -29,18 +27,6 @@ def test_a_linked_subfolder_is_searched_and_a_link_loop_once(tmp_path):
     (corpus / "linked").symlink_to(tmp_path / "elsewhere")
     (corpus / "loop").symlink_to(corpus)  # a link back up: searched once, not forever
     assert names(find_sources(corpus)) == ["a", "linked/b"]
-
-
-@pytest.fixture
-def shared_tmp():
-    """A folder any user can enter (pytest's own are root's alone), removed afterwards."""
-    folder = tempfile.mkdtemp(prefix="whisperkit-test-")
-    os.chmod(folder, 0o755)
-    yield folder
-    for root, dirs, _ in os.walk(folder):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-    shutil.rmtree(folder)
 
 
 def find_unprivileged(path: str) -> str:
