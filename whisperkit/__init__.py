@@ -19,6 +19,7 @@ _EXPORTS = {
     "OutOfMemoryError": "errors",
     "ConfigError": "errors",
     "RunError": "errors",
+    "ClusterError": "errors",
     "Config": "core.config",
     "Model": "core.models",
     "load_model": "core.models",
