@@ -239,15 +239,19 @@ def test_a_node_removed_where_no_node_has_room_finishes_or_stops_in_one_line(thr
     hogs: list = []
 
     def starve_a_worker() -> None:
-        while not any(output.glob("*.txt")):
-            time.sleep(0.05)
-        by_node = {node.node_id: node for node in workers if node.node_id in model_worker_nodes()}
-        if by_node:  # (three workers of half a CPU: at least one is off the one-CPU head)
+        try:
+            while not any(output.glob("*.txt")):
+                time.sleep(0.05)
+            on = model_worker_nodes()
+            by_node = {node.node_id: node for node in workers if on.get(node.node_id)}
+            assert by_node, (on, [node.node_id for node in workers])  # three of half a CPU: one is off the head
             leaving = next(iter(by_node))
             others = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != leaving]
             hogs.extend(hold_free_cpus(others, queued=2))  # (queued: a CPU task's half CPU, freed, goes to them)
             cluster.remove_node(by_node[leaving])
             removed.append(leaving)
+        except BaseException as error:  # said by the test
+            removed.append(repr(error))
 
     threading.Thread(target=starve_a_worker, daemon=True).start()
     try:
@@ -264,7 +268,7 @@ def test_a_node_removed_where_no_node_has_room_finishes_or_stops_in_one_line(thr
         for hog in hogs if ray.is_initialized() else ():  # (a stopped run left Ray: its actors ended with it)
             ray.kill(hog)
     print(f"a node removed with no room left: {outcome}")
-    assert len(removed) == 1
+    assert len(removed) == 1 and len(removed[0]) == 56, removed  # the node id, not an error
     written = sorted(p.stem for p in output.glob("*.txt"))
     manifest = json.loads((output / "manifest.json").read_text())
     assert written == sorted(name for name, entry in manifest["files"].items() if entry["status"] == "done")
