@@ -36,7 +36,9 @@ from whisperkit.errors import ClusterError
 ROOM_SECONDS = 30.0  # how long a run waits at the start for the CPUs and GPUs it needs (a previous run's actors ending)
 LOOK_SECONDS = 5.0  # how often a run with nothing back looks at the cluster
 STARVED_SECONDS = 60.0  # part of the run waiting this long for room no node has free (nothing back meanwhile): stopped
-STALL_SECONDS = 600.0  # nothing back for this long, whatever Ray says: stopped (raise it for model calls this long)
+# nothing back for this long, whatever Ray says: stopped (raise it where one model call, or the
+# workers' first download of a large model, takes longer)
+STALL_SECONDS = 600.0
 POLL_SECONDS = 0.5  # how often the driver's wait for the next batch wakes up to look at the clock
 STOP_SECONDS = 10.0  # how long an interrupted run waits for its reading thread before ending the run's work in Ray
 
