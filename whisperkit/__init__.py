@@ -19,6 +19,7 @@ _EXPORTS = {
     "OutOfMemoryError": "errors",
     "ConfigError": "errors",
     "RunError": "errors",
+    "ClusterError": "errors",
     "Config": "core.config",
     "Settings": "core.config",
     "Model": "core.models",

@@ -29,6 +29,10 @@ class ConfigError(WhisperkitError):
     """A setting is out of range (batch size below 1, unknown mode, ...)."""
 
 
+class ClusterError(WhisperkitError):
+    """The Ray cluster has no room for a run, or a run on it stopped making progress (engine "ray")."""
+
+
 class RunError(WhisperkitError):
     """A saved run folder is missing, damaged, or not a whisperkit run."""
 

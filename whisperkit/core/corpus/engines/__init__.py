@@ -29,7 +29,9 @@ An engine (:class:`~whisperkit.core.corpus.engines.base.Engine`) runs them and r
   :mod:`~whisperkit.core.corpus.engines.ray_cluster` (joining or starting Ray),
   :mod:`~whisperkit.core.corpus.engines.ray_plan` (the model and the resources, refused before
   starting where they cannot fit), :mod:`~whisperkit.core.corpus.engines.ray_workers` (what runs
-  on the cluster) and :mod:`~whisperkit.core.corpus.engines.ray_run` (the driver's side).
+  on the cluster), :mod:`~whisperkit.core.corpus.engines.ray_run` (the driver's side) and
+  :mod:`~whisperkit.core.corpus.engines.ray_watch` (bounded waits: room before a run, a run that
+  stops making progress stopped in one line).
 
 The engines share :mod:`~whisperkit.core.corpus.engines.base` and the stage modules, never each
 other's names. The driver, :mod:`whisperkit.core.corpus.transcribe`, chooses one with

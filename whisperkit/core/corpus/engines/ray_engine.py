@@ -15,11 +15,16 @@ Joining or starting Ray: :mod:`~whisperkit.core.corpus.engines.ray_cluster`; res
 is refused: :mod:`~whisperkit.core.corpus.engines.ray_plan`.
 
 Faults: Ray Data restarts a model worker that dies (``max_restarts=-1``) and runs the batch it
-was decoding again (``max_task_retries=-1``), and reruns the CPU tasks of a node that left; the
-driver counts each piece of each file once, so a file is written once even if a retried batch
-reports it again. A bad file fails alone, as in the thread engine. SIGTERM during a run stops it
-as Ctrl-C would (the files complete are written, the manifest saved), shuts down the Ray this
-process started, and exits with status 143.
+was decoding again (``max_task_retries=-1``), replaces one that dies while it loads its model
+(its node left), and reruns the CPU tasks of a node that left; the driver counts each piece of
+each file once, so a file is written once even if a retried batch reports it again. A bad file
+fails alone, as in the thread engine. Ray waits without limit for room it does not have (a
+worker restarted where every CPU is held, another job on a small cluster): the run waits a
+bounded time for room before it starts, and stops with a one-line
+:class:`~whisperkit.errors.ClusterError` when it stops making progress
+(:mod:`~whisperkit.core.corpus.engines.ray_watch`); an error of Ray's is one line too.
+SIGTERM during a run stops it as Ctrl-C would (the files complete are written, the manifest
+saved), shuts down the Ray this process started, and exits with status 143.
 
 Packing happens inside each CPU task, over the files of its group (consecutive files, at most
 :data:`GROUP_FILES` of them and :data:`GROUP_BYTES` bytes, so that a long recording is a group of
@@ -41,8 +46,10 @@ from whisperkit.core.corpus.engines.base import EngineRun, OnFile
 from whisperkit.core.corpus.engines.ray_cluster import connect, quiet_ray, require_ray
 from whisperkit.core.corpus.engines.ray_plan import PREPARE_CPUS, PREPARE_MEMORY_BYTES, check_config, model_spec, place
 from whisperkit.core.corpus.engines.ray_run import RayRun
+from whisperkit.core.corpus.engines.ray_watch import Feed, Shape, Watch, look, wait_for_room
 from whisperkit.core.corpus.engines.ray_workers import ModelWorker, WorkerSettings, decode_rows, encode, prepare
 from whisperkit.core.corpus.stages import Source
+from whisperkit.errors import ClusterError, WhisperkitError, first_line, one_line
 
 if TYPE_CHECKING:
     from whisperkit.core.config import Config
@@ -55,6 +62,7 @@ GROUP_FILES = 64  # files read, packed and featurized by one CPU task (at most) 
 GROUP_BYTES = 16 * 2**20  # ... and bytes of them (at most, unless one file is larger)
 WINDOW_BYTES = 1_000_000  # a window with its features, pickled (80 mel bands x 3000 frames, float32)
 TERMINATED_STATUS = 128 + signal.SIGTERM  # the exit status after SIGTERM, as the shell reports it
+INIT_DEATHS_PER_WORKER = 2  # model workers that may die in a row while loading, per worker, before the run ends
 
 
 class RayEngine:
@@ -87,6 +95,9 @@ class RayEngine:
         self.load_seconds = 0.0  # each model worker loads its own model
         self.info = {**self.cluster, "model_workers": self.placement.model_workers,
                      "worker_cpus": self.placement.worker_cpus}
+        self.shapes = [Shape("model worker", self.placement.worker_cpus, float(self.placement.worker_gpus)),
+                       Shape("CPU task", PREPARE_CPUS, memory=float(PREPARE_MEMORY_BYTES))]
+        wait_for_room(ray, self.shapes, [self.placement.model_workers, 1])
 
     def run(self, sources: list[Source], on_file: OnFile, on_batch: Callable[[], None] | None = None) -> EngineRun:
         """Run the stages over ``sources`` as a Ray Data dataset; ``on_file`` is called on the driver."""
@@ -103,13 +114,19 @@ class RayEngine:
         from ray.data import ActorPoolStrategy, DataContext
 
         context = DataContext.get_current()
-        saved = context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size
+        settings = {"enable_progress_bars": False, "print_on_execution_start": False,  # whisperkit shows its own progress
+                    # the CPU tasks' windows leave in blocks of about a batch, so that the batches of one group
+                    # spread over the model workers (a repartition would be a task of its own wanting a whole
+                    # CPU, which model workers of half a CPU on one-CPU nodes never leave)
+                    "target_max_block_size": self.batch_size * WINDOW_BYTES,
+                    # a model worker that dies while it loads (its node left) is replaced, not the run failed
+                    # (Ray Data's default); one that keeps dying (a node without the model) ends the run
+                    "max_consecutive_actor_init_deaths": INIT_DEATHS_PER_WORKER * self.placement.model_workers}
+        settings = {key: value for key, value in settings.items() if hasattr(context, key)}  # Ray versions differ
+        saved = {key: getattr(context, key) for key in settings}
         with quiet_ray():  # Ray Data says "progress bars disabled"
-            context.enable_progress_bars = context.print_on_execution_start = False  # whisperkit shows its own progress
-            # the CPU tasks' windows leave in blocks of about a batch, so that the batches of one group
-            # spread over the model workers (a repartition would be a task of its own wanting a whole CPU,
-            # which model workers of half a CPU on one-CPU nodes never leave)
-            context.target_max_block_size = self.batch_size * WINDOW_BYTES
+            for key, value in settings.items():
+                setattr(context, key, value)
         run = RayRun(sources, on_file, time.time(), self.batch_size)
         groups = group_sources(sources)
         dataset = ray.data.from_items([encode("group", group) for group in groups], override_num_blocks=len(groups))
@@ -125,18 +142,27 @@ class RayEngine:
         dataset = dataset.map_batches(ModelWorker, fn_constructor_kwargs={"settings": self.settings},
                                       batch_size=self.batch_size, batch_format="numpy", compute=pool,
                                       **self.placement.resources())
+        watch = Watch(self.shapes, lambda: look(ray))
         try:
-            with quiet_ray():
-                for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            with quiet_ray(), Feed(dataset.iter_batches(batch_size=None, batch_format="numpy"), watch,
+                                   ray.shutdown) as batches:
+                for batch in batches:
                     if on_batch is not None:
                         on_batch()
                         on_batch = None
                     with sigterm.deferred():  # a file's outputs and manifest entry are written whole
                         for kind, item in decode_rows(batch):
                             run.take(kind, item)
+        except WhisperkitError:
+            raise
+        except Exception as error:  # Ray's own (an actor that kept dying, a lost object): one line
+            if type(error).__module__.split(".")[0] != "ray":
+                raise
+            raise ClusterError(one_line(f"the Ray run failed: {_ray_reason(error)}")) from error
         finally:
             with quiet_ray():
-                context.enable_progress_bars, context.print_on_execution_start, context.target_max_block_size = saved
+                for key, value in saved.items():
+                    setattr(context, key, value)
         run.finish_missing()
         return run.result()
 
@@ -180,6 +206,17 @@ def _stopped_by_sigterm() -> Iterator[_Sigterm]:
         yield sigterm
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _ray_reason(error: BaseException) -> str:
+    """The first line of a Ray error, with the first line of what caused it underneath (a task's own error)."""
+    reason = first_line(error)
+    cause = error
+    while cause.__cause__ is not None and cause.__cause__ is not cause:
+        cause = cause.__cause__
+    if cause is not error and first_line(cause) not in reason:
+        reason += f" ({type(cause).__name__}: {first_line(cause)})"
+    return reason
 
 
 def group_sources(sources: list[Source], max_files: int = GROUP_FILES, max_bytes: int = GROUP_BYTES) -> list[list[Source]]:
