@@ -271,16 +271,98 @@ def test_two_inputs_that_would_share_an_output_are_refused_before_transcribing(c
     assert not out.exists()
 
 
+def refused_before_the_model(*args: str, unprivileged: bool = False) -> subprocess.CompletedProcess:
+    """``whisperkit ARGS`` where loading a model ends the command with status 77 (so a refusal
+    that came after the model loaded fails the test in every tier); with ``unprivileged``, as
+    ``nobody`` when this is root (whisperkit imported first)."""
+    drop = ("import whisperkit.cli.commands as commands, whisperkit.core.corpus.outputs, whisperkit.core.models\n"
+            "import whisperkit.core.transcription\ncommands.build_parser()\n"  # Python's own files may be root's alone
+            "os.setgid(65534); os.setuid(65534)\n") if unprivileged and os.geteuid() == 0 else ""
+    code = ("import os, runpy, faster_whisper\n"
+            "faster_whisper.WhisperModel.__init__ = lambda *a, **k: os._exit(77)\n" + drop +
+            "runpy.run_module('whisperkit', run_name='__main__', alter_sys=True)")
+    return subprocess.run([sys.executable, "-c", code, *args], env=environment(), capture_output=True, text=True,
+                          timeout=60)
+
+
 def test_an_output_never_overwrites_its_input(clip, tmp_path):
     audio = tmp_path / "talk.txt"  # FLAC audio under a text name
     audio.write_bytes(Path(clip).read_bytes())
-    result = whisperkit("transcribe", str(audio), "--output-dir", str(tmp_path), timeout=60)
-    assert result.returncode == 2
-    one_error_line(result, "would overwrite an input file")
-    assert audio.read_bytes() == Path(clip).read_bytes()
-    into_a_file = whisperkit("transcribe", clip, "--output-dir", str(audio), timeout=60)
+    for extra in ([], ["--overwrite"]):
+        result = refused_before_the_model("transcribe", str(audio), "--output-dir", str(tmp_path), *extra)
+        assert result.returncode == 2
+        one_error_line(result, f"{audio}: its output {audio} would replace an input file")
+        assert audio.read_bytes() == Path(clip).read_bytes()
+    into_a_file = refused_before_the_model("transcribe", clip, "--output-dir", str(audio))
     assert into_a_file.returncode == 2
-    one_error_line(into_a_file, "is a file, not a folder")
+    one_error_line(into_a_file, f"output folder {audio} is a file, not a folder")
+    assert audio.read_bytes() == Path(clip).read_bytes()
+
+
+def test_an_existing_output_is_refused_before_the_model_loads(clip, tmp_path):
+    mine = tmp_path / "aesop_02.txt"
+    mine.write_bytes(b"my own notes\r\n\x00\xff")
+    other = tmp_path / "aesop_02.srt"
+    other.write_bytes(b"mine too")
+    result = refused_before_the_model("transcribe", clip, "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    one_error_line(result, f"{mine} already exists; pass --overwrite to replace it")
+    everything = refused_before_the_model("transcribe", clip, "--output-dir", str(tmp_path), "--output-format", "all")
+    assert everything.returncode == 2
+    one_error_line(everything, f"{mine}, {other} already exist; pass --overwrite to replace them")
+    assert mine.read_bytes() == b"my own notes\r\n\x00\xff" and other.read_bytes() == b"mine too"
+    assert sorted(os.listdir(tmp_path)) == ["aesop_02.srt", "aesop_02.txt"]
+
+
+def test_an_output_blocked_by_a_folder_or_too_long_is_refused_before_the_model_loads(clip, tmp_path):
+    out = tmp_path / "out"
+    (out / "aesop_02.txt").mkdir(parents=True)
+    (out / "aesop_02.txt" / "kept").write_bytes(b"kept")
+    for extra in ([], ["--overwrite"]):
+        result = refused_before_the_model("transcribe", clip, "--output-dir", str(out), *extra)
+        assert result.returncode == 2
+        one_error_line(result, f"its output {out / 'aesop_02.txt'} is blocked by a folder of that name")
+        assert os.listdir(out) == ["aesop_02.txt"] and (out / "aesop_02.txt" / "kept").read_bytes() == b"kept"
+    long = tmp_path / ("x" * 251 + ".wav")  # 255 bytes: a valid name, but its .json output would be 256
+    long.write_bytes(Path(clip).read_bytes())
+    named = refused_before_the_model("transcribe", str(long), "--output-dir", str(tmp_path / "long"),
+                                     "--output-format", "json")
+    assert named.returncode == 2
+    one_error_line(named, "is 256 bytes, over the 255-byte limit of file names; rename the file")
+    assert not (tmp_path / "long").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loads(clip):
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="whisperkit-test-")  # one that nobody may enter (pytest's are root's alone)
+    try:
+        os.chmod(folder, 0o755)
+        audio = os.path.join(folder, "talk.flac")
+        shutil.copy(clip, audio)
+        os.chmod(audio, 0o644)
+        out = os.path.join(folder, "out")
+        os.mkdir(out)
+        os.chmod(out, 0o555)
+        result = refused_before_the_model("transcribe", audio, "--output-dir", os.path.join(out, "new"),
+                                          unprivileged=True)
+        assert result.returncode == 2
+        one_error_line(result, f"cannot write in {out} (Permission denied)", "choose a folder you can write to")
+        assert os.listdir(out) == []
+    finally:
+        os.chmod(os.path.join(folder, "out"), 0o755)
+        shutil.rmtree(folder)
+
+
+def test_overwrite_replaces_an_existing_output(tmp_path):
+    mine = tmp_path / "aesop_02.txt"
+    mine.write_text("an older transcript\n")
+    result = whisperkit("transcribe", sample_path(CLIP), "--output-dir", str(tmp_path), "--overwrite", "--quiet",
+                        "--device", "cpu", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert mine.read_text().strip().lower().rstrip(".") == WORDS
+    assert os.listdir(tmp_path) == ["aesop_02.txt"]
 
 
 @pytest.fixture(scope="module")
@@ -341,15 +423,33 @@ def test_overwrite_removes_only_an_experiments_own_files(tmp_path):
 
 # -- class 4: one failure throws away finished work ------------------------------------------------
 
-def test_a_failed_write_loses_only_that_files_output(tmp_path):
+def test_a_failed_write_loses_only_that_files_output(tmp_path, monkeypatch, capsys):
+    """What appears in the way of an output while the files are transcribed (the checks before the
+    run found nothing there) is kept, a folder or a user's file, and only that file's outputs are
+    lost; the other file's outputs are written."""
+    from whisperkit.cli.commands import main
+    from whisperkit.core import transcription
+
     out = tmp_path / "out"
-    (out / "aesop_02.txt").mkdir(parents=True)  # something in the way of one output
-    result = whisperkit("transcribe", sample_path("aesop_02"), sample_path("aesop_09"), "--output-dir", str(out),
-                        "--quiet", "--device", "cpu", timeout=120)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert f"cannot write {out / 'aesop_02.txt'}" in result.stderr and "1 of 2 file(s) failed" in result.stderr
-    assert (out / "aesop_09.txt").read_text().strip()
+    real = transcription.transcribe_config
+
+    def meanwhile(path, *args, **kwargs):
+        if path == sample_path("aesop_02"):
+            (out / "aesop_02.txt").mkdir(parents=True)
+        if path == sample_path("aesop_09"):
+            (out / "aesop_09.srt").write_bytes(b"mine")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(transcription, "transcribe_config", meanwhile)
+    status = main(["transcribe", sample_path("aesop_02"), sample_path("aesop_09"), sample_path("aesop_04"),
+                   "--output-dir", str(out), "--output-format", "all", "--quiet", "--device", "cpu"])
+    errors = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in errors
+    assert f"{out / 'aesop_02.txt'} appeared during the run and is kept" in errors
+    assert f"{out / 'aesop_09.srt'} appeared during the run and is kept" in errors and "2 of 3 file(s) failed" in errors
+    assert (out / "aesop_09.srt").read_bytes() == b"mine" and not (out / "aesop_09.txt").exists()
+    assert "grapes" in (out / "aesop_04.txt").read_text()
 
 
 def test_monitor_writes_its_timeline_on_sigterm_and_passes_the_status(tmp_path):

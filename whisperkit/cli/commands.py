@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from whisperkit.cli.args import add_model_arguments, batch_size_argument, config_from_args, interval_argument
-from whisperkit.core.output_formats import FORMATS, output_path, render
+from whisperkit.core.output_formats import FORMATS, render
 from whisperkit.errors import ConfigError, WhisperkitError, first_line, one_line
 from whisperkit.files import stdout_to_devnull, write_text_atomic
 from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
@@ -100,7 +100,9 @@ def _add_transcribe(commands) -> None:
     parser.add_argument("--no-pack", dest="pack", action="store_false",
                         help="corpus mode: one clip per window instead of packing short clips together")
     parser.add_argument("--overwrite", action="store_true",
-                        help="corpus mode: redo files the output folder's manifest lists as done")
+                        help="with --output-dir: replace the DIR/<stem>.<format> files that exist (without it, a file "
+                             "there is refused before any work); corpus mode: redo the files the output folder's "
+                             "manifest lists as done (a file whisperkit did not write is never replaced)")
     parser.add_argument("--reader-threads", type=int, default=None,
                         help="corpus mode, engine local: threads reading and voice-detecting files (default: half the cores, 1-4)")
     parser.add_argument("--workers", dest="old_workers", type=int, default=None, help=argparse.SUPPRESS)  # deprecated: --reader-threads
@@ -140,11 +142,12 @@ def run_transcribe(args: argparse.Namespace) -> int:
     config = config_from_args(args, mode=args.mode, batch_size=args.batch_size)
     formats = OUTPUT_FORMATS if args.output_format == "all" else (args.output_format,)
     if args.output_dir is not None:
-        check_output_paths(args.files, formats, args.output_dir)
+        check_output_paths(args.files, formats, args.output_dir, overwrite=args.overwrite)
     model = load_model(config.model, config.device, config.compute_type, config.num_workers, config.cpu_threads,
                        config.device_index)
     check_model_language(model, config.language)
     failed = 0
+    written: set[str] = set()  # the outputs this run wrote (a file named twice writes its outputs twice)
     for path in args.files:
         try:
             transcript = transcribe_config(path, config, model=model, progress=not args.quiet)
@@ -157,7 +160,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(_summary_line(path, transcript), file=sys.stderr)
         try:
-            _write_outputs(transcript, path, formats, args.output_dir)
+            _write_outputs(transcript, path, formats, args.output_dir, args.overwrite, written)
         except WhisperkitError as error:  # this file's output is lost; the others go on
             _error(str(error))
             failed += 1
@@ -169,30 +172,41 @@ def run_transcribe(args: argparse.Namespace) -> int:
 
 def output_paths(path: str, formats: Sequence[str], output_dir: str) -> list[str]:
     """Where ``transcribe --output-dir`` writes ``path``'s transcript: DIR/<stem>.<format>."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return [output_path(output_dir, stem, name) for name in formats]
+    from whisperkit.core.corpus import sources
+
+    return list(sources.output_paths(output_dir, _source(0, path), formats).values())
 
 
-def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str) -> None:
-    """Refuse, before any work, outputs that would overwrite an input or another input's output."""
-    from whisperkit.core.corpus.outputs import check_folder
+def check_output_paths(files: Sequence[str], formats: Sequence[str], output_dir: str, overwrite: bool = False) -> None:
+    """Refuse, before any work (before the model loads), each output problem corpus mode refuses
+    (:func:`whisperkit.core.corpus.outputs.check_paths`: an output folder that is a file or cannot
+    be written, an output that would replace an input, one blocked by a folder, a name too long),
+    two inputs that would share an output, and, unless ``overwrite``, an output that exists."""
+    from whisperkit.core.corpus.outputs import check_folder, check_paths, shown
 
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ConfigError(f"--output-dir {output_dir} is a file, not a folder; name a folder")
     check_folder(output_dir)  # a folder that cannot be written fails now, not after transcribing
-    inputs = {_path_key(path) for path in files}
     owner: dict[str, str] = {}
     for path in files:
         for output in output_paths(path, formats, output_dir):
-            key = _path_key(output)
-            if key in inputs:
-                raise ConfigError(f"the output {output} would overwrite an input file; choose another --output-dir")
-            other = owner.setdefault(key, path)
+            other = owner.setdefault(_path_key(output), path)
             if _path_key(other) != _path_key(path):
                 raise ConfigError(
                     f"{other} and {path} would both be written to {output}; use a separate --output-dir "
                     "for each, or --mode corpus (it keeps each file's relative path)"
                 )
+    found = [_source(index, path) for index, path in enumerate(files)]
+    existing = list(dict.fromkeys(check_paths(found, output_dir, formats, lambda source: overwrite, reserved=())))
+    if existing:
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"{shown(existing)} already {verb}; pass --overwrite to replace "
+                          f"{'it' if len(existing) == 1 else 'them'}, or choose another --output-dir")
+
+
+def _source(index: int, path: str):
+    """``path`` as corpus mode's Source of a file named directly (its output name: the stem)."""
+    from whisperkit.core.corpus.stages import Source
+
+    return Source(index, path, os.path.splitext(os.path.basename(path))[0])
 
 
 def run_env(args: argparse.Namespace) -> int:
@@ -211,7 +225,10 @@ def _path_key(path: str) -> str:
     return os.path.realpath(path).casefold()
 
 
-def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> None:
+def _write_outputs(transcript, path: str, formats, output_dir: str | None, overwrite: bool = False,
+                   written: set[str] | None = None) -> None:
+    """``transcript`` to standard output, or to its files in ``output_dir``; unless ``overwrite``,
+    an output that appeared since the check before the run (not one of ``written``) is refused."""
     if output_dir is None:
         for name in formats:
             _write_stdout(render(transcript, name))
@@ -219,8 +236,15 @@ def _write_outputs(transcript, path: str, formats, output_dir: str | None) -> No
                 sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    for name, output in zip(formats, output_paths(path, formats, output_dir)):
+    written = set() if written is None else written
+    outputs = output_paths(path, formats, output_dir)
+    for output in outputs:
+        if not overwrite and output not in written and os.path.lexists(output):
+            raise WhisperkitError(f"{output} appeared during the run and is kept (pass --overwrite to replace "
+                                  "a file there)")
+    for name, output in zip(formats, outputs):
         write_text_atomic(output, render(transcript, name))
+        written.add(output)
 
 
 def _write_stdout(text: str) -> None:

@@ -17,6 +17,7 @@ only, with the reason; the others go on.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 
 from whisperkit.core.corpus.manifest import MANIFEST, Manifest, fingerprint
 from whisperkit.core.corpus.sources import check_collisions, output_paths
@@ -26,8 +27,8 @@ from whisperkit.core.transcription import Transcript
 from whisperkit.errors import ConfigError, WhisperkitError
 from whisperkit.files import NAME_MAX_BYTES, temporary_name, write_text_atomic
 
-__all__ = ["FORMATS", "MANIFEST", "Manifest", "check_folder", "check_outputs", "open_outputs", "output_formats",
-           "render", "write_file", "write_outputs"]
+__all__ = ["FORMATS", "MANIFEST", "Manifest", "check_folder", "check_outputs", "check_paths", "open_outputs",
+           "output_formats", "render", "shown", "write_file", "write_outputs"]
 SHOWN = 3  # files named in a refusal; the rest are counted
 
 
@@ -108,17 +109,32 @@ def check_folder(output_dir: str) -> None:
 
 
 def _check_paths(found: list[Source], output_dir: str, formats: tuple[str, ...], manifest: Manifest | None) -> None:
+    foreign = check_paths(found, output_dir, formats, lambda source: manifest is not None and manifest.owns(source.name))
+    if foreign:
+        raise ConfigError(
+            f"the output folder holds {shown(foreign)}, which whisperkit did not write (not in its {MANIFEST}); "
+            "a run never replaces them: move them or choose another output folder")
+
+
+def check_paths(found: list[Source], output_dir: str, formats: Sequence[str], replaceable: Callable[[Source], bool],
+                reserved: tuple[str, ...] = (MANIFEST,)) -> list[str]:
+    """Refuse (ConfigError, one line) an output of ``found`` in ``output_dir`` that would replace
+    an input or a ``reserved`` file of the folder, one whose folder is a file, one blocked by a
+    folder, and one whose name is too long; return the outputs that exist already where
+    ``replaceable(source)`` is False, for the caller to refuse in its own words. Corpus mode and
+    plain ``whisperkit transcribe --output-dir`` both check through it."""
     inputs = {os.path.realpath(source.path) for source in found}
-    reserved = os.path.realpath(os.path.join(output_dir, MANIFEST))
-    foreign: list[str] = []
+    identities = {_identity(source.path) for source in found} - {None}  # a case-insensitive name, a hard link
+    kept = {os.path.realpath(os.path.join(output_dir, name)) for name in reserved}
+    existing: list[str] = []
     for source in found:
         for path in output_paths(output_dir, source, formats).values():
             _check_name(source, path)
             real = os.path.realpath(path)
-            if real in inputs:
+            if real in inputs or (os.path.lexists(path) and _identity(path) in identities):
                 raise ConfigError(f"{source.path}: its output {path} would replace an input file; choose "
                                   "another output folder")
-            if real == reserved:
+            if real in kept:
                 raise ConfigError(f"{source.path}: its output {path} would replace the run's manifest; rename "
                                   "the file (or pass the folder above it, so that its output goes in a subfolder)")
             parent = os.path.dirname(path)
@@ -128,13 +144,24 @@ def _check_paths(found: list[Source], output_dir: str, formats: tuple[str, ...],
             if os.path.isdir(path):
                 raise ConfigError(f"{source.path}: its output {path} is blocked by a folder of that name; move "
                                   "it or choose another output folder")
-            if os.path.lexists(path) and (manifest is None or not manifest.owns(source.name)):
-                foreign.append(path)
-    if foreign:
-        more = f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
-        raise ConfigError(
-            f"the output folder holds {', '.join(foreign[:SHOWN])}{more}, which whisperkit did not write (not in "
-            f"its {MANIFEST}); a run never replaces them: move them or choose another output folder")
+            if os.path.lexists(path) and not replaceable(source):
+                existing.append(path)
+    return existing
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The file ``path`` names (device, inode), or None where there is none."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return status.st_dev, status.st_ino
+
+
+def shown(paths: list[str]) -> str:
+    """The first ``SHOWN`` of ``paths``, and how many more: ``a, b, c and 4 more``."""
+    more = f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else ""
+    return ", ".join(paths[:SHOWN]) + more
 
 
 def _check_name(source: Source, path: str) -> None:
