@@ -24,6 +24,12 @@ import pytest
 import whisperkit as wk
 from whisperkit.core.samples import sample_path
 
+try:
+    from tests.expect import one_error_line
+except ImportError:
+    from expect import one_error_line
+
+
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = "aesop_02"  # "Slow and steady wins the race."
 WORDS = "slow and steady wins the race"
@@ -47,17 +53,6 @@ def whisperkit(*args: str, cwd=None, stdin=None, stdout=subprocess.PIPE, memory_
 
     return subprocess.run([sys.executable, "-m", "whisperkit", *args], cwd=cwd, env=env, stdin=stdin,
                           stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=timeout, preexec_fn=limits)
-
-
-def one_error_line(result, *words: str) -> str:
-    """The single stderr line of a refused command, checked for the words and no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("whisperkit: error: "), lines[0]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

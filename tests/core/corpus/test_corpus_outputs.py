@@ -17,15 +17,10 @@ from whisperkit.core.corpus import outputs
 from whisperkit.core.corpus.outputs import check_outputs
 from whisperkit.core.corpus.sources import find_sources
 
-
-def one_error_line(result: subprocess.CompletedProcess, *words: str) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("whisperkit: error: "), lines[0]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+try:
+    from tests.expect import one_error_line
+except ImportError:
+    from expect import one_error_line
 
 
 @pytest.fixture
