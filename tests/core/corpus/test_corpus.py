@@ -287,7 +287,10 @@ def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(cli, clips, long_sampl
     output = tmp_path / "out"
     command = [sys.executable, "-m", "whisperkit", "transcribe", str(folder), "--mode", "corpus", "--output-dir",
                str(output), "--no-pack", "--batch-size", "1", "--reader-threads", "1", "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C reaches the command as the shell's SIGINT would, also where the suite itself was started
+    # in the background (bash then ignores SIGINT for it, and every child inherits that)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not list(output.glob("*.txt")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
