@@ -18,15 +18,16 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/python -m whisperkit demo
 
-# lint and import order, types, then the tests. The multi-node Ray cluster tests run in a pytest
-# process of their own: a Ray driver that loses a cluster ends its whole process (status 1, no
-# summary), so a fault there must not take the rest of the suite's report with it.
+# lint and import order, types, then the tests. The multi-node Ray cluster tests run one pytest
+# process each: a Ray driver that loses its cluster ends its whole process (status 1, no summary),
+# and one of them run after another did that, so each gets a driver of its own.
 RAY_CLUSTER_TESTS := tests/core/corpus/test_ray_cluster.py
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest --ignore=$(RAY_CLUSTER_TESTS)
-	$(BIN)/python -m pytest $(RAY_CLUSTER_TESTS)
+	for test in $$($(BIN)/python -m pytest -q --collect-only $(RAY_CLUSTER_TESTS) | grep '::'); do \
+		$(BIN)/python -m pytest -q -p no:cacheprovider "$$test" || exit 1; done
 
 # the fast tier while you work: lint, types and every test that loads no Whisper model (under 2 minutes on 2 cores)
 test-fast: setup
