@@ -70,7 +70,7 @@ STAGE_HEADER = [column.label for column in STAGE_COLUMNS]
 def stage_rows(corpus: CorpusResult) -> list[list[str]]:
     """One row per stage of a corpus run, under :data:`STAGE_HEADER`: the rows of
     :meth:`CorpusResult.stage_table` as text."""
-    return _text_rows(corpus_tables.stage_rows(corpus), STAGE_COLUMNS)
+    return _text_rows(corpus_tables.stage_rows(corpus.stages, corpus.wall_seconds), STAGE_COLUMNS)
 
 
 def _text_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[list[str]]:

@@ -127,13 +127,13 @@ class CorpusResult(HoldsUtilization):
         """pandas DataFrame, one row per stage: threads, items, busy and wait seconds, busy percent
         of the run (over 100 % for a pool of threads working at once); the rows of
         :func:`whisperkit.core.corpus.tables.stage_rows`, which the report and the app show too."""
-        return as_frame(stage_rows(self), STAGE_COLUMNS)
+        return as_frame(stage_rows(self.stages, self.wall_seconds), STAGE_COLUMNS)
 
     def worker_table(self) -> pd.DataFrame:
         """engine "ray": pandas DataFrame, one row per model worker (actor life): where it ran,
         batches, windows, audio, busy, wait and load seconds, busy percent of the run (the rows of
         :func:`whisperkit.core.corpus.tables.worker_rows`)."""
-        return as_frame(worker_rows(self), WORKER_COLUMNS)
+        return as_frame(worker_rows(self.worker_timelines, self.wall_seconds), WORKER_COLUMNS)
 
     def summary(self) -> str:
         """One line: files, audio, speed, model wait."""

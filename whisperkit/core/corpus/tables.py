@@ -11,7 +11,7 @@ app, so every view shows the same numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ from whisperkit.checks import is_missing
 if TYPE_CHECKING:
     import pandas as pd
 
-    from whisperkit.core.corpus.result import CorpusResult
+    from whisperkit.core.corpus.engines.base import StageStats, WorkerTimeline
 
 
 @dataclass(frozen=True)
@@ -60,22 +60,22 @@ WORKER_COLUMNS = (
 )
 
 
-def stage_rows(result: CorpusResult) -> list[dict[str, Any]]:
-    """One row per stage: threads, items, busy and wait seconds, busy percent of the run (over
-    100 for a pool of threads working at once; None for a run of no time)."""
+def stage_rows(stages: Mapping[str, StageStats], wall_seconds: float) -> list[dict[str, Any]]:
+    """One row per stage of a run of ``wall_seconds``: threads, items, busy and wait seconds, busy
+    percent of the run (over 100 for a pool of threads working at once; None for a run of no time)."""
     return _rounded([{"stage": name, "threads": s.threads, "items": s.items, "busy_seconds": s.busy_seconds,
-                      "wait_seconds": s.wait_seconds, "busy_percent": _percent(s.busy_seconds, result.wall_seconds)}
-                     for name, s in result.stages.items()], STAGE_COLUMNS)
+                      "wait_seconds": s.wait_seconds, "busy_percent": _percent(s.busy_seconds, wall_seconds)}
+                     for name, s in stages.items()], STAGE_COLUMNS)
 
 
-def worker_rows(result: CorpusResult) -> list[dict[str, Any]]:
-    """engine "ray": one row per model worker (actor life): where it ran, batches, windows, audio,
-    busy, wait and load seconds, busy percent of the run."""
+def worker_rows(timelines: Sequence[WorkerTimeline], wall_seconds: float) -> list[dict[str, Any]]:
+    """engine "ray": one row per model worker (actor life) of a run of ``wall_seconds``: where it
+    ran, batches, windows, audio, busy, wait and load seconds, busy percent of the run."""
     return _rounded([{"worker": w.label, "node": w.node_ip, "gpus": ",".join(map(str, w.gpus)) or "-", "pid": w.pid,
                       "restarted": w.restarted, "batches": w.batches, "windows": w.windows,
                       "audio_seconds": w.audio_seconds, "busy_seconds": w.busy_seconds, "wait_seconds": w.wait_seconds,
-                      "load_seconds": w.load_seconds, "busy_percent": _percent(w.busy_seconds, result.wall_seconds)}
-                     for w in result.worker_timelines], WORKER_COLUMNS)
+                      "load_seconds": w.load_seconds, "busy_percent": _percent(w.busy_seconds, wall_seconds)}
+                     for w in timelines], WORKER_COLUMNS)
 
 
 def as_frame(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> pd.DataFrame:
