@@ -1,5 +1,5 @@
-"""Fixtures of the measure tests (test_sampler.py, test_nvml.py): a fake pynvml with two GPUs, and
-the check that a test leaves NVML shut down."""
+"""Fixtures of the measure tests: a fake pynvml with two GPUs (test_sampler.py, test_nvml.py), and
+the check, after every test here, that it left NVML shut down."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ except ImportError:
     import fake_pynvml
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def nvml_released():
-    """Every test must leave NVML shut down (the reference count back at zero)."""
+    """Every test here must leave NVML shut down (the reference count back at zero)."""
     yield
     assert nvml._users == 0
 

@@ -30,12 +30,6 @@ GPM = ("sm_active_percent", "sm_occupancy_percent", "tensor_active_percent", "dr
 MIG_3G = "MIG-7f8e9d0c-2b1a-4c3d-8e5f-6a7b8c9d0e1f"  # the h100_mig's 3g.40gb instance
 
 
-@pytest.fixture(autouse=True)
-def nvml_released():
-    yield
-    assert nvml._users == 0
-
-
 @pytest.fixture
 def host_namespace(monkeypatch):
     monkeypatch.setattr(gpu_processes, "pid_namespace", lambda path=None: "host")

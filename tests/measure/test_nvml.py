@@ -16,7 +16,6 @@ try:
 except ImportError:
     import fake_pynvml
 
-pytestmark = pytest.mark.usefixtures("nvml_released")  # the fixtures: tests/measure/conftest.py
 
 
 def test_a_value_nvml_does_not_support_is_asked_once(two_gpus):

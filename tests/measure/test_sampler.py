@@ -36,7 +36,6 @@ except ImportError:
     import machine
 
 CPU_COLUMNS, HAS_REAL_NVML = machine.CPU_COLUMNS, machine.HAS_REAL_NVML
-pytestmark = pytest.mark.usefixtures("nvml_released")  # the fixtures: tests/measure/conftest.py
 
 
 def busy(seconds: float) -> None:
