@@ -341,7 +341,8 @@ class Settings(dict):
     A dict to read (``t.config["batch_size"]``, ``.get(...)``, ``json.dumps``) that cannot be
     changed: each result holds its own snapshot, so an out-of-memory retry records its smaller
     batch size in a new snapshot (:meth:`replace`) and never in another result's. Nested dicts
-    are Settings too and lists are tuples; :meth:`to_dict` gives plain values back.
+    are Settings too and lists are :class:`FrozenList` (equal to the list given);
+    :meth:`to_dict` gives plain values back.
 
     >>> s = Settings({"mode": "batched", "batch_size": 8})
     >>> s.replace(batch_size=4)["batch_size"], s["batch_size"]
@@ -369,17 +370,32 @@ class Settings(dict):
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
 
+class FrozenList(list):
+    """A list in a :class:`Settings` snapshot: reads, compares and serializes as the list it
+    was made from (``Settings({"c": ["a"]})["c"] == ["a"]``), but cannot be changed."""
+
+    def __reduce__(self) -> tuple:
+        return (FrozenList, (list(self),))
+
+    def __hash__(self) -> int:  # type: ignore[override]  # unchangeable, so hashable like a tuple
+        return hash(tuple(self))
+
+    _refuse = Settings._refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = clear = _refuse
+    sort = reverse = _refuse
+
+
 def _frozen(value: Any) -> Any:
     if isinstance(value, dict) and not isinstance(value, Settings):
         return Settings(value)
-    if isinstance(value, list):
-        return tuple(_frozen(item) for item in value)
+    if isinstance(value, list) and not isinstance(value, FrozenList):
+        return FrozenList(_frozen(item) for item in value)
     return value
 
 
 def _thawed(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _thawed(item) for key, item in value.items()}
-    if isinstance(value, tuple):
+    if isinstance(value, list):
         return [_thawed(item) for item in value]
     return value

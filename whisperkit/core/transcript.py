@@ -1,19 +1,16 @@
 """What a transcription returns: :class:`Transcript` (segments, timings, the settings it ran
 with as a frozen :class:`~whisperkit.core.config.Settings`, and with ``monitor=True`` its
 :class:`~whisperkit.measure.utilization.Utilization`) and its formats (txt, json, SubRip,
-WebVTT); :class:`Segment`, one piece of it, named by its channel where the audio was transcribed channel by channel (see :mod:`whisperkit.core.channels`)."""
+WebVTT); :class:`Segment`, one piece of it, named by its channel where the audio was
+transcribed channel by channel (see :mod:`whisperkit.core.channels`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from whisperkit.core.config import Settings
 from whisperkit.measure.utilization import HoldsUtilization, Utilization
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
