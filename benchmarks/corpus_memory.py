@@ -34,7 +34,7 @@ import wave
 import numpy as np
 
 CHILD = r"""
-import ctypes, json, resource, sys, time
+import ctypes, json, resource, statistics, sys, time
 import psutil
 import whisperkit as wk
 listing, output, pack, fake = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4] == "1"
@@ -47,6 +47,22 @@ if fake:
                              "probability": 0.9} for place in window.places]}] for window in windows]
 
     decoding.WindowDecoder._forward = forward
+else:  # which batches raised the peak, and how long their decodes ran
+    from whisperkit.core.corpus import decoding
+
+    real, batches = decoding.WindowDecoder._forward, []
+
+    def forward(self, windows):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        outputs = real(self, windows)
+        batches.append({"peak_before_mb": before, "peak_after_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                        "rss_after_mb": psutil.Process().memory_info().rss / 2**20,
+                        "longest_text": max((sum(len(s["text"]) for s in output) for output in outputs), default=0)})
+        if len(batches) % 100 == 0:  # to the terminal as it runs: a run stopped early still tells its peak so far
+            print(f"  {len(batches)} batches, peak so far {batches[-1]['peak_after_mb']:.0f} MB", file=sys.stderr, flush=True)
+        return outputs
+
+    decoding.WindowDecoder._forward = forward
 model = wk.load_model(device="cpu")
 before = psutil.Process().memory_info().rss
 started = time.monotonic()
@@ -55,9 +71,16 @@ wall = time.monotonic() - started
 end = psutil.Process().memory_info().rss
 ctypes.CDLL("libc.so.6").malloc_trim(0)
 trimmed = psutil.Process().memory_info().rss
-print(json.dumps({"files": len(result.transcripts), "failed": len(result.failures), "wall_s": wall,
-                  "loaded_mb": before / 2**20, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "end_mb": end / 2**20, "trimmed_mb": trimmed / 2**20}))
+report = {"files": len(result.transcripts), "failed": len(result.failures), "wall_s": wall,
+          "loaded_mb": before / 2**20, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "end_mb": end / 2**20, "trimmed_mb": trimmed / 2**20}
+if not fake and batches:
+    raised = [(number, round(b["peak_after_mb"]), b["longest_text"]) for number, b in enumerate(batches)
+              if b["peak_after_mb"] > b["peak_before_mb"] + 5]
+    report.update(batches=len(batches), first_batch_peak_mb=batches[0]["peak_after_mb"],
+                  rss_after_batch_median_mb=statistics.median(b["rss_after_mb"] for b in batches),
+                  longest_text=max(b["longest_text"] for b in batches), raised_peak=raised[:20])
+print(json.dumps(report))
 """
 
 
@@ -90,7 +113,7 @@ def measure(paths: list[str], size: int, work: str, pack: bool, run: int, fake: 
     output = os.path.join(work, f"out_{size}_{run}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", CHILD, listing, output, "1" if pack else "0", "1" if fake else "0"], env=env,
-                          capture_output=True, text=True, check=True)
+                          stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
