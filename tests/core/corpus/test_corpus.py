@@ -273,6 +273,59 @@ def test_memory_stays_bounded_on_a_30_minute_file(long_sample, tmp_path):
     assert measured["long_mib"] < measured["transcribe_mib"] - 200, measured
 
 
+FOLDER_MEMORY_SCRIPT = """
+import json, resource, sys
+import whisperkit as wk
+from whisperkit.core.corpus import decoding
+
+
+def forward(self, windows):  # one word per clip at once: what is left is the pipeline's own memory
+    return [[{"text": " word", "start": 0.0, "end": window.seconds,
+              "words": [{"word": " word", "start": place.start, "end": place.end, "probability": 0.9}
+                        for place in window.places]}] for window in windows]
+
+
+decoding.WindowDecoder._forward = forward
+result = wk.transcribe_corpus("@" + sys.argv[1], wk.load_model(), output_dir=sys.argv[2], batch_size=8, progress=False)
+print(json.dumps({"files": len(result.transcripts), "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.model
+def test_the_pipeline_keeps_nothing_per_file_that_grows_with_the_folder(tmp_path, long_sample):
+    """1,000 one-second files peak within 25 MB of 100 (the model's forward pass replaced by one
+    that answers at once, in fresh processes): the pipeline's queues, results, outputs and
+    manifest hold no more for a larger folder. The model's own working memory against folder
+    size is measured with the real model by ``benchmarks/corpus_memory.py``."""
+    import subprocess
+    import sys
+    import wave
+
+    speech = wk.load_audio(long_sample).samples
+    paths = []
+    for number in range(1000):
+        path = tmp_path / f"clip_{number:04d}.wav"
+        start = (number * 16000) % (len(speech) - 16000)
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(16000)
+            handle.writeframes((np.clip(speech[start:start + 16000], -1, 1) * 32767).astype("<i2").tobytes())
+        paths.append(str(path))
+    peaks = {}
+    for count in (100, 1000):
+        listing = tmp_path / f"list_{count}.txt"
+        listing.write_text("\n".join(paths[:count]) + "\n")
+        run = subprocess.run([sys.executable, "-c", FOLDER_MEMORY_SCRIPT, str(listing), str(tmp_path / f"out_{count}")],
+                             capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-2000:]
+        measured = json.loads(run.stdout.strip().splitlines()[-1])
+        assert measured["files"] == count
+        peaks[count] = measured["peak_mb"]
+    assert len(list((tmp_path / "out_1000").glob("*.txt"))) == 1000
+    assert peaks[1000] - peaks[100] < 25, peaks
+
+
 def test_ctrl_c_leaves_whole_outputs_and_a_rerun_finishes(cli, clips, long_sample, tmp_path):
     import signal
     import subprocess
