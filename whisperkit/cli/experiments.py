@@ -14,7 +14,7 @@ from whisperkit.measure.sampler import DEFAULT_INTERVAL_S
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the experiment commands to the ``whisperkit`` argument parser."""
-    from whisperkit.cli.args import add_model_arguments, interval_argument
+    from whisperkit.cli.args import add_model_arguments
     from whisperkit.experiments.runners import DEFAULT_SWEEP
 
     compare = commands.add_parser("compare", help="the seed's before/after comparison on one file")
@@ -27,9 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--repeats", type=int, default=1, help="alternating repeats per side (default: 1)")
     compare.add_argument("--matched", action="store_true", help="the sequential side decodes the batched side's chunks with its decoding "
                          "settings; batching (and num_workers) remain")
-    compare.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S, help="seconds between utilization samples")
-    compare.add_argument("--output-dir", required=True)
-    compare.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
+    _add_sampling_and_output(compare)
     compare.set_defaults(func=run_compare)
 
     sweep = commands.add_parser("sweep", help="throughput and memory against batch size")
@@ -42,9 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     sweep.add_argument("--batch-sizes", type=batch_sizes_argument, default=DEFAULT_SWEEP,
                        help=f"comma-separated (default: {','.join(map(str, DEFAULT_SWEEP))})")
     sweep.add_argument("--autotune", action="store_true", help="double from 1 until throughput rises < 5 %%")
-    sweep.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S, help="seconds between utilization samples")
-    sweep.add_argument("--output-dir", required=True)
-    sweep.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
+    _add_sampling_and_output(sweep)
     sweep.set_defaults(func=run_sweep)
 
     report = commands.add_parser("report", help="an offline HTML report of saved runs")
@@ -73,6 +69,16 @@ def batch_sizes_argument(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"batch size {', '.join(map(str, twice))} given twice in {text!r}; "
                                          "give each once")
     return sizes
+
+
+def _add_sampling_and_output(parser) -> None:
+    """The sampling interval and the experiment's output folder, for compare and sweep."""
+    from whisperkit.cli.args import interval_argument
+
+    parser.add_argument("--interval", type=interval_argument, default=DEFAULT_INTERVAL_S,
+                        help="seconds between utilization samples")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace the experiment already in --output-dir")
 
 
 def run_compare(args: argparse.Namespace) -> int:
