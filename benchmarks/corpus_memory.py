@@ -13,11 +13,21 @@ outputs and manifest, the per-file results kept), apart from the model's working
 
     .venv/bin/python benchmarks/corpus_memory.py [--sizes 500,6000] [--repeats 1] [--no-pack] [--fake-model]
 
-Measured on the 2-core machine (load about 15 from other work; bundled tiny.en, int8, beam 5,
-batch size 8, packed): with ``--fake-model``, 500 files peak at 254 MB and 6000 at 255 MB (end of
-run 209 and 225 MB: the 6000 results and manifest entries kept add about 16 MB). With the model,
-500 files peak at 1081 MB (end 331, after ``malloc_trim`` 264); the 6000-file run takes hours
-there, see the notes of issue 22.
+With the model, the child also reports which batches raised the peak (``raised_peak``: batch
+number, peak after it in MB, its longest text in characters) and the resident size after each
+batch (median), to tell a model batch that needs more memory from memory that creeps up.
+
+Measured on the 2-core machine (bundled tiny.en, int8, beam 5, batch size 8; 1-second clips are
+never packed, so each is a window of its own). Quiet machine (load about 2, this run alone):
+500 files peak at 507 MB and 6000 at 538 MB, 1.06x (end of run 329 and 341 MB, after
+``malloc_trim`` 252 and 259; median resident size after a batch 314 and 329 MB; 271 s and
+2294 s). The peak is the model's first batch (491 and 495 MB) plus two or three steps of
+15-27 MB in the first 300 batches, none after (batch 299 of 750 set the 6000-file peak); the
+longest text of a clip was 30 characters, so no runaway decode raised it. With
+``--fake-model``, 500 files peak at 254 MB and 6000 at 255 MB (load about 15; end of run 209 and
+225 MB: the 6000 results and manifest entries kept add about 16 MB). At load 15 (other work
+on both cores) an earlier 500-file run with the model peaked at 1081 MB (end 331, after
+``malloc_trim`` 264).
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ if fake:
                              "probability": 0.9} for place in window.places]}] for window in windows]
 
     decoding.WindowDecoder._forward = forward
-else:  # which batches raised the peak, and how long their decodes ran
+else:  # which batches raised the peak, and the longest text each decoded
     from whisperkit.core.corpus import decoding
 
     real, batches = decoding.WindowDecoder._forward, []
