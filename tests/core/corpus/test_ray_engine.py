@@ -160,6 +160,35 @@ def test_a_model_worker_killed_mid_run_loses_no_file_and_writes_none_twice(ray_c
 
 
 @needs_ray
+def test_a_run_stopped_as_stuck_ends_its_work_and_keeps_this_process_on_ray(ray_cluster, clips, monkeypatch):
+    """A run whose first batch does not come back within STALL_SECONDS (here 1 s: the model
+    workers take longer to start) stops with one line; its model workers and Ray Data's
+    execution end, and this process stays joined to Ray: the next run on it finishes."""
+    import ray
+
+    from whisperkit.core.corpus.engines import ray_watch
+
+    monkeypatch.setattr(ray_watch, "STALL_SECONDS", 1.0)
+    with pytest.raises(wk.ClusterError, match="^the Ray run stopped: nothing came back for"):
+        wk.transcribe_corpus(clips[:4], engine="ray", model_workers=1, batch_size=1, pack=False, progress=False)
+    assert ray.is_initialized()  # before, the stop left Ray (ray.shutdown), also a Ray the caller had joined
+    job = ray.get_runtime_context().get_job_id()
+
+    def left() -> list[str]:
+        workers = [actor["ActorClassName"] for actor in ray._private.state.actors().values()
+                   if "ModelWorker" in actor["ActorClassName"] and actor["State"] != "DEAD" and actor["JobID"] == job]
+        return workers + [thread.name for thread in threading.enumerate() if thread.name.startswith("StreamingExecutor-")]
+
+    deadline = time.monotonic() + 60
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left() == []
+    monkeypatch.undo()
+    again = wk.transcribe_corpus(clips[1:2], engine="ray", model_workers=1, progress=False)
+    assert "steady wins the race" in again.transcripts[clips[1]].text.lower()
+
+
+@needs_ray
 def test_a_model_the_workers_cannot_load_is_one_error(ray_cluster, clips):
     with pytest.raises(wk.DeviceError, match="compute type 'float16' is not supported on cpu"):
         wk.transcribe_corpus(clips[:1], engine="ray", device="cpu", compute_type="float16", model_workers=1, progress=False)

@@ -46,7 +46,7 @@ from whisperkit.core.corpus.engines.base import EngineRun, OnFile
 from whisperkit.core.corpus.engines.ray_cluster import connect, quiet_ray, require_ray
 from whisperkit.core.corpus.engines.ray_plan import PREPARE_CPUS, PREPARE_MEMORY_BYTES, check_config, model_spec, place
 from whisperkit.core.corpus.engines.ray_run import RayRun
-from whisperkit.core.corpus.engines.ray_watch import Feed, Shape, Watch, look, wait_for_room
+from whisperkit.core.corpus.engines.ray_watch import Feed, Shape, Watch, look, stop_execution, wait_for_room
 from whisperkit.core.corpus.engines.ray_workers import ModelWorker, WorkerSettings, decode_rows, encode, prepare
 from whisperkit.core.corpus.stages import Source
 from whisperkit.errors import ClusterError, WhisperkitError, first_line, one_line
@@ -145,7 +145,7 @@ class RayEngine:
         watch = Watch(self.shapes, lambda: look(ray))
         try:
             with quiet_ray(), Feed(dataset.iter_batches(batch_size=None, batch_format="numpy"), watch,
-                                   ray.shutdown) as batches:
+                                   lambda: stop_execution(ray, dataset)) as batches:
                 for batch in batches:
                     if on_batch is not None:
                         on_batch()

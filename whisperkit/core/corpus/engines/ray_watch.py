@@ -13,9 +13,9 @@ cluster, in whole CPUs, so two runs on one-CPU nodes each get none. The engine t
   back, looks at the cluster every :data:`LOOK_SECONDS` (:class:`Watch`): when part of the run
   has waited :data:`STARVED_SECONDS` for room that no node has free (or other jobs hold the
   cluster's CPUs), or nothing at all came back for :data:`STALL_SECONDS`, the run is stopped
-  (this process leaves the Ray cluster, which ends the run's tasks and actors) and a
-  :class:`~whisperkit.errors.ClusterError` says what waited for what. The files completed before
-  are written, and in the manifest.
+  (:func:`stop_execution`: its tasks and model workers end, and this process stays joined to
+  the cluster) and a :class:`~whisperkit.errors.ClusterError` says what waited for what. The
+  files completed before are written, and in the manifest.
 
 What the engine reads of Ray here (free resources, the demand waiting for room, the other jobs)
 comes from the cluster's control store; where a Ray version does not answer, that part is left
@@ -285,5 +285,29 @@ class Feed:
                     pass
 
 
+def stop_execution(ray: Any, dataset: Any) -> None:
+    """End the execution of Ray Data's ``dataset`` in this process: its tasks cancelled, its
+    model workers killed, and the thread reading its batches ended, while this process stays
+    joined to the cluster (a Ray the caller joined is theirs to keep).
+
+    Ray Data runs each execution on a thread of its own, a ``StreamingExecutor`` named after
+    the dataset's id, whose ``shutdown(force=True)`` does this. Where this Ray Data has none to
+    find, or it fails, this process leaves the cluster (``ray.shutdown()``), which ends them too.
+    """
+    try:
+        name = f"StreamingExecutor-{dataset.get_dataset_id()}"
+    except Exception:  # another Ray Data: no id to find its execution by
+        name = None
+    stops = [getattr(thread, "shutdown", None) for thread in threading.enumerate() if name is not None and thread.name == name]
+    executions = [stop for stop in stops if callable(stop)]
+    try:
+        for stop in executions:
+            stop(force=True)
+    except Exception:  # a Ray Data whose executor stops otherwise: leave the cluster
+        executions = []
+    if not executions:
+        ray.shutdown()
+
+
 __all__ = ["LOOK_SECONDS", "ROOM_SECONDS", "STALL_SECONDS", "STARVED_SECONDS", "ClusterView", "Feed", "Shape",
-           "Watch", "look", "wait_for_room"]
+           "Watch", "look", "stop_execution", "wait_for_room"]
