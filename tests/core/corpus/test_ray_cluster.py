@@ -273,7 +273,7 @@ def test_a_node_removed_where_no_node_has_room_finishes_or_stops_in_one_line(thr
         assert outcome.startswith("the Ray run stopped: nothing came back for ") and "waited for room" in outcome
     finally:
         starver.join(180)
-        for hog in hogs if ray.is_initialized() else ():  # (a stopped run left Ray: its actors ended with it)
+        for hog in hogs if ray.is_initialized() else ():  # (where a Ray Data without its executor to stop left Ray)
             ray.kill(hog)
     print(f"a node removed with no room left: {outcome}")
     assert len(removed) == 1 and len(removed[0]) == 56, removed  # the node id, not an error
