@@ -6,6 +6,11 @@ import pytest
 
 import whisperkit as wk
 
+try:
+    from tests.audio_files import write_wav
+except ImportError:  # run from inside tests/
+    from audio_files import write_wav
+
 
 def test_bundled_sample_decodes_to_16k_mono(long_sample):
     audio = wk.load_audio(long_sample)
@@ -50,18 +55,11 @@ def test_empty_and_silent_audio_decode(quiet_audio):
 
 
 def test_channels_are_kept_beside_the_unchanged_mono_mix(tmp_path):
-    import wave
-
     import numpy as np
 
     left = wk.load_audio(wk.sample_path("aesop_02")).samples
     right = np.pad(wk.load_audio(wk.sample_path("aesop_04")).samples, (0, 5000))[: len(left)]
-    path = tmp_path / "stereo.wav"
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(2)
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes((np.stack([left, right]).T * 32767).astype("<i2").tobytes())
+    path = write_wav(tmp_path / "stereo.wav", left, right)
     mixed, kept = wk.load_audio(path), wk.load_audio(path, keep_channels=True)
     assert mixed.channels is None and np.array_equal(mixed.samples, kept.samples)  # the mix as it always was
     assert kept.channels.shape == (2, len(kept.samples))
@@ -89,18 +87,6 @@ def test_array_channels_are_kept_when_asked():
         audio = audio_from_array(given, keep_channels=True)
         assert np.array_equal(audio.channels, rows) and np.allclose(audio.samples, rows.mean(axis=0))
     assert audio_from_array(rows).channels is None
-
-
-def write_wav(path, samples) -> None:
-    import wave
-
-    import numpy as np
-
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def test_a_wav_cut_short_is_decoded_with_a_warning_of_what_its_header_declares(tmp_path, long_sample):

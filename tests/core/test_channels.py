@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,10 @@ from whisperkit.core.channels import channel_names, choose_for
 from whisperkit.core.samples import reference_text
 
 try:
+    from tests.audio_files import write_wav
     from tests.conftest import run_cli
-except ImportError:
+except ImportError:  # run from inside tests/
+    from audio_files import write_wav
     from conftest import run_cli
 
 LEFT_CLIP, RIGHT_CLIP = "aesop_02", "aesop_05"  # "Slow and steady wins the race." / "A lion was awakened ..."
@@ -30,18 +31,6 @@ REAL_SPEECH = Path(os.environ.get("WHISPERKIT_REAL_SPEECH")
                    or Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech")
 DIARIZATION = REAL_SPEECH / "stereo" / "stereo_diarization.wav"
 MAX_CHANNEL_WER = 0.15
-
-
-def write_wav(path: Path, channels: list[np.ndarray]) -> str:
-    """16 kHz int16 WAV with one channel per array (shorter ones padded with silence)."""
-    length = max(len(channel) for channel in channels)
-    rows = np.stack([np.pad(channel, (0, length - len(channel))) for channel in channels])
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(len(channels))
-        handle.setsampwidth(2)
-        handle.setframerate(16000)
-        handle.writeframes((np.clip(rows.T, -1, 1) * 32767).astype("<i2").tobytes())
-    return str(path)
 
 
 def clip(name: str) -> np.ndarray:
@@ -52,7 +41,7 @@ def clip(name: str) -> np.ndarray:
 def two_speakers(tmp_path_factory) -> str:
     """A stereo WAV: one bundled clip on the left, another on the right, their references beside it."""
     folder = tmp_path_factory.mktemp("two_speakers")
-    path = write_wav(folder / "call.wav", [clip(LEFT_CLIP), clip(RIGHT_CLIP)])
+    path = write_wav(folder / "call.wav", clip(LEFT_CLIP), clip(RIGHT_CLIP))
     for channel, name in (("left", LEFT_CLIP), ("right", RIGHT_CLIP)):
         (folder / f"call.{channel}.txt").write_text(reference_text(wk.sample_path(name)), encoding="utf-8")
     return path
@@ -62,7 +51,7 @@ def two_speakers(tmp_path_factory) -> str:
 def same_speech(tmp_path_factory) -> str:
     """A stereo WAV with the same clip on both channels (a stereo file made from mono)."""
     samples = clip("aesop_03")
-    return write_wav(tmp_path_factory.mktemp("same_speech") / "mono_as_stereo.wav", [samples, samples])
+    return write_wav(tmp_path_factory.mktemp("same_speech") / "mono_as_stereo.wav", samples, samples)
 
 
 def references(names=(LEFT_CLIP, RIGHT_CLIP)) -> dict[str, str]:
@@ -162,7 +151,7 @@ def test_user_names_the_channels(model, two_speakers):
 
 def test_more_than_eight_channels_are_refused_as_before(model, tmp_path):
     speech = clip(LEFT_CLIP)
-    path = write_wav(tmp_path / "nine.wav", [speech * (0.5 + index / 20) for index in range(9)])
+    path = write_wav(tmp_path / "nine.wav", *[speech * (0.5 + index / 20) for index in range(9)])
     with pytest.raises(wk.AudioError, match="has 9 channels; whisperkit splits at most 8") as caught:
         wk.transcribe(path, model=model, channels="split", progress=False)
     assert "\n" not in str(caught.value)

@@ -15,6 +15,11 @@ import pytest
 import whisperkit as wk
 from whisperkit.core.samples import reference_text
 
+try:
+    from tests.audio_files import write_wav
+except ImportError:  # run from inside tests/
+    from audio_files import write_wav
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, clips, long_sample, bad_audio, quiet_audio):
@@ -299,19 +304,12 @@ def test_the_pipeline_keeps_nothing_per_file_that_grows_with_the_folder(tmp_path
     size is measured with the real model by ``benchmarks/corpus_memory.py``."""
     import subprocess
     import sys
-    import wave
 
     speech = wk.load_audio(long_sample).samples
     paths = []
     for number in range(1000):
-        path = tmp_path / f"clip_{number:04d}.wav"
         start = (number * 16000) % (len(speech) - 16000)
-        with wave.open(str(path), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(16000)
-            handle.writeframes((np.clip(speech[start:start + 16000], -1, 1) * 32767).astype("<i2").tobytes())
-        paths.append(str(path))
+        paths.append(write_wav(tmp_path / f"clip_{number:04d}.wav", speech[start:start + 16000]))
     peaks = {}
     for count in (100, 1000):
         listing = tmp_path / f"list_{count}.txt"
