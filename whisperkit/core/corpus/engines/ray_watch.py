@@ -296,16 +296,13 @@ def stop_execution(ray: Any, dataset: Any) -> None:
     """
     try:
         name = f"StreamingExecutor-{dataset.get_dataset_id()}"
-    except Exception:  # another Ray Data: no id to find its execution by
-        name = None
-    stops = [getattr(thread, "shutdown", None) for thread in threading.enumerate() if name is not None and thread.name == name]
-    executions = [stop for stop in stops if callable(stop)]
-    try:
-        for stop in executions:
+        found = [getattr(thread, "shutdown", None) for thread in threading.enumerate() if thread.name == name]
+        stops = [stop for stop in found if callable(stop)]
+        for stop in stops:
             stop(force=True)
-    except Exception:  # a Ray Data whose executor stops otherwise: leave the cluster
-        executions = []
-    if not executions:
+    except Exception:  # another Ray Data: no id to find its execution by, or an executor that stops otherwise
+        stops = []
+    if not stops:
         ray.shutdown()
 
 
